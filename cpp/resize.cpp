@@ -1,0 +1,164 @@
+#include "resize.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace crres {
+namespace {
+
+constexpr double kCubicA = -0.5;  // Keys' parameter used by PIL and by torch's antialiased bicubic
+constexpr double kCubicSupport = 2.0;
+constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL's Resample.c PRECISION_BITS
+
+double keys_cubic(double x) {
+    x = std::fabs(x);
+    if (x < 1.0) return ((kCubicA + 2.0) * x - (kCubicA + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * kCubicA;
+    return 0.0;
+}
+
+inline std::uint8_t clip8(std::int64_t acc) {
+    if (acc >= (std::int64_t{1} << kPrecisionBits << 8)) return 255;
+    if (acc <= 0) return 0;
+    return static_cast<std::uint8_t>(acc >> kPrecisionBits);
+}
+
+
+}  // namespace
+
+ResampleAxis make_bicubic_axis(int in_size, int out_size) {
+    ResampleAxis axis;
+    axis.in_size = in_size;
+    axis.out_size = out_size;
+    // Mirrors PIL's precompute_coeffs (Resample.c) step by step, including its rounding of the window.
+    const double scale = static_cast<double>(in_size) / out_size;
+    const double filter_scale = std::max(scale, 1.0);
+    const double support = kCubicSupport * filter_scale;
+    axis.taps = static_cast<int>(std::ceil(support)) * 2 + 1;
+    axis.first.assign(out_size, 0);
+    axis.count.assign(out_size, 0);
+    axis.weights.assign(static_cast<std::size_t>(out_size) * axis.taps, 0.f);
+    axis.fixed.assign(static_cast<std::size_t>(out_size) * axis.taps, 0);
+    std::vector<double> k(axis.taps);
+    for (int o = 0; o < out_size; ++o) {
+        const double center = (o + 0.5) * scale;
+        const int lo = std::max(static_cast<int>(center - support + 0.5), 0);
+        const int hi = std::min(static_cast<int>(center + support + 0.5), in_size);
+        const int n = std::max(hi - lo, 0);
+        double total = 0.0;
+        for (int i = 0; i < n; ++i) {
+            k[i] = keys_cubic((i + lo - center + 0.5) / filter_scale);
+            total += k[i];
+        }
+        for (int i = 0; i < n; ++i) {
+            const double w = total != 0.0 ? k[i] / total : k[i];
+            const std::size_t at = static_cast<std::size_t>(o) * axis.taps + i;
+            axis.weights[at] = static_cast<float>(w);
+            const double fixed = w * (1 << kPrecisionBits);
+            axis.fixed[at] = static_cast<std::int32_t>(w < 0.0 ? -0.5 + fixed : 0.5 + fixed);
+        }
+        axis.first[o] = lo;
+        axis.count[o] = n;
+    }
+    return axis;
+}
+
+namespace {
+
+// Accumulator and rounding per element type: uint8 follows PIL's fixed point, float32 is exact arithmetic.
+// int32 cannot overflow for uint8: |acc| <= 255 * sum|w| * 2^22 with sum|w| < 1.5 for this kernel.
+struct FixedPointU8 {
+    using Acc = std::int32_t;
+    static Acc zero() { return Acc{1} << (kPrecisionBits - 1); }
+    static const std::int32_t* weights(const ResampleAxis& a, int o) { return a.fixed.data() + std::size_t(o) * a.taps; }
+    static std::uint8_t finish(Acc acc) { return clip8(acc); }
+};
+struct FloatF32 {
+    using Acc = float;
+    static Acc zero() { return 0.f; }
+    static const float* weights(const ResampleAxis& a, int o) { return a.weights.data() + std::size_t(o) * a.taps; }
+    static float finish(Acc acc) { return acc; }
+};
+
+// Horizontal pass: every row of `height` rows, `in_w` -> axis.out_size samples of `channels` interleaved values.
+template <typename Traits, typename T>
+void pass_horizontal(const T* src, T* dst, const ResampleAxis& axis, int height, int channels) {
+    const std::ptrdiff_t c = channels, in_row = std::ptrdiff_t(axis.in_size) * c, out_row = std::ptrdiff_t(axis.out_size) * c;
+    for (int y = 0; y < height; ++y) {
+        const T* in = src + y * in_row;
+        T* out = dst + y * out_row;
+        for (int o = 0; o < axis.out_size; ++o) {
+            const auto* k = Traits::weights(axis, o);
+            const T* base = in + axis.first[o] * c;
+            const int n = axis.count[o];
+            for (int ch = 0; ch < channels; ++ch) {
+                typename Traits::Acc acc = Traits::zero();
+                for (int i = 0; i < n; ++i) acc += static_cast<typename Traits::Acc>(base[i * c + ch]) * k[i];
+                out[o * c + ch] = Traits::finish(acc);
+            }
+        }
+    }
+}
+
+// Vertical pass over rows of `row_len` values: accumulates whole input rows so the inner loop is contiguous.
+template <typename Traits, typename T>
+void pass_vertical(const T* src, T* dst, const ResampleAxis& axis, std::ptrdiff_t row_len,
+                   std::vector<typename Traits::Acc>& acc) {
+    acc.resize(static_cast<std::size_t>(row_len));
+    for (int o = 0; o < axis.out_size; ++o) {
+        const auto* k = Traits::weights(axis, o);
+        std::fill(acc.begin(), acc.end(), Traits::zero());
+        for (int i = 0; i < axis.count[o]; ++i) {
+            const T* in = src + (axis.first[o] + i) * row_len;
+            const typename Traits::Acc w = k[i];
+            for (std::ptrdiff_t j = 0; j < row_len; ++j) acc[j] += static_cast<typename Traits::Acc>(in[j]) * w;
+        }
+        T* out = dst + o * row_len;
+        for (std::ptrdiff_t j = 0; j < row_len; ++j) out[j] = Traits::finish(acc[j]);
+    }
+}
+
+// Horizontal pass into scratch, then vertical pass into dst (PIL's order), skipping a pass whose axis keeps
+// its size.
+template <typename Traits, typename T>
+void resize_separable(const T* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols, T* dst,
+                      std::vector<T>& tmp, std::vector<typename Traits::Acc>& acc) {
+    const int in_h = rows.in_size, in_w = cols.in_size, out_w = cols.out_size;
+    const bool horizontal = in_w != out_w, vertical = rows.in_size != rows.out_size;
+    if (!horizontal && !vertical) {
+        std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(in_h) * in_w * channels);
+        return;
+    }
+    const T* mid = src;
+    if (horizontal) {
+        T* target = dst;
+        if (vertical) {
+            tmp.resize(static_cast<std::size_t>(in_h) * out_w * channels);
+            target = tmp.data();
+        }
+        pass_horizontal<Traits>(src, target, cols, in_h, channels);
+        mid = target;
+    }
+    if (vertical) pass_vertical<Traits>(mid, dst, rows, std::ptrdiff_t(out_w) * channels, acc);
+}
+
+}  // namespace
+
+void resize_u8(const std::uint8_t* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols,
+               std::uint8_t* dst, ResampleScratch& scratch) {
+    resize_separable<FixedPointU8>(src, channels, rows, cols, dst, scratch.u8, scratch.acc_i32);
+}
+
+void resize_f32(const float* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols, float* dst,
+                ResampleScratch& scratch) {
+    resize_separable<FloatF32>(src, channels, rows, cols, dst, scratch.f32, scratch.acc_f32);
+}
+
+int degraded_side(int side, int width, int r) {
+    if (side == width) return r;
+    const long long scaled = (static_cast<long long>(side) * r + width / 2) / width;
+    return static_cast<int>(std::max(1LL, scaled));
+}
+
+}  // namespace crres
