@@ -77,6 +77,8 @@ def _output_size(size: int | tuple[int, int]) -> tuple[int, int]:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"output size {name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"output size {name} must be >= 1, got {value}")
     return int(height), int(width)
 
 

@@ -1,0 +1,52 @@
+# crres: `make demo` and `make test` are the two commands; everything else is a step they use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# Extras installed for development: tests, and torch (for the torch parity tests and training/).
+EXTRAS ?= dev,train
+comma := ,
+STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
+CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)
+SANITIZE_BUILD := build/sanitize
+
+.PHONY: setup test test-sanitize bench demo clean
+
+setup: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Build tools first, so the editable install can build the core without an isolated build environment
+# (fast re-installs); the stamp reruns it only when the build inputs change.
+$(STAMP): $(PY) pyproject.toml CMakeLists.txt $(CORE_SOURCES)
+	$(PIP) install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
+	$(PIP) install --no-build-isolation -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.crres-setup-*
+	@touch $@
+
+test: setup
+	$(PY) -m pytest
+
+# The core tests against an ASan+UBSan build of the module (tests/conftest.py loads it from CRRES_CORE_PATH).
+# Leak detection is off: CPython's own allocations at exit are not ours to report.
+test-sanitize: setup
+	$(VENV)/bin/cmake -S . -B $(SANITIZE_BUILD) -G Ninja -DCRRES_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) >/dev/null
+	$(VENV)/bin/cmake --build $(SANITIZE_BUILD) --target _core
+	CRRES_CORE_PATH=$$(ls $(abspath $(SANITIZE_BUILD))/_core*.so) \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	HYPOTHESIS_PROFILE=sanitize \
+	$(PY) -m pytest tests/core -q -p no:cacheprovider
+
+bench: setup
+	@mkdir -p bench-results
+	$(PY) benchmarks/bench_preprocess.py --json bench-results/preprocess.json
+
+demo: setup
+	$(PY) examples/preprocess_demo.py --out out/demo
+
+clean:
+	rm -rf build bench-results out
