@@ -134,3 +134,43 @@ def test_empty_batch():
     frame = np.zeros((10, 10, 3), np.uint8)
     assert align_faces(frame, np.zeros((0, 5, 2))).shape == (0, 3, 112, 112)
     assert align_faces_uint8(frame, np.zeros((0, 5, 2))).shape == (0, 112, 112, 3)
+
+
+def _frame_before_guard_page(h: int, w: int):
+    """An (h, w, 3) uint8 array whose last byte sits right before an unreadable page (Linux)."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    n = h * w * 3
+    total = (n // page + 2) * page
+    buf = mmap.mmap(-1, total, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mprotect(ctypes.c_void_p(base + total - page), ctypes.c_size_t(page), 0) != 0:
+        pytest.skip("mprotect unavailable")
+    frame = np.frombuffer(buf, np.uint8, count=n, offset=total - page - n).reshape(h, w, 3)
+    return frame, buf
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux only")
+def test_no_read_past_the_last_pixel():
+    # Sampling right up to the bottom-right pixel must not touch the byte after it (a read there faults).
+    # ASan does not see the SIMD gathers, so this guard page is what checks them.
+    frame, keep_alive = _frame_before_guard_page(37, 53)
+    frame[:] = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    matrices = []
+    for _ in range(64):
+        s = rng.uniform(3.1, 6.0)  # the whole crop inside the frame, so its rows take the interior (SIMD) path
+        # crop pixel (x, y) samples (x / s + ox, y / s + oy) with the far corner a hair inside the frame
+        last = 111.0 / s
+        ox = 53 - 1 - 1e-3 * rng.uniform(1.5, 3.0) - last
+        oy = 37 - 1 - 1e-3 * rng.uniform(1.5, 3.0) - last
+        matrices.append([[s, 0.0, -s * ox], [0.0, s, -s * oy]])
+    matrices = np.array(matrices)
+    got = warp_faces_uint8(frame, matrices)
+    warp_faces(frame, matrices)
+    for m, crop in zip(matrices, got):
+        assert np.abs(crop.astype(int) - cv_warp(frame, m, (112, 112))).max() <= 1
+    del keep_alive
