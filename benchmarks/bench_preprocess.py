@@ -1,0 +1,159 @@
+"""Preprocessing speed: fused C++ align+normalise and degrade against the usual Python pipelines.
+
+Align: 16 faces at random scales (0.3-3x the template) and rotations (+-35 deg) in one 1920x1080 BGR frame, to
+a (16, 3, 112, 112) float32 RGB (x - 127.5) / 128 batch. Implementations, measured in the same run:
+  opencv       (baseline) per face cv2.estimateAffinePartial2D + cv2.warpAffine + numpy normalise/transpose
+  insightface  per face skimage SimilarityTransform + cv2.warpAffine (InsightFace norm_crop), then one
+               cv2.dnn.blobFromImages (InsightFace's ArcFaceONNX.get_feat)
+  crres        crres_sdk.align_faces (one C++ call: fit, warp, swap, normalise, NCHW)
+  crres_uint8  crres_sdk.align_faces_uint8 (HWC uint8 crops, for storage)
+Degrade: 64 uint8 112x112x3 crops, each down to r in {7, 14, 28, 56} and back up:
+  pil          (baseline) PIL resize(BICUBIC) down and up (the definition the core reproduces bit-exactly)
+  opencv       cv2.resize INTER_CUBIC down and up (not antialiased: a different, cheaper operation)
+  torch        F.interpolate(bicubic, antialias=True) down and up on a float32 NCHW batch, when torch is present
+  crres        crres_sdk.degrade (C++, PIL-exact)
+Times are per face / per crop. Thread counts apply to OpenCV (cv2.setNumThreads), torch and the core; PIL and
+numpy run on one thread.
+
+    python benchmarks/bench_preprocess.py --json bench-results/preprocess.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from skimage.transform import SimilarityTransform
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
+
+from crres_sdk import ARCFACE_TEMPLATE, align_faces, align_faces_uint8, degrade  # noqa: E402
+
+N_FACES = 16
+N_CROPS = 64
+SIZES = (7, 14, 28, 56)
+
+
+def face_landmarks(rng: np.random.Generator, n: int) -> np.ndarray:
+    out = []
+    for _ in range(n):
+        s, a = rng.uniform(0.3, 3.0), rng.uniform(-0.6, 0.6)
+        rot = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        centre = np.array([rng.uniform(200, 1720), rng.uniform(200, 880)])
+        out.append((ARCFACE_TEMPLATE - 56.0) @ rot.T + centre)
+    return np.stack(out).astype(np.float32)
+
+
+def bench_align(repeats: int, threads_list: list[int]) -> list[Record]:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    landmarks = face_landmarks(rng, N_FACES)
+    template = ARCFACE_TEMPLATE.astype(np.float32)
+
+    def opencv():
+        out = []
+        for lm in landmarks:
+            m, _ = cv2.estimateAffinePartial2D(lm, template)
+            crop = cv2.warpAffine(frame, m, (112, 112), flags=cv2.INTER_LINEAR, borderValue=0)
+            out.append(((crop[:, :, ::-1].astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1))
+        return np.stack(out)
+
+    def insightface():
+        crops = []
+        for lm in landmarks:
+            tform = SimilarityTransform.from_estimate(lm, template)
+            crops.append(cv2.warpAffine(frame, tform.params[:2], (112, 112), borderValue=0))
+        return cv2.dnn.blobFromImages(crops, 1.0 / 128.0, (112, 112), (127.5, 127.5, 127.5), swapRB=True)
+
+    reference = opencv()
+    assert np.abs(align_faces(frame, landmarks) - reference).max() < 0.02, "crres disagrees with the baseline"
+    assert np.abs(insightface() - reference).max() < 0.02, "insightface pipeline disagrees with the baseline"
+
+    records = []
+    for threads in threads_list:
+        cv2.setNumThreads(threads)
+        impls = {
+            "opencv": opencv,
+            "insightface": insightface,
+            "crres": lambda: align_faces(frame, landmarks, threads=threads),
+            "crres_uint8": lambda: align_faces_uint8(frame, landmarks, threads=threads),
+        }
+        for name, fn in impls.items():
+            med, p90 = time_call(fn, repeats)
+            records.append(Record("align", f"{N_FACES}faces_1920x1080", name, threads, med, p90,
+                                  baseline=None if name == "opencv" else "opencv",
+                                  extra={"items": N_FACES, "unit": "per call; per face = median_s / items"}))
+    return records
+
+
+def bench_degrade(repeats: int, threads_list: list[int]) -> list[Record]:
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 256, (N_CROPS, 112, 112, 3), dtype=np.uint8)
+    sizes = np.array([SIZES[i % len(SIZES)] for i in range(N_CROPS)])
+
+    def pil():
+        return np.stack([
+            np.asarray(Image.fromarray(c).resize((r, r), Image.Resampling.BICUBIC).resize((112, 112), Image.Resampling.BICUBIC))
+            for c, r in zip(crops, sizes)
+        ])
+
+    def opencv():
+        return np.stack([
+            cv2.resize(cv2.resize(c, (int(r), int(r)), interpolation=cv2.INTER_CUBIC), (112, 112),
+                       interpolation=cv2.INTER_CUBIC)
+            for c, r in zip(crops, sizes)
+        ])
+
+    assert np.array_equal(degrade(crops, sizes), pil()), "crres degrade must equal PIL bit for bit"
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+    nchw = None if torch is None else torch.from_numpy(crops.transpose(0, 3, 1, 2).astype(np.float32))
+
+    def torch_degrade():
+        out = torch.empty_like(nchw)
+        for r in SIZES:  # batched per distinct r, as training does
+            idx = torch.from_numpy(np.flatnonzero(sizes == r))
+            small = F.interpolate(nchw[idx], size=(r, r), mode="bicubic", antialias=True, align_corners=False)
+            out[idx] = F.interpolate(small, size=(112, 112), mode="bicubic", antialias=True, align_corners=False)
+        return out
+
+    records = []
+    for threads in threads_list:
+        cv2.setNumThreads(threads)
+        impls = {"pil": pil, "opencv": opencv, "crres": lambda: degrade(crops, sizes, threads=threads)}
+        if torch is not None:
+            torch.set_num_threads(threads)
+            impls["torch"] = torch_degrade
+        for name, fn in impls.items():
+            med, p90 = time_call(fn, repeats)
+            records.append(Record("degrade", f"{N_CROPS}crops_112_r7-56", name, threads, med, p90,
+                                  baseline=None if name == "pil" else "pil",
+                                  extra={"items": N_CROPS, "sizes": list(SIZES)}))
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the records to this JSON file")
+    parser.add_argument("--repeats", type=int, default=200, help="timed runs per implementation (align)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error("--repeats must be >= 5 for a meaningful median")
+    records = bench_align(args.repeats, args.threads) + bench_degrade(max(args.repeats // 10, 5), args.threads)
+    fill_speedups(records)
+    for r in records:
+        r.extra.update(machine())
+    report(records, args.json, unit="us", per="/item")
+
+
+if __name__ == "__main__":
+    main()
