@@ -1,0 +1,37 @@
+"""The demo and the benchmark run end to end and produce what they promise (small settings)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD_KEYS = {"benchmark", "case", "impl", "threads", "median_s", "p90_s", "baseline", "speedup_vs_baseline", "extra"}
+
+
+def test_preprocess_demo(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "examples/preprocess_demo.py"), "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    rows = json.loads((tmp_path / "resolutions.json").read_text())
+    assert [r["target_px"] for r in rows] == [112, 40, 14, 7]
+    for row in rows:  # the shrunk frame really carries the face at the target resolution (frame rounding only)
+        assert abs(row["equivalent_resolution_px"] - row["target_px"]) <= 0.02 * row["target_px"] + 0.2
+        assert row["model_input"] == [3, 112, 112]
+    assert (tmp_path / "resolutions.png").stat().st_size > 10_000
+
+
+def test_preprocess_benchmark_json(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_preprocess.py"), "--json", str(out),
+                    "--repeats", "5", "--threads", "1"], check=True, capture_output=True)
+    records = json.loads(out.read_text())
+    assert {r["impl"] for r in records if r["benchmark"] == "align"} >= {"opencv", "insightface", "crres"}
+    assert {r["impl"] for r in records if r["benchmark"] == "degrade"} >= {"pil", "opencv", "crres"}
+    for r in records:
+        assert set(r) == RECORD_KEYS
+        assert r["median_s"] > 0 and r["p90_s"] >= r["median_s"]
+        if r["baseline"] is None:
+            assert r["speedup_vs_baseline"] is None
+        else:
+            base = next(b for b in records if b["impl"] == r["baseline"] and b["benchmark"] == r["benchmark"])
+            assert abs(r["speedup_vs_baseline"] - base["median_s"] / r["median_s"]) < 1e-9
