@@ -101,6 +101,20 @@ void pass_horizontal(const T* src, T* dst, const ResampleAxis& axis, int height,
     }
 }
 
+// acc[j] += in[j] * w over a row: the vertical pass's inner loop, compiled for AVX2 too where GCC can
+// dispatch at load time (target_clones), since baseline x86-64 (SSE2) has no 32-bit integer multiply.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define CRRES_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CRRES_CLONES
+#endif
+CRRES_CLONES void accumulate_row(const std::uint8_t* in, std::int32_t w, std::int32_t* acc, std::ptrdiff_t n) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[j] += static_cast<std::int32_t>(in[j]) * w;
+}
+CRRES_CLONES void accumulate_row(const float* in, float w, float* acc, std::ptrdiff_t n) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[j] += in[j] * w;
+}
+
 // Vertical pass over rows of `row_len` values: accumulates whole input rows so the inner loop is contiguous.
 template <typename Traits, typename T>
 void pass_vertical(const T* src, T* dst, const ResampleAxis& axis, std::ptrdiff_t row_len,
@@ -111,8 +125,7 @@ void pass_vertical(const T* src, T* dst, const ResampleAxis& axis, std::ptrdiff_
         std::fill(acc.begin(), acc.end(), Traits::zero());
         for (int i = 0; i < axis.count[o]; ++i) {
             const T* in = src + (axis.first[o] + i) * row_len;
-            const typename Traits::Acc w = k[i];
-            for (std::ptrdiff_t j = 0; j < row_len; ++j) acc[j] += static_cast<typename Traits::Acc>(in[j]) * w;
+            accumulate_row(in, static_cast<typename Traits::Acc>(k[i]), acc.data(), row_len);
         }
         T* out = dst + o * row_len;
         for (std::ptrdiff_t j = 0; j < row_len; ++j) out[j] = Traits::finish(acc[j]);
