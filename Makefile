@@ -9,10 +9,12 @@ comma := ,
 STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)
 SANITIZE_BUILD := build/sanitize
+# Built from PyPI's facenet-pytorch wheel by our own converter; never committed (see export/detector_bundle.py).
+DETECTOR_BUNDLE := models/mtcnn/manifest.json
 
 .PHONY: setup test test-sanitize bench demo clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(DETECTOR_BUNDLE)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,9 @@ $(STAMP): $(PY) pyproject.toml CMakeLists.txt $(CORE_SOURCES)
 	$(PIP) install --no-build-isolation -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.crres-setup-*
 	@touch $@
+
+$(DETECTOR_BUNDLE): | $(STAMP)
+	$(PY) export/detector_bundle.py --out $(dir $@)
 
 test: setup
 	$(PY) -m pytest

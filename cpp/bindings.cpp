@@ -5,12 +5,15 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "crop.hpp"
 #include "image.hpp"
+#include "mtcnn.hpp"
 #include "parallel.hpp"
 #include "resize.hpp"
 #include "resolution.hpp"
@@ -261,7 +264,7 @@ py::array resize_batch(const py::handle& images, int out_h, int out_w, int threa
     require_size(out_h, "height");
     require_size(out_w, "width");
     require_threads(threads);
-    const ResampleAxis rows = make_bicubic_axis(in.h, out_h), cols = make_bicubic_axis(in.w, out_w);
+    const ResampleAxis rows = make_resample_axis(in.h, out_h), cols = make_resample_axis(in.w, out_w);
     py::array out = new_like(in, out_h, out_w);
     resize_items(in, out, std::vector<const ResampleAxis*>(in.n, &rows), std::vector<const ResampleAxis*>(in.n, &cols), threads);
     return out;
@@ -290,8 +293,8 @@ py::array degrade_batch(const py::handle& crops, const py::handle& sizes_obj, in
         r_of[i] = r;
         if (!axes.count(r)) {
             const int dh = degraded_side(in.h, in.w, static_cast<int>(r)), dw = static_cast<int>(r);
-            axes[r] = {make_bicubic_axis(in.h, dh), make_bicubic_axis(in.w, dw), make_bicubic_axis(dh, in.h),
-                       make_bicubic_axis(dw, in.w)};
+            axes[r] = {make_resample_axis(in.h, dh), make_resample_axis(in.w, dw), make_resample_axis(dh, in.h),
+                       make_resample_axis(dw, in.w)};
         }
     }
     py::array out = new_like(in, in.h, in.w);
@@ -318,6 +321,176 @@ py::array degrade_batch(const py::handle& crops, const py::handle& sizes_obj, in
                 resize_f32(static_cast<const float*>(src) + i * item, in.c, ax[0], ax[1], tmp.data(), scratch[worker]);
                 resize_f32(tmp.data(), in.c, ax[2], ax[3], static_cast<float*>(dst) + i * item, scratch[worker]);
             }
+        }
+    });
+    return out;
+}
+
+
+// ---- MTCNN glue ------------------------------------------------------------------------------------------
+
+constexpr int kCandidateColumns = 9;  // x1, y1, x2, y2, score, reg0..reg3
+
+py::array_t<float> candidates_array(const std::vector<Candidate>& cands) {
+    py::array_t<float> out({static_cast<py::ssize_t>(cands.size()), py::ssize_t{kCandidateColumns}});
+    float* p = out.mutable_data();
+    for (const Candidate& c : cands) {
+        const float row[kCandidateColumns] = {c.x1, c.y1, c.x2, c.y2, c.score, c.reg[0], c.reg[1], c.reg[2], c.reg[3]};
+        std::copy(row, row + kCandidateColumns, p);
+        p += kCandidateColumns;
+    }
+    return out;
+}
+
+// (N, >= min_cols) float32 C-contiguous rows: columns 0-3 box, 4 score, 5-8 regression (when present).
+std::vector<Candidate> candidates_from(const py::handle& obj, const char* name, py::ssize_t min_cols) {
+    py::array a = as_array(obj, name);
+    if (!has_dtype<float>(a)) throw py::type_error(std::string(name) + " must be float32, got " + dtype_name(a));
+    require_ndim(a, name, 2, "(N, C)");
+    if (a.shape(1) < min_cols)
+        throw py::value_error(std::string(name) + " must have at least " + std::to_string(min_cols) +
+                              " columns, got shape " + shape_str(a));
+    require_c_contiguous(a, name);
+    const float* p = static_cast<const float*>(a.data());
+    const py::ssize_t cols = a.shape(1);
+    std::vector<Candidate> out(static_cast<std::size_t>(a.shape(0)));
+    for (std::size_t i = 0; i < out.size(); ++i, p += cols) {
+        for (int k = 0; k < std::min<py::ssize_t>(cols, 4); ++k)
+            if (!std::isfinite(p[k])) throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] is not finite");
+        Candidate& c = out[i];
+        c.x1 = p[0]; c.y1 = p[1]; c.x2 = p[2]; c.y2 = p[3];
+        c.score = cols > 4 ? p[4] : 0.f;
+        for (int k = 0; k < 4; ++k) c.reg[k] = cols > 5 + k ? p[5 + k] : 0.f;
+    }
+    return out;
+}
+
+OverlapMode overlap_mode(const std::string& mode) {
+    if (mode == "iou") return OverlapMode::iou;
+    if (mode == "min") return OverlapMode::min_area;
+    throw py::value_error("mode must be 'iou' or 'min', got '" + mode + "'");
+}
+
+float require_unit(float v, const char* name) {
+    if (!(v >= 0.f && v <= 1.f)) throw py::value_error(std::string(name) + " must be in [0, 1], got " + std::to_string(v));
+    return v;
+}
+
+py::array_t<float> pnet_decode(const py::handle& prob_obj, const py::handle& reg_obj, double scale, float threshold,
+                               float nms_threshold) {
+    py::array prob = as_array(prob_obj, "prob"), reg = as_array(reg_obj, "reg");
+    for (auto* a : {&prob, &reg})
+        if (!has_dtype<float>(*a)) throw py::type_error("prob and reg must be float32");
+    require_ndim(prob, "prob", 2, "(H, W)");
+    require_ndim(reg, "reg", 3, "(4, H, W)");
+    if (reg.shape(0) != 4 || reg.shape(1) != prob.shape(0) || reg.shape(2) != prob.shape(1))
+        throw py::value_error("reg must have shape (4, H, W) matching prob (H, W), got " + shape_str(reg) + " and " +
+                              shape_str(prob));
+    require_c_contiguous(prob, "prob");
+    require_c_contiguous(reg, "reg");
+    if (!(scale > 0.0) || !std::isfinite(scale)) throw py::value_error("scale must be a positive finite number");
+    require_unit(threshold, "threshold");
+    require_unit(nms_threshold, "nms_threshold");
+    std::vector<Candidate> cands;
+    {
+        py::gil_scoped_release release;
+        cands = pnet_candidates(static_cast<const float*>(prob.data()), static_cast<const float*>(reg.data()),
+                                static_cast<int>(prob.shape(0)), static_cast<int>(prob.shape(1)), scale, threshold, 2, 12);
+        const std::vector<int> keep = nms(cands, nms_threshold, OverlapMode::iou);
+        std::vector<Candidate> kept;
+        kept.reserve(keep.size());
+        for (int i : keep) kept.push_back(cands[i]);
+        cands.swap(kept);
+    }
+    return candidates_array(cands);
+}
+
+std::vector<double> scales_from(const std::vector<double>& scales) {
+    for (double s : scales)
+        if (!(s > 0.0 && s <= 64.0)) throw py::value_error("scales must be in (0, 64], got " + std::to_string(s));
+    return scales;
+}
+
+// One normalised (1, 3, ceil(H s), ceil(W s)) level per scale, resampled from the frame with PIL's
+// antialiased BILINEAR (MATLAB imresize's kernel, which MTCNN was trained with).
+py::list pyramid(const py::handle& image, const std::vector<double>& scales_in, std::vector<float> mean,
+                 std::vector<float> std, bool swap_rb, int threads) {
+    const ImageU8View frame = frame_view(image, "image");
+    const std::vector<double> scales = scales_from(scales_in);
+    const PixelNormalization norm = normalization(mean, std, swap_rb);
+    require_threads(threads);
+    std::vector<py::array_t<float>> levels;
+    std::vector<std::pair<ResampleAxis, ResampleAxis>> axes;
+    for (double s : scales) {
+        const int h = std::max(1, static_cast<int>(std::ceil(frame.height * s)));
+        const int w = std::max(1, static_cast<int>(std::ceil(frame.width * s)));
+        levels.emplace_back(std::vector<py::ssize_t>{1, 3, h, w});
+        axes.emplace_back(make_resample_axis(frame.height, h, ResampleFilter::bilinear),
+                          make_resample_axis(frame.width, w, ResampleFilter::bilinear));
+    }
+    std::vector<float*> outs;
+    for (auto& l : levels) outs.push_back(l.mutable_data());
+    {
+        py::gil_scoped_release release;
+        // The resampler reads packed rows; a row-strided view is packed once here.
+        std::vector<std::uint8_t> packed;
+        const std::uint8_t* src = frame.data;
+        if (frame.row_stride != static_cast<std::ptrdiff_t>(frame.width) * 3) {
+            packed.resize(static_cast<std::size_t>(frame.height) * frame.width * 3);
+            for (int y = 0; y < frame.height; ++y)
+                std::memcpy(packed.data() + static_cast<std::size_t>(y) * frame.width * 3, frame.row(y),
+                            static_cast<std::size_t>(frame.width) * 3);
+            src = packed.data();
+        }
+        const int workers = resolve_threads(threads, scales.size());
+        std::vector<ResampleScratch> scratch(static_cast<std::size_t>(workers));
+        std::vector<std::vector<std::uint8_t>> resized(static_cast<std::size_t>(workers));
+        parallel_for(scales.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
+            for (std::size_t i = b; i < e; ++i) {
+                const int h = axes[i].first.out_size, w = axes[i].second.out_size;
+                resized[worker].resize(static_cast<std::size_t>(h) * w * 3);
+                resize_u8(src, 3, axes[i].first, axes[i].second, resized[worker].data(), scratch[worker]);
+                normalize_to_chw(resized[worker].data(), h, w, norm, outs[i]);
+            }
+        });
+    }
+    py::list out;
+    for (auto& l : levels) out.append(l);
+    return out;
+}
+
+// (N, 3, size, size) normalised crops of each box's pixel region (zero outside the frame), resampled with
+// antialiased bilinear like the pyramid.
+py::array_t<float> candidate_crops(const py::handle& image, const py::handle& boxes_obj, int size,
+                                   std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads) {
+    const ImageU8View frame = frame_view(image, "image");
+    const std::vector<Candidate> boxes = candidates_from(boxes_obj, "boxes", 4);
+    require_size(size, "size");
+    require_threads(threads);
+    const PixelNormalization norm = normalization(mean, std, swap_rb);
+    std::vector<PixelRect> rects;
+    for (std::size_t i = 0; i < boxes.size(); ++i) {
+        const PixelRect r = pixel_rect(boxes[i]);
+        if (static_cast<long long>(r.x1 - r.x0) * (r.y1 - r.y0) > 64LL * 1024 * 1024)
+            throw py::value_error("boxes[" + std::to_string(i) + "] is implausibly large");
+        rects.push_back(r);
+    }
+    py::array_t<float> out({static_cast<py::ssize_t>(boxes.size()), py::ssize_t{3}, py::ssize_t{size}, py::ssize_t{size}});
+    float* dst = out.mutable_data();
+    const std::size_t per = std::size_t(3) * size * size;
+    py::gil_scoped_release release;
+    const int workers = resolve_threads(threads, boxes.size());
+    std::vector<ResampleScratch> scratch(static_cast<std::size_t>(std::max(workers, 1)));
+    std::vector<std::vector<std::uint8_t>> region(scratch.size()), small(scratch.size());
+    parallel_for(boxes.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
+        for (std::size_t i = b; i < e; ++i) {
+            const PixelRect& r = rects[i];
+            extract_region(frame, r, region[worker]);
+            const ResampleAxis rows = make_resample_axis(r.y1 - r.y0, size, ResampleFilter::bilinear);
+            const ResampleAxis cols = make_resample_axis(r.x1 - r.x0, size, ResampleFilter::bilinear);
+            small[worker].resize(static_cast<std::size_t>(size) * size * 3);
+            resize_u8(region[worker].data(), 3, rows, cols, small[worker].data(), scratch[worker]);
+            normalize_to_chw(small[worker].data(), size, size, norm, dst + i * per);
         }
     });
     return out;
@@ -414,4 +587,55 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
     }, py::arg("landmarks"), "112 * inter-ocular distance / template inter-ocular distance, per face; (N,) float64.");
+    m.def("mtcnn_pyramid", &pyramid, py::arg("image"), py::arg("scales"), py::arg("mean"), py::arg("std"),
+          py::arg("swap_rb"), py::arg("threads"));
+    m.def("mtcnn_pnet_decode", &pnet_decode, py::arg("prob"), py::arg("reg"), py::arg("scale"), py::arg("threshold"),
+          py::arg("nms_threshold"),
+          "Cells with face probability >= threshold as (K, 9) [x1, y1, x2, y2, score, reg0..3], after NMS.");
+    m.def("mtcnn_crops", &candidate_crops, py::arg("image"), py::arg("boxes"), py::arg("size"), py::arg("mean"),
+          py::arg("std"), py::arg("swap_rb"), py::arg("threads"));
+    m.def("mtcnn_nms", [](const py::handle& boxes_obj, float threshold, const std::string& mode) {
+        const std::vector<Candidate> boxes = candidates_from(boxes_obj, "boxes", 5);
+        require_unit(threshold, "threshold");
+        const OverlapMode m = overlap_mode(mode);
+        std::vector<int> keep;
+        {
+            py::gil_scoped_release release;
+            keep = nms(boxes, threshold, m);
+        }
+        py::array_t<std::int64_t> out(static_cast<py::ssize_t>(keep.size()));
+        std::copy(keep.begin(), keep.end(), out.mutable_data());
+        return out;
+    }, py::arg("boxes"), py::arg("threshold"), py::arg("mode"),
+       "Greedy NMS over (N, >=5) [x1, y1, x2, y2, score, ...]; kept indices by descending score.");
+    m.def("mtcnn_refine", [](const py::handle& boxes_obj, bool square) {
+        std::vector<Candidate> boxes = candidates_from(boxes_obj, "boxes", 4);
+        for (Candidate& c : boxes) {
+            regress(c);
+            if (square) make_square(c);
+        }
+        return candidates_array(boxes);
+    }, py::arg("boxes"), py::arg("square"),
+       "Applies columns 5-8 as box regression (then squares the boxes when asked); returns (N, 9), reg zeroed.");
+    m.def("mtcnn_landmarks", [](const py::handle& boxes_obj, const py::handle& raw_obj) {
+        const std::vector<Candidate> boxes = candidates_from(boxes_obj, "boxes", 4);
+        py::array raw = as_array(raw_obj, "landmarks");
+        if (!has_dtype<float>(raw)) throw py::type_error("landmarks must be float32, got " + dtype_name(raw));
+        require_ndim(raw, "landmarks", 2, "(N, 10)");
+        require_c_contiguous(raw, "landmarks");
+        if (raw.shape(1) != 10 || raw.shape(0) != static_cast<py::ssize_t>(boxes.size()))
+            throw py::value_error("landmarks must have shape (N, 10) for N boxes, got " + shape_str(raw));
+        const float* p = static_cast<const float*>(raw.data());
+        py::array_t<float> out({static_cast<py::ssize_t>(boxes.size()), py::ssize_t{5}, py::ssize_t{2}});
+        float* o = out.mutable_data();
+        // O-Net gives x1..x5 then y1..y5, as fractions of the (squared) box.
+        for (std::size_t i = 0; i < boxes.size(); ++i, p += 10, o += 10) {
+            const Candidate& c = boxes[i];
+            for (int k = 0; k < 5; ++k) {
+                o[2 * k] = c.x1 + p[k] * (c.x2 - c.x1);
+                o[2 * k + 1] = c.y1 + p[5 + k] * (c.y2 - c.y1);
+            }
+        }
+        return out;
+    }, py::arg("boxes"), py::arg("landmarks"), "O-Net's (N, 10) box-relative landmarks -> (N, 5, 2) frame pixels.");
 }

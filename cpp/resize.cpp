@@ -11,6 +11,13 @@ constexpr double kCubicA = -0.5;  // Keys' parameter used by PIL and by torch's 
 constexpr double kCubicSupport = 2.0;
 constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL's Resample.c PRECISION_BITS
 
+constexpr double kTriangleSupport = 1.0;
+
+double triangle(double x) {
+    x = std::fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
 double keys_cubic(double x) {
     x = std::fabs(x);
     if (x < 1.0) return ((kCubicA + 2.0) * x - (kCubicA + 3.0)) * x * x + 1.0;
@@ -27,14 +34,16 @@ inline std::uint8_t clip8(std::int64_t acc) {
 
 }  // namespace
 
-ResampleAxis make_bicubic_axis(int in_size, int out_size) {
+ResampleAxis make_resample_axis(int in_size, int out_size, ResampleFilter filter) {
+    double (*kernel)(double) = filter == ResampleFilter::bicubic ? keys_cubic : triangle;
+    const double kernel_support = filter == ResampleFilter::bicubic ? kCubicSupport : kTriangleSupport;
     ResampleAxis axis;
     axis.in_size = in_size;
     axis.out_size = out_size;
     // Mirrors PIL's precompute_coeffs (Resample.c) step by step, including its rounding of the window.
     const double scale = static_cast<double>(in_size) / out_size;
     const double filter_scale = std::max(scale, 1.0);
-    const double support = kCubicSupport * filter_scale;
+    const double support = kernel_support * filter_scale;
     axis.taps = static_cast<int>(std::ceil(support)) * 2 + 1;
     axis.first.assign(out_size, 0);
     axis.count.assign(out_size, 0);
@@ -48,7 +57,7 @@ ResampleAxis make_bicubic_axis(int in_size, int out_size) {
         const int n = std::max(hi - lo, 0);
         double total = 0.0;
         for (int i = 0; i < n; ++i) {
-            k[i] = keys_cubic((i + lo - center + 0.5) / filter_scale);
+            k[i] = kernel((i + lo - center + 0.5) / filter_scale);
             total += k[i];
         }
         for (int i = 0; i < n; ++i) {

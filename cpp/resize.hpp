@@ -21,7 +21,11 @@ struct ResampleAxis {
     std::vector<std::int32_t> fixed;   // out_size * taps, PIL's 22-bit fixed point (for the uint8 path)
 };
 
-ResampleAxis make_bicubic_axis(int in_size, int out_size);
+// Antialiased kernels of PIL's Resample.c: Keys cubic (a = -0.5, support 2) and triangle (support 1), both
+// widened by the scale factor when downsampling.
+enum class ResampleFilter { bicubic, bilinear };
+
+ResampleAxis make_resample_axis(int in_size, int out_size, ResampleFilter filter = ResampleFilter::bicubic);
 
 // Scratch memory reused across calls so the batched kernels allocate once per worker, not per image.
 struct ResampleScratch {

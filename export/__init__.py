@@ -1,0 +1,1 @@
+"""Export: checkpoints and third-party weights -> crres model bundles (torch lives here, never in the SDK)."""

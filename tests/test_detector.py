@@ -1,0 +1,214 @@
+"""MTCNN detector: real faces, sizes down to the minimum, empty scenes, bad input, and parity of the C++ glue
+with the numpy/PIL reference (benchmarks/mtcnn_reference.py).
+
+Parity tolerance: boxes and landmarks within 1e-2 px and scores within 1e-5 of the reference (the two share
+networks and resampling definitions; only float32-vs-float64 box arithmetic differs)."""
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from crres_sdk import _core
+from crres_sdk.bundle import load_bundle
+from crres_sdk.detector import FaceDetector, find_detector_bundle, pyramid_scales
+from crres_sdk.errors import BundleError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from mtcnn_reference import _crops, _nms, detect_reference  # noqa: E402
+
+try:
+    find_detector_bundle()
+    HAVE_BUNDLE = True
+except BundleError:
+    HAVE_BUNDLE = False
+needs_bundle = pytest.mark.skipif(not HAVE_BUNDLE, reason="detector bundle missing: run `make setup`")
+
+# Hand-annotated landmarks of scikit-image's astronaut (the same as examples/preprocess_demo.py).
+ASTRONAUT_LANDMARKS = np.array([[204.3, 101.0], [246.0, 102.7], [226.0, 125.0], [206.7, 141.7], [244.0, 140.0]])
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+def _face_at_width(frame: np.ndarray, width_px: float) -> np.ndarray:
+    """The astronaut's face (box ~84 px wide at full size) shrunk to ~width_px on a grey canvas."""
+    face = frame[40:200, 150:290]
+    s = width_px / 84.0
+    small = cv2.resize(face, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    canvas = np.full((small.shape[0] + 60, small.shape[1] + 80, 3), 128, np.uint8)
+    canvas[30:30 + small.shape[0], 40:40 + small.shape[1]] = small
+    return canvas
+
+
+@needs_bundle
+def test_finds_the_astronaut_with_landmarks_in_place(detector, astronaut):
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.score > 0.99
+    np.testing.assert_allclose(face.landmarks, ASTRONAUT_LANDMARKS, atol=5.0)
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = face.landmarks
+    assert lx < nx < rx and max(ly, ry) < ny < min(mly, mry)  # eyes above nose above mouth, left to right
+    x1, y1, x2, y2 = face.box
+    assert np.all((face.landmarks[:, 0] > x1) & (face.landmarks[:, 0] < x2))
+    assert np.all((face.landmarks[:, 1] > y1) & (face.landmarks[:, 1] < y2))
+    eye_distance = np.hypot(rx - lx, ry - ly)
+    assert face.equivalent_resolution == pytest.approx(112 * eye_distance / 35.24, rel=1e-3)
+
+
+@needs_bundle
+@pytest.mark.parametrize("width", [80, 40, 24, 16, 12])
+def test_face_is_found_down_to_the_minimum_size(detector, astronaut, width):
+    faces = detector.detect(_face_at_width(astronaut, width))
+    assert len(faces) == 1
+    assert faces[0].width == pytest.approx(width, rel=0.25)
+
+
+@needs_bundle
+def test_larger_min_face_skips_small_faces(astronaut):
+    assert len(FaceDetector(min_face=40).detect(_face_at_width(astronaut, 16))) == 0
+    assert len(FaceDetector(min_face=40).detect(_face_at_width(astronaut, 60))) == 1
+
+
+@needs_bundle
+def test_nothing_in_blank_or_noise(detector):
+    assert detector.detect(np.zeros((240, 320, 3), np.uint8)) == []
+    assert detector.detect(np.full((240, 320, 3), 200, np.uint8)) == []
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert detector.detect(noise) == []
+    assert detector.detect(np.zeros((8, 8, 3), np.uint8)) == []  # smaller than any face
+
+
+@needs_bundle
+def test_two_faces(detector, astronaut):
+    pair = np.ascontiguousarray(np.hstack([astronaut, astronaut[:, ::-1]]))
+    faces = detector.detect(pair)
+    assert len(faces) == 2
+    assert sorted(f.box[0] < 512 for f in faces) == [False, True]
+
+
+@needs_bundle
+@pytest.mark.parametrize(
+    "frame, error, words",
+    [
+        (np.zeros((64, 64), np.uint8), ValueError, "(H, W, 3)"),
+        (np.zeros((0, 64, 3), np.uint8), ValueError, "image is empty"),
+        (np.zeros((64, 64, 3), np.float32), TypeError, "image must be uint8"),
+        (np.zeros((64, 64, 4), np.uint8), ValueError, "3 channels"),
+        ("frame.jpg", TypeError, "numpy.ndarray"),
+    ],
+)
+def test_bad_frames(detector, frame, error, words):
+    with pytest.raises(error, match=__import__("re").escape(words)):
+        detector.detect(frame)
+
+
+def test_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="min_face must be >= 12"):
+        FaceDetector(min_face=8)
+    with pytest.raises(TypeError, match="min_face must be an int"):
+        FaceDetector(min_face=12.5)
+    with pytest.raises(BundleError, match="make setup"):
+        FaceDetector(bundle=tmp_path)
+    if HAVE_BUNDLE:
+        with pytest.raises(ValueError, match="thresholds must be 3 probabilities"):
+            FaceDetector(thresholds=(0.6, 0.7))
+        with pytest.raises(ValueError, match="backend must be"):
+            FaceDetector(backend="cuda-magic")
+
+
+@needs_bundle
+def test_tampered_bundle_is_refused(tmp_path):
+    import shutil
+
+    shutil.copytree(find_detector_bundle(), tmp_path / "b")
+    with open(tmp_path / "b" / "rnet.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01")
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        load_bundle(tmp_path / "b")
+
+
+def test_pyramid_scales():
+    scales = pyramid_scales(480, 640, 12, 0.709)
+    assert scales[0] == 1.0 and all(b == pytest.approx(a * 0.709) for a, b in zip(scales, scales[1:]))
+    assert 480 * scales[-1] >= 12 > 480 * scales[-1] * 0.709
+    assert pyramid_scales(480, 640, 24, 0.709)[0] == 0.5
+    assert pyramid_scales(10, 10, 12, 0.709) == []
+
+
+# ---- parity of the C++ glue with the numpy reference -----------------------------------------------------
+
+@needs_bundle
+@pytest.mark.parametrize("width", [None, 40, 14])
+def test_core_glue_matches_reference(detector, astronaut, width):
+    frame = astronaut if width is None else _face_at_width(astronaut, width)
+    ours, ref = detector.detect_arrays(frame), detect_reference(detector, frame)
+    assert len(ours.scores) == len(ref.scores) >= 1
+    np.testing.assert_allclose(ours.boxes, ref.boxes, atol=1e-2)
+    np.testing.assert_allclose(ours.landmarks, ref.landmarks, atol=1e-2)
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-5)
+
+
+def _random_boxes(rng, n):
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(5, 60, (n, 2))
+    scores = rng.choice([0.5, 0.7, 0.9, 0.95], n)  # many ties: order must be stable
+    return np.concatenate([xy, xy + wh, scores[:, None], rng.normal(0, 0.1, (n, 4))], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["iou", "min"])
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_matches_reference(mode, seed):
+    boxes = _random_boxes(np.random.default_rng(seed), 300)
+    for threshold in (0.3, 0.5, 0.7):
+        np.testing.assert_array_equal(_core.mtcnn_nms(boxes, threshold, mode), _nms(boxes, threshold, mode))
+
+
+def test_pnet_decode_matches_numpy():
+    rng = np.random.default_rng(3)
+    prob = rng.random((37, 53), dtype=np.float32)
+    reg = rng.normal(0, 0.1, (4, 37, 53)).astype(np.float32)
+    got = _core.mtcnn_pnet_decode(prob, reg, 0.35, 0.9, 1.0)  # NMS threshold 1: keeps everything
+    i, j = np.nonzero(prob >= 0.9)
+    expected = np.stack([2 * j / 0.35, 2 * i / 0.35, (2 * j + 12) / 0.35, (2 * i + 12) / 0.35, prob[i, j],
+                         *reg[:, i, j]], 1)
+    expected = expected[np.argsort(-expected[:, 4], kind="stable")]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_crops_match_pil_reference():
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10.3, 5.7, 60.1, 55.5], [-20.0, -8.5, 30.0, 41.5], [140.2, 100.0, 190.0, 150.0],
+                      [50.0, 50.0, 53.0, 53.0]], np.float32)
+    for size in (24, 48):
+        ours = _core.mtcnn_crops(frame, boxes, size, [127.5] * 3, [128.0] * 3, True, 1)
+        np.testing.assert_allclose(ours, _crops(np.ascontiguousarray(frame[:, :, ::-1]), boxes, size), atol=1e-6)
+
+
+def test_glue_rejects_bad_arrays():
+    with pytest.raises(ValueError, match="mode must be 'iou' or 'min'"):
+        _core.mtcnn_nms(np.zeros((1, 5), np.float32), 0.5, "giou")
+    with pytest.raises(ValueError, match="boxes.0. is not finite"):
+        _core.mtcnn_nms(np.full((1, 5), np.nan, np.float32), 0.5, "iou")
+    with pytest.raises(ValueError, match="threshold must be in"):
+        _core.mtcnn_nms(np.zeros((1, 5), np.float32), 1.5, "iou")
+    with pytest.raises(ValueError, match="reg must have shape"):
+        _core.mtcnn_pnet_decode(np.zeros((4, 5), np.float32), np.zeros((4, 5, 4), np.float32), 1.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="scales must be in"):
+        _core.mtcnn_pyramid(np.zeros((9, 9, 3), np.uint8), [0.0], [0, 0, 0], [1, 1, 1], False, 1)
+    with pytest.raises(ValueError, match="implausibly large"):
+        _core.mtcnn_crops(np.zeros((9, 9, 3), np.uint8), np.array([[0, 0, 1e6, 1e6]], np.float32), 24,
+                          [0, 0, 0], [1, 1, 1], False, 1)
