@@ -1,5 +1,9 @@
 """crres runtime SDK: cross-resolution face recognition for edge cameras (no torch at run time)."""
 
+from crres_sdk.bundle import ModelBundle, load_bundle
+from crres_sdk.detector import FaceDetector
+from crres_sdk.errors import BackendUnavailableError, BundleError
+from crres_sdk.face import Face
 from crres_sdk.preprocess import (
     ARCFACE_TEMPLATE,
     TEMPLATE_INTEROCULAR,
@@ -18,6 +22,12 @@ from crres_sdk.preprocess import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
+    "BundleError",
+    "Face",
+    "FaceDetector",
+    "ModelBundle",
+    "load_bundle",
     "ARCFACE_TEMPLATE",
     "TEMPLATE_INTEROCULAR",
     "TEMPLATE_SIZE",
