@@ -46,9 +46,14 @@ test-sanitize: setup
 	HYPOTHESIS_PROFILE=sanitize \
 	$(PY) -m pytest tests/core -q -p no:cacheprovider
 
+LFW ?= ../shared/data/lfw
+
 bench: setup
 	@mkdir -p bench-results
 	$(PY) benchmarks/bench_preprocess.py --json bench-results/preprocess.json
+	$(PY) benchmarks/bench_detect.py --json bench-results/detect.json --lfw $(LFW)
+	@if [ -d $(LFW)/images ]; then $(PY) benchmarks/bench_resolution.py --json bench-results/resolution.json \
+	    --lfw $(LFW); else echo "no LFW at $(LFW): resolution benchmark skipped"; fi
 
 demo: setup
 	$(PY) examples/preprocess_demo.py --out out/demo

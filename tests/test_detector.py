@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from skimage import data
 
 from crres_sdk import _core
 from crres_sdk.bundle import load_bundle
 from crres_sdk.detector import FaceDetector, find_detector_bundle, pyramid_scales
 from crres_sdk.errors import BundleError
+from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from mtcnn_reference import _crops, _nms, detect_reference  # noqa: E402
@@ -27,8 +27,6 @@ except BundleError:
     HAVE_BUNDLE = False
 needs_bundle = pytest.mark.skipif(not HAVE_BUNDLE, reason="detector bundle missing: run `make setup`")
 
-# Hand-annotated landmarks of scikit-image's astronaut (the same as examples/preprocess_demo.py).
-ASTRONAUT_LANDMARKS = np.array([[204.3, 101.0], [246.0, 102.7], [226.0, 125.0], [206.7, 141.7], [244.0, 140.0]])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +36,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def astronaut():
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    return astronaut_bgr()
 
 
 def _face_at_width(frame: np.ndarray, width_px: float) -> np.ndarray:

@@ -14,9 +14,12 @@ def test_preprocess_demo(tmp_path):
                    capture_output=True)
     rows = json.loads((tmp_path / "resolutions.json").read_text())
     assert [r["target_px"] for r in rows] == [112, 40, 14, 7]
-    for row in rows:  # the shrunk frame really carries the face at the target resolution (frame rounding only)
-        assert abs(row["equivalent_resolution_px"] - row["target_px"]) <= 0.02 * row["target_px"] + 0.2
+    for row in rows:  # the shrunk frame carries the face at the target resolution
+        # scaled landmarks: frame rounding only; detected ones: MTCNN's landmark noise on tiny faces
+        tolerance = 0.02 if row["landmarks"] == "tracked" else 0.25
+        assert abs(row["equivalent_resolution_px"] - row["target_px"]) <= tolerance * row["target_px"] + 0.2
         assert row["model_input"] == [3, 112, 112]
+    assert rows[0]["landmarks"] == "detected" and rows[-1]["landmarks"] == "tracked"
     assert (tmp_path / "resolutions.png").stat().st_size > 10_000
 
 

@@ -3,6 +3,7 @@
 from crres_sdk.bundle import ModelBundle, load_bundle
 from crres_sdk.detector import FaceDetector
 from crres_sdk.errors import BackendUnavailableError, BundleError
+from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
 from crres_sdk.preprocess import (
     ARCFACE_TEMPLATE,
@@ -27,6 +28,7 @@ __all__ = [
     "Face",
     "FaceDetector",
     "ModelBundle",
+    "ResolutionEstimator",
     "load_bundle",
     "ARCFACE_TEMPLATE",
     "TEMPLATE_INTEROCULAR",

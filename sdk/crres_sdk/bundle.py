@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -130,3 +131,23 @@ def _validate(m: Any, where: Path) -> None:
             if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)
                     and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
                 fail(f"files.{target}.{role} must be {{path: str, sha256: 64 hex chars}}")
+
+
+#: Bundles the repository builds or ships live in <repo>/models/<name> (editable installs and checkouts).
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+USER_MODELS = Path.home() / ".cache" / "crres" / "models"
+
+
+def find_bundle(name: str, env_var: str, path: str | Path | None, how_to_build: str) -> Path:
+    """A bundle folder: ``path``, else $env_var, else <repo>/models/name, else ~/.cache/crres/models/name."""
+    if path is not None:
+        candidates = [Path(path)]
+    elif os.environ.get(env_var):
+        candidates = [Path(os.environ[env_var])]
+    else:
+        candidates = [REPO_MODELS / name, USER_MODELS / name]
+    for candidate in candidates:
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise BundleError(f"{name} bundle not found (looked in: {', '.join(str(c) for c in candidates)}). "
+                      f"{how_to_build} Or point ${env_var} at an existing bundle.")

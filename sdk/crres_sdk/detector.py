@@ -8,7 +8,6 @@ crops and landmark decoding run in ``crres_sdk._core``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,31 +16,22 @@ import numpy as np
 
 from crres_sdk import _core
 from crres_sdk.backends import open_model
-from crres_sdk.bundle import ModelBundle, load_bundle
+from crres_sdk.bundle import ModelBundle, find_bundle, load_bundle
 from crres_sdk.errors import BundleError
+from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
 from crres_sdk.preprocess import equivalent_resolution
 
 #: Smallest face the networks can see: P-Net's 12 x 12 receptive field.
 MIN_FACE = 12
 BUNDLE_ENV = "CRRES_DETECTOR_BUNDLE"
-_REPO_BUNDLE = Path(__file__).resolve().parents[2] / "models" / "mtcnn"
-_USER_BUNDLE = Path.home() / ".cache" / "crres" / "models" / "mtcnn"
 
 
 def find_detector_bundle(path: str | Path | None = None) -> Path:
-    """The detector bundle: ``path``, else $CRRES_DETECTOR_BUNDLE, else models/mtcnn, else ~/.cache/crres."""
-    candidates = [Path(path)] if path is not None else (
-        [Path(os.environ[BUNDLE_ENV])] if os.environ.get(BUNDLE_ENV) else [_REPO_BUNDLE, _USER_BUNDLE]
-    )
-    for candidate in candidates:
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    raise BundleError(
-        f"MTCNN detector bundle not found (looked in: {', '.join(str(c) for c in candidates)}). Build it with "
-        f"`make setup`, or `python export/detector_bundle.py --out {_USER_BUNDLE}` (needs the train extra and "
-        f"PyPI access once), or point ${BUNDLE_ENV} at an existing bundle."
-    )
+    """The MTCNN bundle: ``path``, else $CRRES_DETECTOR_BUNDLE, else models/mtcnn, else ~/.cache/crres."""
+    return find_bundle("mtcnn", BUNDLE_ENV, path,
+                       "Build it with `make setup`, or `python export/detector_bundle.py --out "
+                       "~/.cache/crres/models/mtcnn` (needs the train extra and PyPI access once).")
 
 
 @dataclass(frozen=True)
@@ -81,6 +71,7 @@ class FaceDetector:
         thresholds: Sequence[float] | None = None,
         factor: float | None = None,
         threads: int | None = None,
+        estimate_resolution: bool | None = None,
     ) -> None:
         if isinstance(min_face, bool) or not isinstance(min_face, (int, np.integer)):
             raise TypeError(f"min_face must be an int, got {type(min_face).__name__}")
@@ -102,6 +93,14 @@ class FaceDetector:
         self._nets = {name: open_model(self.bundle.file("onnx", name), backend, threads)
                       for name in ("pnet", "rnet", "onet")}
         self.backend = self._nets["pnet"].backend
+        # Effective resolution: None = when the estimator bundle is present, True = required, False = off.
+        self.estimator: ResolutionEstimator | None = None
+        if estimate_resolution or estimate_resolution is None:
+            try:
+                self.estimator = ResolutionEstimator(backend=backend, threads=threads)
+            except BundleError:
+                if estimate_resolution:
+                    raise
 
     def _norm_args(self) -> tuple[list[float], list[float], bool]:
         # Frames are BGR; the networks take the bundle's colour order.
@@ -147,9 +146,12 @@ class FaceDetector:
         if len(found.scores) == 0:
             return []
         resolution = equivalent_resolution(found.landmarks)
+        effective = (self.estimator.estimate(frame, found.landmarks) if self.estimator is not None
+                     else [None] * len(resolution))
         return [
-            Face(box=b, score=float(s), landmarks=lm, equivalent_resolution=float(r))
-            for b, s, lm, r in zip(found.boxes, found.scores, found.landmarks, resolution)
+            Face(box=b, score=float(s), landmarks=lm, equivalent_resolution=float(r),
+                 effective_resolution=None if e is None else float(e))
+            for b, s, lm, r, e in zip(found.boxes, found.scores, found.landmarks, resolution, effective)
         ]
 
 
