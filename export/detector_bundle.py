@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -159,9 +160,11 @@ def export_bundle(nets: dict[str, nn.Module], out: Path, wheel: Path) -> Path:
         example = torch.zeros(2, 3, side or 31, side or 37)
         path = out / f"{name}.onnx"
         start = time.perf_counter()
-        # TorchScript exporter: fixed opset 17 with named dynamic axes, no onnxscript needed at setup.
-        torch.onnx.export(net, (example,), str(path), input_names=["image"], output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+        # TorchScript exporter (deprecated, still exact here): opset 17, named dynamic axes, no onnxscript.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(net, (example,), str(path), input_names=["image"], output_names=outputs,
+                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
         worst = check_against_torch(net, path, side)
         print(f"  {name}: {path} ({path.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s, "
               f"max |onnx - torch| = {worst:.1e})")

@@ -4,7 +4,7 @@ clear errors. Uses the bundle shipped in models/resolution_estimator (trained by
 import numpy as np
 import pytest
 
-from crres_sdk import ResolutionEstimator, align_faces, degrade
+from crres_sdk import ResolutionEstimator, align_faces, degrade, equivalent_resolution
 from crres_sdk.errors import BundleError
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 
@@ -40,7 +40,7 @@ def test_upscaled_small_face_reports_its_source_resolution_and_geometry_caps():
     assert upscaled < 0.5 * sharp
     assert upscaled < 30
     tiny = ESTIMATOR.estimate(small, ASTRONAUT_LANDMARKS * 0.1)[0]
-    assert tiny <= 112 * np.hypot(*(ASTRONAUT_LANDMARKS[1] - ASTRONAUT_LANDMARKS[0])) * 0.1 / 35.24 + 1e-6
+    assert tiny <= equivalent_resolution(ASTRONAUT_LANDMARKS * 0.1)  # never more than its pixels carry
 
 
 @needs_bundle

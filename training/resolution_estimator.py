@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -118,9 +119,11 @@ def evaluate(model: ResolutionNet, crops: np.ndarray, seed: int) -> dict:
 def export_bundle(model: ResolutionNet, out: Path, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "estimator.onnx"
-    torch.onnx.export(model, (torch.zeros(2, 3, 112, 112),), str(path), input_names=["image"],
-                      output_names=["log2_resolution"], dynamic_axes={"image": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for a plain CNN
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(2, 3, 112, 112),), str(path), input_names=["image"],
+                          output_names=["log2_resolution"], dynamic_axes={"image": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
     manifest = {
         "format": "crres-bundle/1",
         "name": "resolution-estimator",
@@ -154,7 +157,7 @@ def main() -> None:
     model = train(train_crops, args.steps, args.batch_size, args.lr, args.seed)
     info = {"version": f"r{R_MIN}-{R_MAX}-s{args.steps}-seed{args.seed}", "data": str(args.data.name),
             "crops": len(train_crops), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-            "seed": args.seed, "command": "python -m training.resolution_estimator " + " ".join(
+            "seed": args.seed, "command": "python -m training.resolution_estimator --data DATA --out OUT " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("data", "out")),
             **evaluate(model, val_crops, args.seed + 1)}
     export_bundle(model, args.out, info)
