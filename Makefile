@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-# Extras installed for development: tests, and torch (for the torch parity tests and training/).
-EXTRAS ?= dev,train
+# Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests).
+EXTRAS ?= dev,train,openvino
 comma := ,
 STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)

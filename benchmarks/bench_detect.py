@@ -62,18 +62,28 @@ def _centred_hit(boxes_xyxy: np.ndarray, size: int = 250) -> bool:
     return bool(ok.any())
 
 
-def bench_recall(lfw: Path, limit: int | None, detector: FaceDetector) -> list[Record]:
+def bench_recall(lfw: Path, limit: int | None, detector: FaceDetector, parity_every: int = 10) -> list[Record]:
     images = sorted((lfw / "images").rglob("*.jpg"))[:limit]
     if not images:
         raise SystemExit(f"no LFW images under {lfw / 'images'}")
     hits = {"crres": 0, "haar": 0}
     seconds = {"crres": 0.0, "haar": 0.0}
+    parity = {"images": 0, "same_count": 0, "max_box_px": 0.0, "max_landmark_px": 0.0}
     for k, path in enumerate(images):
         frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
         start = time.perf_counter()
-        found = detector.detect_arrays(frame).boxes
+        found = detector.detect_arrays(frame)
         seconds["crres"] += time.perf_counter() - start
-        hits["crres"] += _centred_hit(found)
+        hits["crres"] += _centred_hit(found.boxes)
+        if k % parity_every == 0:  # C++ glue vs the numpy/PIL reference on real images
+            ref = detect_reference(detector, frame)
+            parity["images"] += 1
+            if len(ref.scores) == len(found.scores):
+                parity["same_count"] += 1
+                if len(ref.scores):
+                    parity["max_box_px"] = max(parity["max_box_px"], float(np.abs(ref.boxes - found.boxes).max()))
+                    parity["max_landmark_px"] = max(parity["max_landmark_px"],
+                                                    float(np.abs(ref.landmarks - found.landmarks).max()))
         if (k + 1) % 500 == 0:
             print(f"  recall: {k + 1}/{len(images)} images", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
@@ -87,7 +97,9 @@ def bench_recall(lfw: Path, limit: int | None, detector: FaceDetector) -> list[R
         per_image = seconds[impl] / len(images)
         records.append(Record("detect", "lfw_recall", impl, detector.threads or 1, per_image, per_image,
                               extra={"recall": hits[impl] / len(images), "images": len(images),
-                                     "criterion": "box centre within 40 px of image centre, width 30-200 px"}))
+                                     "criterion": "box centre within 40 px of image centre, width 30-200 px",
+                                     **({"backend": detector.backend, "parity_vs_reference": parity}
+                                        if impl == "crres" else {})}))
     return records
 
 
@@ -121,7 +133,8 @@ def bench_speed(repeats: int, threads_list: list[int]) -> list[Record]:
             for name, fn in impls.items():
                 med, p90 = time_call(fn, repeats, warmup=1)
                 records.append(Record("detect", case, name, threads, med, p90, baseline="haar",
-                                      extra={"fps": 1.0 / med, "faces_found": int(len(fn().scores)), "min_face": 12}))
+                                      extra={"fps": 1.0 / med, "faces_found": int(len(fn().scores)), "min_face": 12,
+                                             "backend": detector.backend}))
     return records
 
 
@@ -145,6 +158,8 @@ def main() -> None:
     for r in records:
         if "recall" in r.extra:
             print(f"recall {r.impl:<8} {r.extra['recall']:.4f} on {r.extra['images']} LFW images")
+        if "parity_vs_reference" in r.extra:
+            print(f"parity vs numpy reference: {r.extra['parity_vs_reference']}")
 
 
 if __name__ == "__main__":

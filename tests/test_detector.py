@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from crres_sdk import _core
+from crres_sdk.backends import available_backends
 from crres_sdk.bundle import load_bundle
 from crres_sdk.detector import FaceDetector, find_detector_bundle, pyramid_scales
 from crres_sdk.errors import BundleError
@@ -210,3 +211,15 @@ def test_glue_rejects_bad_arrays():
     with pytest.raises(ValueError, match="implausibly large"):
         _core.mtcnn_crops(np.zeros((9, 9, 3), np.uint8), np.array([[0, 0, 1e6, 1e6]], np.float32), 24,
                           [0, 0, 0], [1, 1, 1], False, 1)
+
+
+@needs_bundle
+@pytest.mark.parametrize("backend", available_backends())
+def test_every_installed_backend_gives_the_same_faces(astronaut, backend):
+    reference = FaceDetector(backend="onnxruntime", estimate_resolution=False).detect_arrays(astronaut)
+    other = FaceDetector(backend=backend, estimate_resolution=False)
+    assert other.backend == backend
+    found = other.detect_arrays(astronaut)
+    assert len(found.scores) == len(reference.scores) == 1
+    np.testing.assert_allclose(found.boxes, reference.boxes, atol=0.05)
+    np.testing.assert_allclose(found.landmarks, reference.landmarks, atol=0.05)
