@@ -1,7 +1,8 @@
 """A straightforward MTCNN in numpy + PIL/OpenCV glue: the reference the C++ glue is checked against.
 
 Same networks (the detector bundle's ONNX files via crres_sdk.backends), same steps and conventions as
-crres_sdk.detector, written plainly: PIL's antialiased BILINEAR for the pyramid and candidate crops, numpy
+crres_sdk.detector, written plainly: PIL's antialiased BILINEAR for the pyramid (each level from the previous
+one) and candidate crops, numpy
 greedy NMS, numpy box arithmetic in float64. Used by tests/test_detector.py (parity) and
 benchmarks/bench_detect.py (to show the C++ core's share of the time).
 """
@@ -72,9 +73,11 @@ def detect_reference(detector: FaceDetector, frame_bgr: np.ndarray) -> Detection
     rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
     h, w = rgb.shape[:2]
     stage1 = []
+    level = rgb
     for scale in pyramid_scales(h, w, detector.min_face, detector.factor):
+        # each level resampled from the one before (the first from the frame), as the core does
         size = (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale)))
-        level = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        level = np.asarray(Image.fromarray(level).resize(size, Image.Resampling.BILINEAR))
         prob, reg = nets["pnet"].run({"image": _normalise(level)})
         i, j = np.nonzero(prob[0, 1] >= t1)
         boxes = np.stack([2 * j / scale, 2 * i / scale, (2 * j + 12) / scale, (2 * i + 12) / scale,

@@ -411,22 +411,29 @@ std::vector<double> scales_from(const std::vector<double>& scales) {
     return scales;
 }
 
-// One normalised (1, 3, ceil(H s), ceil(W s)) level per scale, resampled from the frame with PIL's
-// antialiased BILINEAR (MATLAB imresize's kernel, which MTCNN was trained with).
+// One normalised (1, 3, ceil(H s), ceil(W s)) level per scale (scales decreasing), with PIL's antialiased
+// BILINEAR (MATLAB imresize's kernel, which MTCNN was trained with). The first level is resampled from the
+// frame, every further one from the level before it: each step shrinks by ~0.7, so its kernel spans a few
+// taps instead of the 1/s taps a resample from the full frame needs (~6x less work on a 1080p pyramid).
 py::list pyramid(const py::handle& image, const std::vector<double>& scales_in, std::vector<float> mean,
                  std::vector<float> std, bool swap_rb, int threads) {
     const ImageU8View frame = frame_view(image, "image");
     const std::vector<double> scales = scales_from(scales_in);
+    for (std::size_t i = 1; i < scales.size(); ++i)
+        if (!(scales[i] < scales[i - 1])) throw py::value_error("scales must be strictly decreasing");
     const PixelNormalization norm = normalization(mean, std, swap_rb);
     require_threads(threads);
     std::vector<py::array_t<float>> levels;
     std::vector<std::pair<ResampleAxis, ResampleAxis>> axes;
+    int prev_h = frame.height, prev_w = frame.width;
     for (double s : scales) {
         const int h = std::max(1, static_cast<int>(std::ceil(frame.height * s)));
         const int w = std::max(1, static_cast<int>(std::ceil(frame.width * s)));
         levels.emplace_back(std::vector<py::ssize_t>{1, 3, h, w});
-        axes.emplace_back(make_resample_axis(frame.height, h, ResampleFilter::bilinear),
-                          make_resample_axis(frame.width, w, ResampleFilter::bilinear));
+        axes.emplace_back(make_resample_axis(prev_h, h, ResampleFilter::bilinear),
+                          make_resample_axis(prev_w, w, ResampleFilter::bilinear));
+        prev_h = h;
+        prev_w = w;
     }
     std::vector<float*> outs;
     for (auto& l : levels) outs.push_back(l.mutable_data());
@@ -442,16 +449,16 @@ py::list pyramid(const py::handle& image, const std::vector<double>& scales_in, 
                             static_cast<std::size_t>(frame.width) * 3);
             src = packed.data();
         }
-        const int workers = resolve_threads(threads, scales.size());
-        std::vector<ResampleScratch> scratch(static_cast<std::size_t>(workers));
-        std::vector<std::vector<std::uint8_t>> resized(static_cast<std::size_t>(workers));
-        parallel_for(scales.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
-            for (std::size_t i = b; i < e; ++i) {
-                const int h = axes[i].first.out_size, w = axes[i].second.out_size;
-                resized[worker].resize(static_cast<std::size_t>(h) * w * 3);
-                resize_u8(src, 3, axes[i].first, axes[i].second, resized[worker].data(), scratch[worker]);
-                normalize_to_chw(resized[worker].data(), h, w, norm, outs[i]);
-            }
+        std::vector<std::vector<std::uint8_t>> resized(scales.size());
+        ResampleScratch scratch;
+        for (std::size_t i = 0; i < scales.size(); ++i) {  // sequential: level i reads level i - 1
+            resized[i].resize(static_cast<std::size_t>(axes[i].first.out_size) * axes[i].second.out_size * 3);
+            resize_u8(i == 0 ? src : resized[i - 1].data(), 3, axes[i].first, axes[i].second, resized[i].data(),
+                      scratch);
+        }
+        parallel_for(scales.size(), threads, [&](std::size_t b, std::size_t e, int) {
+            for (std::size_t i = b; i < e; ++i)
+                normalize_to_chw(resized[i].data(), axes[i].first.out_size, axes[i].second.out_size, norm, outs[i]);
         });
     }
     py::list out;

@@ -206,6 +206,8 @@ def test_glue_rejects_bad_arrays():
         _core.mtcnn_nms(np.zeros((1, 5), np.float32), 1.5, "iou")
     with pytest.raises(ValueError, match="reg must have shape"):
         _core.mtcnn_pnet_decode(np.zeros((4, 5), np.float32), np.zeros((4, 5, 4), np.float32), 1.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="scales must be strictly decreasing"):
+        _core.mtcnn_pyramid(np.zeros((40, 40, 3), np.uint8), [0.5, 0.7], [0, 0, 0], [1, 1, 1], False, 1)
     with pytest.raises(ValueError, match="scales must be in"):
         _core.mtcnn_pyramid(np.zeros((9, 9, 3), np.uint8), [0.0], [0, 0, 0], [1, 1, 1], False, 1)
     with pytest.raises(ValueError, match="implausibly large"):
