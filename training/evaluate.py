@@ -1,0 +1,197 @@
+"""Cross-resolution evaluation of a face-embedding model (issue 5).
+
+    python -m training.evaluate --model CHECKPOINT|BUNDLE|MODEL.onnx --lfw DIR \
+        --protocols hr,btm_stm,fixed,lai,identification --resolutions 5,7,14,28,56 --out DIR
+
+or ``--bin FILE.bin`` (InsightFace verification file, read without mxnet or arbitrary unpickling) instead of
+``--lfw``. Protocols (paper sections next to the code in training/evaluation/protocols.py):
+
+  hr              both images at 112 px (LFW View-2, 10-fold, Knoche §3.4)
+  fixed           fixed-resolution sweep over --resolutions, cross-resolution (both orders averaged) and
+                  equal-resolution (--modes cr,er)
+  btm_stm         Knoche §6.3 / Table 3 protocols all_res, high_res, mid_res, low_res from --btm-stm DIR
+                  (default <lfw>/btm_stm)
+  lai             Lai & Lam §IV-A: first image HR, second at 8/12/16/20 px
+  identification  rank-k / CMC on a gallery/probe layout: --ident-manifest FILE, or built from LFW
+                  (identities with >= 2 images; first image gallery, others probes at --ident-resolutions)
+
+Writes results.json, report.md and PNG figures into --out and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification")
+DEFAULT_RESOLUTIONS = "5,7,8,10,12,14,16,20,28,40,56"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(not 1 <= v <= 112 for v in values):
+        raise argparse.ArgumentTypeError(f"resolutions must be integers in [1, 112], got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--model", required=True, help="training checkpoint (.pt/.pth/.ckpt), bundle folder or .onnx/.xml")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--lfw", type=Path, help="LFW folder with images/ and pairs.txt")
+    src.add_argument("--bin", type=Path, help="InsightFace verification .bin file")
+    p.add_argument("--pairs", type=Path, help="pairs file (default <lfw>/pairs.txt)")
+    p.add_argument("--protocols", default="hr,btm_stm,fixed", help=f"comma-separated subset of {','.join(PROTOCOLS)}")
+    p.add_argument("--resolutions", type=_ints, default=_ints(DEFAULT_RESOLUTIONS), help="sweep resolutions")
+    p.add_argument("--modes", default="cr,er", help="fixed sweep modes: cr, er or cr,er")
+    p.add_argument("--btm-stm", type=Path, help="folder with the btm-stm csv files (default <lfw>/btm_stm)")
+    p.add_argument("--lai-resolutions", type=_ints, default=[8, 12, 16, 20])
+    p.add_argument("--ident-manifest", type=Path, help="gallery/probe CSV/JSON manifest (see identification.py)")
+    p.add_argument("--ident-align", action="store_true", help="detect+align manifest images (else aligned crops)")
+    p.add_argument("--ident-resolutions", type=_ints, default=[8, 12, 16, 20, 28, 112])
+    p.add_argument("--flip", action="store_true", help="flip test-time augmentation (e(x) + e(flip x))")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: backend's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--color", choices=("rgb", "bgr"), help="input colour order for a bare ONNX model")
+    p.add_argument("--mean", help="input mean for a bare ONNX model: one value or r,g,b (default 127.5)")
+    p.add_argument("--std", help="input std for a bare ONNX model: one value or r,g,b (default 128)")
+    p.add_argument("--cache-dir", type=Path, help="aligned-crop cache (default ~/.cache/crres/eval)")
+    p.add_argument("--min-face", type=int, default=40, help="MTCNN min face for LFW alignment")
+    p.add_argument("--limit-pairs", type=int, default=None,
+                   help="evaluate only N pairs of every fold, half genuine (smoke runs; not comparable with papers)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    return p
+
+
+def _limit(ds, per_fold: int):
+    from training.evaluation.datasets import PairDataset
+
+    # Half genuine, half impostor from every fold (LFW folds list 300 matched pairs first).
+    keep = np.sort(np.concatenate([
+        np.concatenate([np.flatnonzero((ds.folds == k) & ds.issame)[:(per_fold + 1) // 2],
+                        np.flatnonzero((ds.folds == k) & ~ds.issame)[:per_fold // 2]])
+        for k in np.unique(ds.folds)]))
+    info = {**ds.info, "limited_to_pairs_per_fold": per_fold}
+    return PairDataset(ds.name, ds.crops, ds.pair_index[keep], ds.issame[keep], ds.folds[keep], ds.image_names, info)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from training.evaluation import datasets, identification, protocols, report
+    from training.evaluation.embedder import normalization_from_args, open_embedder
+    from training.evaluation.verification import roc_curve
+
+    start = time.time()
+    protos = [s.strip() for s in args.protocols.split(",") if s.strip()]
+    unknown = set(protos) - set(PROTOCOLS)
+    if unknown:
+        raise SystemExit(f"error: unknown protocol(s) {sorted(unknown)}; choose from {PROTOCOLS}")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or set(modes) - {"cr", "er"}:
+        raise SystemExit(f"error: --modes must be cr, er or cr,er, got {args.modes!r}")
+    progress = not args.quiet
+    embedder = open_embedder(args.model, backend=args.backend, threads=args.threads,
+                             normalization=normalization_from_args(args.color, args.mean, args.std),
+                             batch_size=args.batch_size)
+    if args.lfw is not None:
+        ds = datasets.load_lfw(args.lfw, args.pairs, cache_dir=args.cache_dir, min_face=args.min_face,
+                               progress=progress)
+    else:
+        ds = datasets.load_bin(args.bin)
+    full_pairs = ds.n_pairs
+    if args.limit_pairs:
+        ds = _limit(ds, args.limit_pairs)
+    cache = protocols.EmbeddingCache(ds.crops, embedder, flip=args.flip, progress=progress)
+    results: dict = {"model": {**embedder.describe(), "path": str(args.model)},
+                     "dataset": {"name": ds.name, "pairs": ds.n_pairs, "full_pairs": full_pairs, **ds.info},
+                     "flip": args.flip, "protocols": protos, "_issame": ds.issame}
+
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    if "hr" in protos or "fixed" in protos:
+        say("protocol hr")
+        results["hr"] = protocols.evaluate_hr(cache, ds)
+        far, tar, _ = roc_curve(1.0 - results["hr"]["_distances"], ds.issame)
+        keep = np.unique(np.linspace(0, len(far) - 1, min(len(far), 400)).astype(int))
+        results["hr_roc"] = {"far": far[keep].tolist(), "tar": tar[keep].tolist()}
+    if "btm_stm" in protos:
+        folder = args.btm_stm or (args.lfw / "btm_stm" if args.lfw else None)
+        if folder is None or not folder.is_dir():
+            raise SystemExit("error: btm_stm needs --btm-stm DIR (or --lfw DIR with a btm_stm/ folder)")
+        if ds.n_pairs != full_pairs:
+            raise SystemExit("error: btm_stm sizes are per pair: do not combine with --limit-pairs")
+        results["btm_stm"] = {}
+        for name, fname in datasets.BTM_STM_PROTOCOLS.items():
+            say(f"protocol btm_stm {name}")
+            sizes = datasets.parse_size_protocol(folder / fname, ds.n_pairs)
+            results["btm_stm"][name] = {"file": fname, **protocols.evaluate_size_protocol(cache, ds, sizes)}
+    if "fixed" in protos:
+        say(f"protocol fixed {modes} at {args.resolutions}")
+        results["fixed"] = protocols.evaluate_fixed(cache, ds, args.resolutions, modes)
+    if "lai" in protos:
+        say("protocol lai")
+        results["lai"] = protocols.evaluate_lai(cache, ds, args.lai_resolutions)
+    if "identification" in protos:
+        say("protocol identification")
+        if args.ident_manifest:
+            layout = identification.load_layout(args.ident_manifest, align=args.ident_align)
+        else:
+            if not ds.image_names or "/" not in ds.image_names[0]:
+                raise SystemExit("error: identification needs --ident-manifest or LFW (--lfw) for the built layout")
+            layout = identification.build_lfw_layout(ds.crops, ds.image_names, args.ident_resolutions)
+
+        results["identification"] = {"layout": layout.name,
+                                     **identification.evaluate_layout(layout, cache.embed_crops, progress=progress)}
+    results["embeddings_computed"] = cache.computed
+    results["seconds"] = time.time() - start
+    written = report.write_report(results, args.out, title=embedder.name, plots=not args.no_plots)
+    results["written"] = written
+    return results
+
+
+def summary_lines(results: dict) -> list[str]:
+    lines = [(f"model {results['model']['name']} on {results['dataset']['name']} "
+              f"({results['dataset']['pairs']} pairs, fallbacks {results['dataset'].get('detector_fallbacks', '-')})")]
+    if "hr" in results:
+        lines.append(f"  HR 112 px: {100 * results['hr']['accuracy']:.2f} ± {100 * results['hr']['std']:.2f}")
+    for name, res in results.get("btm_stm", {}).items():
+        lines.append(f"  btm-stm {name}: {100 * res['accuracy']:.2f} ± {100 * res['std']:.2f}")
+    for mode, per_r in results.get("fixed", {}).items():
+        lines.append(f"  {mode.upper()}: " + ", ".join(f"{r}:{100 * v['accuracy']:.1f}" for r, v in per_r.items()))
+    if "lai" in results:
+        lines.append("  Lai HR-vs-LR: " + ", ".join(f"{r}:{100 * v['accuracy']:.2f}"
+                                                    for r, v in results["lai"].items()))
+    if "identification" in results:
+        ident = results["identification"]
+        lines.append("  identification rank-1: " + ", ".join(
+            f"{k}:{100 * v['rank1']:.1f}" for k, v in ident["per_resolution"].items()))
+    lines.append(f"  {results['embeddings_computed']} embeddings, {results['seconds']:.0f} s -> "
+                 f"{results['written']['json']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = run(args)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
