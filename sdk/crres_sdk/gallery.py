@@ -1,0 +1,1487 @@
+"""Resolution-aware face gallery (DESIGN section 4): SQLite (WAL) bound to one embedding model.
+
+A gallery holds identities and their templates: L2-normalised float32 vectors, each with the resolution (px) of
+the face it was made from and a source hash. Enrolment stores the template of the high-resolution crop *and* of
+degraded versions of it (gallery-side resolution matching, after the meet-in-the-middle paper); a probe of
+resolution ``r`` is then compared, for every identity, only with that identity's templates at the *resolution
+level* nearest ``r`` in log-resolution, and the identity's scores there are fused (``"max"`` = S_max, the default
+after Grm et al. Table 3, or ``"add"`` = S_add, their mean)::
+
+    from crres_sdk.gallery import Gallery, ModelKey
+
+    with Gallery("people.db", ModelKey("crres-mfn", "1.0", 512)) as g:
+        g.enroll("alice", templates, resolutions=[112, 28, 14, 7], source_hashes=[h, h, h, h])
+        matches = g.search(probes, probe_resolutions=[9.5, 40.0], top_k=5)   # list (per probe) of Match
+
+Resolution levels
+    A template's level is its resolution rounded to whole pixels and capped at 112 (the canonical crop: a face
+    seen larger than 112 px carries the information of a 112 px crop). For a probe at ``r`` each identity's
+    level is the one of *its* levels nearest ``r`` in ``|log level - log r|`` (ties go to the higher level), so an
+    identity enrolled without some degraded level still competes. ``match="all"`` compares with every template.
+
+Integrity and privacy
+    * Every write (enrol, remove, rename, import, re-embed) is one ``BEGIN IMMEDIATE`` transaction together with
+      its audit row: no partial enrolment is ever visible and a crash loses at most the write in flight
+      (``synchronous=FULL``: a committed enrolment also survives power loss).
+    * No face images are stored unless the gallery is created with ``thumbnails=True`` (then one encoded image
+      per source, e.g. the aligned HR crop as PNG, so the gallery can be re-embedded for a new model).
+    * ``PRAGMA secure_delete=ON`` on every connection, and a WAL checkpoint (TRUNCATE) after ``remove``: the
+      removed vectors are overwritten in the database file and the WAL no longer holds old copies.
+    * Optional at-rest encryption (``key=``/``key_file=``/``key_env=``; 32-byte AES-256-GCM key, needs
+      ``pip install 'crres[crypto]'``): template vectors, thumbnails and metadata are sealed with a fresh 12-byte
+      nonce each; the associated data binds a template to its identity id, template id and resolution, so rows
+      cannot be swapped or relabelled without failing authentication. Identity names and the audit log stay in
+      clear (names are the lookup key); opening an encrypted gallery without the right key fails at open.
+    * The audit table is append-only (SQLite triggers ``RAISE(ABORT)`` on ``UPDATE``/``DELETE``) and
+      hash-chained, so :meth:`Gallery.check` also detects rows removed after someone drops the triggers.
+
+Concurrency
+    One writer and many readers, across threads and processes: writes go through one connection under a lock
+    (and SQLite's own write lock across processes); searches borrow a reader connection from a pool, so they run
+    while an enrolment is in progress and see the last committed state. The search matrix is cached in memory
+    and rebuilt when the gallery's generation counter (bumped by every write, from any process) changes.
+
+Search backends
+    numpy BLAS by default. With ``faiss-cpu`` installed (``pip install 'crres[faiss]'``) ``backend="auto"`` uses
+    a FAISS ``IndexFlatIP`` per resolution level for S_max once a level holds at least
+    :data:`FAISS_MIN_TEMPLATES` templates (the crossover measured by ``benchmarks/bench_gallery.py``). Both are
+    exact; S_add always uses numpy (a top-k template search cannot bound a mean).
+
+Exports are themselves gallery files (a consistent SQLite snapshot made with the backup API) that keep the model
+key; :meth:`Gallery.import_` refuses an export of another model. An encrypted gallery exports ciphertext unless
+``decrypt=True`` is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import numpy as np
+
+from crres_sdk.errors import BackendUnavailableError
+
+__all__ = [
+    "FORMAT",
+    "FAISS_MIN_TEMPLATES",
+    "HR_LEVEL",
+    "AuditEntry",
+    "DuplicateIdentity",
+    "Gallery",
+    "GalleryError",
+    "GalleryKeyError",
+    "GalleryModelMismatch",
+    "IdentityInfo",
+    "Match",
+    "ModelKey",
+    "SourceImage",
+    "TemplateRecord",
+    "UnknownIdentity",
+    "generate_key",
+    "resolution_level",
+    "write_key_file",
+]
+
+FORMAT = "crres-gallery/1"
+#: Level of high-resolution templates: the canonical 112 px crop.
+HR_LEVEL = 112.0
+#: ``backend="auto"`` switches S_max search of a resolution level to FAISS from this many templates in the level
+#: (benchmarks/bench_gallery.py; see the README's gallery table for the measurement behind it).
+FAISS_MIN_TEMPLATES = 50_000
+#: Tolerance on the L2 norm of enrolled templates.
+NORM_TOLERANCE = 1e-3
+_MAX_NAME = 256
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_KEY_CHECK = b"crres-gallery key check"
+_PROBE_CHUNK_ELEMENTS = 1 << 24  # bound on probes x templates scores held at once (64 MiB of float32)
+
+
+# --------------------------------------------------------------------------------------------------- errors
+
+
+class GalleryError(ValueError):
+    """A gallery operation cannot be done: not a gallery, closed, read-only, bad state."""
+
+
+class GalleryModelMismatch(GalleryError):
+    """The gallery (or an export) is bound to a different embedding model than the one given."""
+
+
+class GalleryKeyError(GalleryError):
+    """An encrypted gallery was opened without its key or with the wrong one, or a key is malformed."""
+
+
+class UnknownIdentity(GalleryError, KeyError):
+    """No identity of that name in the gallery."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateIdentity(GalleryError):
+    """An identity of that name already exists (rename target, import with ``on_conflict="error"``)."""
+
+
+# --------------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """The embedding model a gallery is bound to: templates of different models are not comparable."""
+
+    name: str
+    version: str
+    dim: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"ModelKey.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.version, str) or not self.version.strip():
+            raise ValueError(f"ModelKey.version must be a non-empty string, got {self.version!r}")
+        if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)) or self.dim <= 0:
+            raise ValueError(f"ModelKey.dim must be a positive integer, got {self.dim!r}")
+        object.__setattr__(self, "dim", int(self.dim))
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> ModelKey:
+        """The key of an embedding bundle's manifest (``name``, ``version``, ``embedding_dim``)."""
+        try:
+            return cls(str(manifest["name"]), str(manifest["version"]), int(manifest["embedding_dim"]))
+        except KeyError as exc:
+            raise ValueError(f"manifest has no {exc.args[0]!r}: not an embedding model manifest") from None
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> ModelKey:
+        """The key of a loaded :class:`crres_sdk.ModelBundle` of task ``face-embedding``."""
+        return cls.from_manifest(bundle.manifest)
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version} ({self.dim}-d)"
+
+
+@dataclass(frozen=True)
+class Match:
+    """One candidate for a probe: fused cosine score over the identity's templates at ``template_resolution``."""
+
+    identity: str
+    score: float
+    template_resolution: float
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    name: str
+    n_templates: int
+    resolutions: tuple[float, ...]  # distinct resolution levels stored, ascending
+    created: float  # unix time
+    updated: float
+    metadata: dict = field(default_factory=dict)
+    n_thumbnails: int = 0
+
+
+class TemplateRecord(NamedTuple):
+    identity: str
+    template_id: int
+    vector: np.ndarray  # (dim,) float32
+    resolution: float
+    source_hash: str | None
+
+
+class AuditEntry(NamedTuple):
+    time: float
+    action: str
+    identity: str | None
+    count: int
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """A stored source image (thumbnails=True galleries) handed to :meth:`Gallery.reembed`'s ``embed_fn``."""
+
+    source_hash: str
+    image: bytes  # as enrolled, e.g. PNG bytes of the aligned 112x112 crop
+
+
+def resolution_level(resolution: float | np.ndarray) -> np.ndarray:
+    """The level a template of this resolution is filed under: whole pixels, capped at :data:`HR_LEVEL`."""
+    return np.minimum(np.maximum(np.rint(np.asarray(resolution, np.float64)), 1.0), HR_LEVEL)
+
+
+# --------------------------------------------------------------------------------------------------- keys
+
+
+def generate_key() -> bytes:
+    """A fresh random 32-byte AES-256 key."""
+    return os.urandom(_KEY_BYTES)
+
+
+def write_key_file(path: str | Path, key: bytes | None = None) -> bytes:
+    """Write ``key`` (or a new one) as 64 hex characters to a new file readable by its owner only."""
+    key = generate_key() if key is None else _check_key_bytes(key)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
+
+
+def _check_key_bytes(key: Any) -> bytes:
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise GalleryKeyError(f"key must be {_KEY_BYTES} bytes, got {type(key).__name__}")
+    key = bytes(key)
+    if len(key) != _KEY_BYTES:
+        raise GalleryKeyError(f"key must be {_KEY_BYTES} bytes (AES-256), got {len(key)}")
+    return key
+
+
+def _parse_key_text(text: str, where: str) -> bytes:
+    text = text.strip()
+    if len(text) == 2 * _KEY_BYTES:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) == _KEY_BYTES:
+        return raw
+    raise GalleryKeyError(f"{where}: expected a {_KEY_BYTES}-byte key as {2 * _KEY_BYTES} hex characters or base64")
+
+
+def _resolve_key(key: bytes | None, key_file: str | Path | None, key_env: str | None) -> bytes | None:
+    given = [n for n, v in (("key", key), ("key_file", key_file), ("key_env", key_env)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"pass at most one of key=, key_file=, key_env= (got {', '.join(given)})")
+    if key is not None:
+        return _check_key_bytes(key)
+    if key_file is not None:
+        try:
+            raw = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise GalleryKeyError(f"cannot read key file {key_file}: {exc.strerror or exc}") from exc
+        if len(raw) == _KEY_BYTES:
+            return raw
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise GalleryKeyError(f"key file {key_file}: {len(raw)} bytes, neither a raw {_KEY_BYTES}-byte key "
+                                  "nor hex/base64 text") from None
+        return _parse_key_text(text, f"key file {key_file}")
+    if key_env is not None:
+        value = os.environ.get(key_env)
+        if not value:
+            raise GalleryKeyError(f"environment variable {key_env} (key_env) is not set")
+        return _parse_key_text(value, f"environment variable {key_env}")
+    return None
+
+
+class _Cipher:
+    """AES-256-GCM with a random 96-bit nonce per sealed value and the row's identity as associated data."""
+
+    def __init__(self, key: bytes):
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError as exc:
+            raise ImportError("at-rest gallery encryption needs the 'cryptography' package: "
+                              "pip install 'crres[crypto]'") from exc
+        self._aead = AESGCM(key)
+        self._invalid = InvalidTag
+
+    def seal(self, data: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        nonce = os.urandom(_NONCE_BYTES)
+        return self._aead.encrypt(nonce, data, aad), nonce
+
+    def open(self, sealed: bytes, nonce: bytes, aad: bytes, what: str) -> bytes:
+        try:
+            return self._aead.decrypt(bytes(nonce), bytes(sealed), aad)
+        except self._invalid:
+            raise GalleryKeyError(f"{what} fails authentication: wrong key, or the row was altered or moved") from None
+
+
+def _aad(kind: str, *parts: Any) -> bytes:
+    return f"{FORMAT}:{kind}:".encode() + b":".join(
+        struct.pack("<d", p) if isinstance(p, float) else str(p).encode() for p in parts)
+
+
+# --------------------------------------------------------------------------------------------------- schema
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    metadata BLOB,
+    metadata_nonce BLOB,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    vector BLOB NOT NULL,
+    nonce BLOB,
+    resolution REAL NOT NULL,
+    source_hash TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX templates_identity ON templates(identity_id);
+CREATE TABLE sources (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    source_hash TEXT NOT NULL,
+    image BLOB NOT NULL,
+    nonce BLOB,
+    UNIQUE (identity_id, source_hash)
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    action TEXT NOT NULL,
+    identity TEXT,
+    count INTEGER NOT NULL,
+    detail TEXT,
+    chain TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def _chain(prev: str, t: float, action: str, identity: str | None, count: int, detail: str | None) -> str:
+    payload = json.dumps([prev, repr(t), action, identity, count, detail], ensure_ascii=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------- search index
+
+
+@dataclass
+class _Block:
+    """Templates of one resolution level, rows grouped by identity."""
+
+    level: float
+    matrix: np.ndarray  # (n, D) float32, C-contiguous
+    starts: np.ndarray  # (m,) first row of each identity segment
+    counts: np.ndarray  # (m,) rows per segment
+    seg_ident: np.ndarray  # (m,) identity index per segment
+    row_ident: np.ndarray  # (n,) identity index per row
+    faiss_index: Any = None
+
+
+class _Index:
+    """In-memory search structure built from one consistent snapshot of the gallery."""
+
+    def __init__(self, generation: int, names: list[str], ident: np.ndarray, resolutions: np.ndarray,
+                 vectors: np.ndarray):
+        self.generation = generation
+        self.names = names
+        self.n_templates = len(ident)
+        levels_t = resolution_level(resolutions)
+        self.levels, level_idx = np.unique(levels_t, return_inverse=True)
+        self.has_level = np.zeros((len(names), len(self.levels)), bool)
+        self.has_level[ident, level_idx] = True
+        self.blocks = [self._block(lv, vectors, ident, level_idx == j) for j, lv in enumerate(self.levels)]
+        self._vectors, self._ident = vectors, ident
+        self._all: _Block | None = None
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _block(level: float, vectors: np.ndarray, ident: np.ndarray, mask: np.ndarray) -> _Block:
+        rows = np.flatnonzero(mask)
+        rows = rows[np.argsort(ident[rows], kind="stable")]
+        row_ident = ident[rows]
+        starts = np.flatnonzero(np.r_[True, row_ident[1:] != row_ident[:-1]]) if len(rows) else np.zeros(0, int)
+        counts = np.diff(np.r_[starts, len(rows)])
+        return _Block(float(level), np.ascontiguousarray(vectors[rows]), starts, counts, row_ident[starts], row_ident)
+
+    def all_block(self) -> _Block:
+        with self.lock:
+            if self._all is None:
+                self._all = self._block(math.nan, self._vectors, self._ident, np.ones(len(self._ident), bool))
+            return self._all
+
+    def max_block_rows(self) -> int:
+        return max((len(b.row_ident) for b in self.blocks), default=0)
+
+    def chosen_levels(self, r: float) -> np.ndarray:
+        """Per identity, the index of its level nearest ``r`` in log-resolution (ties: the higher level)."""
+        dist = np.abs(np.log(self.levels) - math.log(r))
+        order = np.lexsort((-self.levels, np.round(dist, 12)))
+        return order[np.argmax(self.has_level[:, order], axis=1)]
+
+    def faiss_for(self, block: _Block) -> Any:
+        with self.lock:
+            if block.faiss_index is None:
+                import faiss
+
+                index = faiss.IndexFlatIP(block.matrix.shape[1])
+                index.add(block.matrix)
+                block.faiss_index = index
+            return block.faiss_index
+
+    def search(self, probes: np.ndarray, res: np.ndarray | None, top_k: int, fusion: str,
+               backend: str) -> list[list[Match]]:
+        n_ident = len(self.names)
+        if n_ident == 0:
+            return [[] for _ in range(len(probes))]
+        if res is None:  # match="all"
+            groups = {(): (np.arange(len(probes)), None)}
+        else:
+            groups: dict[tuple, tuple[list[int], np.ndarray]] = {}
+            cache: dict[float, np.ndarray] = {}
+            for i, r in enumerate(res.tolist()):
+                if r not in cache:
+                    cache[r] = self.chosen_levels(r)
+                key = cache[r].tobytes()
+                if key not in groups:
+                    groups[key] = ([], cache[r])
+                groups[key][0].append(i)
+        results: list[list[Match]] = [[] for _ in range(len(probes))]
+        for rows, chosen in groups.values():
+            rows = np.asarray(rows)
+            if chosen is None:
+                parts = [(self.all_block(), None)]
+            else:
+                parts = [(self.blocks[j], chosen) for j in np.unique(chosen)]
+            if backend == "faiss" and fusion == "max":
+                cands = self._faiss_candidates(probes[rows], parts, top_k)
+                for out_i, cand in zip(rows, cands):
+                    cand.sort(key=lambda m: -m.score)
+                    results[out_i] = cand[:top_k]
+                continue
+            scores = np.full((len(rows), n_ident), -np.inf, np.float32)
+            level_of = np.zeros(n_ident)
+            for block, ch in parts:
+                seg = np.arange(len(block.seg_ident)) if ch is None else np.flatnonzero(
+                    ch[block.seg_ident] == np.searchsorted(self.levels, block.level))
+                if len(seg) == 0:
+                    continue
+                fused = self._fuse(probes[rows], block, fusion)
+                scores[:, block.seg_ident[seg]] = fused[:, seg]
+                level_of[block.seg_ident[seg]] = block.level
+            k = min(top_k, n_ident)
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_ident else np.tile(np.arange(n_ident),
+                                                                                            (len(rows), 1))
+            for out_i, cand, s in zip(rows, top, scores):
+                cand = cand[np.argsort(-s[cand], kind="stable")]
+                results[out_i] = [Match(self.names[c], float(s[c]), float(level_of[c])) for c in cand
+                                  if np.isfinite(s[c])]
+        return results
+
+    @staticmethod
+    def _fuse(probes: np.ndarray, block: _Block, fusion: str) -> np.ndarray:
+        n = len(block.row_ident)
+        chunk = max(1, _PROBE_CHUNK_ELEMENTS // max(n, 1))
+        out = np.empty((len(probes), len(block.starts)), np.float32)
+        for a in range(0, len(probes), chunk):
+            s = probes[a:a + chunk] @ block.matrix.T
+            if fusion == "max":
+                out[a:a + chunk] = np.maximum.reduceat(s, block.starts, axis=1)
+            else:
+                out[a:a + chunk] = np.add.reduceat(s, block.starts, axis=1) / block.counts
+        return out
+
+    def _faiss_candidates(self, probes: np.ndarray, parts: list, top_k: int) -> list[list[Match]]:
+        """Exact S_max top-k per level with FAISS: the first k distinct eligible identities in template order."""
+        cands: list[list[Match]] = [[] for _ in range(len(probes))]
+        for block, ch in parts:
+            n = len(block.row_ident)
+            if n == 0:
+                continue
+            eligible = None if ch is None else ch == np.searchsorted(self.levels, block.level)
+            want = min(top_k, len(block.seg_ident) if eligible is None else int(eligible[block.seg_ident].sum()))
+            if want == 0:
+                continue
+            index = self.faiss_for(block)
+            todo = np.arange(len(probes))
+            kk = min(n, top_k * int(block.counts.max()))
+            while len(todo):
+                dist, idx = index.search(probes[todo], kk)
+                again = []
+                for p, drow, irow in zip(todo, dist, idx):
+                    seen: set[int] = set()
+                    found = []
+                    for d, t in zip(drow.tolist(), irow.tolist()):
+                        if t < 0:
+                            break
+                        who = int(block.row_ident[t])
+                        if who in seen or (eligible is not None and not eligible[who]):
+                            continue
+                        seen.add(who)
+                        found.append(Match(self.names[who], float(d), block.level))
+                        if len(found) == want:
+                            break
+                    if len(found) < want and kk < n:
+                        again.append(p)
+                    else:
+                        cands[p].extend(found)
+                todo = np.asarray(again, int)
+                kk = min(n, kk * 4)
+        return cands
+
+
+# --------------------------------------------------------------------------------------------------- gallery
+
+
+class Gallery:
+    """A face gallery in one SQLite file, bound to one embedding model. See the module docstring.
+
+    Args:
+        path: the database file.
+        model: the embedding model the templates come from; ``None`` opens an existing gallery with whatever
+            model it is bound to (listing, export). A gallery of another model raises GalleryModelMismatch.
+        create: create the file when missing (else FileNotFoundError).
+        key / key_file / key_env: a 32-byte AES-256 key, a file holding it (raw, hex or base64) or the name of
+            an environment variable holding it (hex or base64). Given when creating -> encrypted gallery.
+        thumbnails: store one encoded face image per source (opt-in; needed for re-embedding from the gallery
+            alone). Turning it on for an existing gallery is persisted and audited.
+        readonly: open without write access (writes raise GalleryError).
+        backend: search backend, ``"auto"`` | ``"numpy"`` | ``"faiss"``.
+    """
+
+    def __init__(self, path: str | Path, model: ModelKey | None, *, create: bool = True, key: bytes | None = None,
+                 key_file: str | Path | None = None, key_env: str | None = None, thumbnails: bool = False,
+                 readonly: bool = False, backend: str = "auto"):
+        if model is not None and not isinstance(model, ModelKey):
+            raise TypeError(f"model must be a ModelKey (or None to open with the stored one), got {type(model).__name__}")
+        self.path = Path(path)
+        self.readonly = bool(readonly)
+        self.backend = _check_backend(backend)
+        self._key = _resolve_key(key, key_file, key_env)
+        # A key means an encrypted gallery (a key for a plain gallery is refused at open).
+        self._cipher: _Cipher | None = None if self._key is None else _Cipher(self._key)
+        self._closed = False
+        self._write_lock = threading.RLock()
+        self._pool_lock = threading.Lock()
+        self._pool: list[sqlite3.Connection] = []
+        self._all_readers: list[sqlite3.Connection] = []
+        self._index: _Index | None = None
+        self._index_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if not exists and (not create or readonly):
+            raise FileNotFoundError(f"no gallery at {self.path}" + ("" if readonly else " (create=False)"))
+        if not exists and model is None:
+            raise ValueError(f"creating the gallery {self.path} needs a model (ModelKey)")
+        try:
+            if not readonly:
+                self._writer = self._connect(writer=True)
+                self._init_or_check(model, thumbnails)
+            else:
+                conn = self._reader_checkout()
+                try:
+                    self._load_meta(conn, model)
+                finally:
+                    self._reader_return(conn)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------- connections
+
+    def _connect(self, writer: bool) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, timeout=30,
+                                       isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if writer:
+                conn.execute("PRAGMA synchronous=FULL")
+            else:
+                conn.execute("PRAGMA query_only=ON")
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path} cannot be opened as a gallery: {exc}") from exc
+        return conn
+
+    def _reader_checkout(self) -> sqlite3.Connection:
+        self._check_open()
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
+        conn = self._connect(writer=False)
+        with self._pool_lock:
+            self._all_readers.append(conn)
+        if self._closed:
+            conn.close()
+            self._check_open()
+        return conn
+
+    def _reader_return(self, conn: sqlite3.Connection) -> None:
+        with self._pool_lock:
+            if self._closed:
+                conn.close()
+            else:
+                self._pool.append(conn)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A reader connection inside one read transaction (a consistent snapshot)."""
+        conn = self._reader_checkout()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            self._reader_return(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction on the writer connection; rolled back on any error."""
+        self._check_open()
+        if self.readonly or self._writer is None:
+            raise GalleryError(f"gallery {self.path} is open read-only")
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_bound(conn)
+                yield conn
+                self._set_meta(conn, "generation", str(self._meta(conn, "generation", int) + 1))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------------------------------- meta
+
+    @staticmethod
+    def _meta(conn: sqlite3.Connection, key: str, cast: Callable = str, default: Any = None) -> Any:
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else cast(row[0])
+
+    @staticmethod
+    def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                     (key, value))
+
+    def _stored_model(self, conn: sqlite3.Connection) -> ModelKey:
+        return ModelKey(self._meta(conn, "model_name"), self._meta(conn, "model_version"),
+                        self._meta(conn, "model_dim", int))
+
+    def _check_bound(self, conn: sqlite3.Connection) -> None:
+        stored = self._stored_model(conn)
+        if stored != self.model:
+            raise GalleryModelMismatch(f"gallery {self.path} is now bound to model {stored} (re-embedded by another "
+                                       f"writer), not {self.model}; reopen it with the new model")
+
+    def _is_gallery(self, conn: sqlite3.Connection) -> bool:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return False
+        if "meta" not in tables or self._meta(conn, "format") is None:
+            raise GalleryError(f"{self.path} is an SQLite database but not a crres gallery")
+        fmt = self._meta(conn, "format")
+        if fmt != FORMAT:
+            raise GalleryError(f"{self.path} is a {fmt!r} gallery; this SDK reads {FORMAT!r}")
+        return True
+
+    def _init_or_check(self, model: ModelKey | None, thumbnails: bool) -> None:
+        conn = self._writer
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+                raise GalleryError(f"{self.path}: cannot switch the database to WAL mode")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path} cannot be opened as a gallery: {exc}") from exc
+        try:
+            if not self._is_gallery(conn):
+                now = time.time()
+                for statement in _SCHEMA.split(";\n"):  # not executescript: it would COMMIT our transaction
+                    if statement.strip():
+                        conn.execute(statement)
+                for k, v in {"format": FORMAT, "model_name": model.name, "model_version": model.version,
+                             "model_dim": str(model.dim), "generation": "0", "created": repr(now),
+                             "thumbnails": "1" if thumbnails else "0",
+                             "encrypted": "1" if self._key is not None else "0"}.items():
+                    self._set_meta(conn, k, v)
+                if self._cipher is not None:
+                    sealed, nonce = self._cipher.seal(_KEY_CHECK, _aad("key-check"))
+                    self._set_meta(conn, "key_check", (nonce + sealed).hex())
+                    self._set_meta(conn, "cipher", "AES-256-GCM")
+                self._audit(conn, "create", None, 0, json.dumps({"model": str(model), "encrypted": self._key is not None,
+                                                                 "thumbnails": bool(thumbnails)}))
+            else:
+                self._load_meta(conn, model)
+                if thumbnails and not self.stores_thumbnails:
+                    self._set_meta(conn, "thumbnails", "1")
+                    self._audit(conn, "thumbnails-on", None, 0, None)
+            self.model = self._stored_model(conn)
+            self.stores_thumbnails = self._meta(conn, "thumbnails") == "1"
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _load_meta(self, conn: sqlite3.Connection, model: ModelKey | None) -> None:
+        try:
+            if not self._is_gallery(conn):
+                raise GalleryError(f"{self.path} is empty, not a gallery")
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path} cannot be opened as a gallery: {exc}") from exc
+        stored = self._stored_model(conn)
+        if model is not None and stored != model:
+            raise GalleryModelMismatch(f"gallery {self.path} is bound to model {stored}, but was opened for model "
+                                       f"{model}; open it with the model it was made for, or re-embed it "
+                                       "(Gallery.reembed)")
+        self.model = stored
+        self.stores_thumbnails = self._meta(conn, "thumbnails") == "1"
+        encrypted = self._meta(conn, "encrypted") == "1"
+        if encrypted and self._key is None:
+            raise GalleryKeyError(f"gallery {self.path} is encrypted: pass its key (key=, key_file= or key_env=)")
+        if not encrypted and self._key is not None:
+            raise GalleryKeyError(f"gallery {self.path} is not encrypted but a key was given; export it and import "
+                                  "it into a new encrypted gallery to encrypt it")
+        if encrypted:
+            blob = bytes.fromhex(self._meta(conn, "key_check"))
+            try:
+                ok = self._cipher.open(blob[_NONCE_BYTES:], blob[:_NONCE_BYTES], _aad("key-check"), "key") == _KEY_CHECK
+            except GalleryKeyError:
+                ok = False
+            if not ok:
+                raise GalleryKeyError(f"wrong key for the encrypted gallery {self.path}")
+
+    @property
+    def encrypted(self) -> bool:
+        return self._cipher is not None
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GalleryError(f"gallery {self.path} is closed")
+
+    def _audit(self, conn: sqlite3.Connection, action: str, identity: str | None, count: int,
+               detail: str | None) -> None:
+        row = conn.execute("SELECT chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        t = time.time()
+        conn.execute("INSERT INTO audit(time, action, identity, count, detail, chain) VALUES (?, ?, ?, ?, ?, ?)",
+                     (t, action, identity, int(count), detail, _chain(row[0] if row else "", t, action, identity,
+                                                                      int(count), detail)))
+
+    def _next_id(self, conn: sqlite3.Connection, table: str) -> int:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+        return (row[0] if row else 0) + 1
+
+    def _seal(self, data: bytes, aad: bytes) -> tuple[bytes, bytes | None]:
+        if self._cipher is None:
+            return data, None
+        return self._cipher.seal(data, aad)
+
+    def _unseal(self, data: bytes, nonce: bytes | None, aad: bytes, what: str) -> bytes:
+        if self._cipher is None:
+            if nonce is not None:
+                raise GalleryError(f"{what} is encrypted but the gallery is not marked encrypted: corrupt gallery")
+            return bytes(data)
+        if nonce is None:
+            raise GalleryKeyError(f"{what} is stored unencrypted in an encrypted gallery: tampered")
+        return self._cipher.open(data, nonce, aad, what)
+
+    def _vector(self, blob: bytes, nonce: bytes | None, identity_id: int, template_id: int, res: float) -> bytes:
+        return self._unseal(blob, nonce, _aad("template", identity_id, template_id, float(res)),
+                            f"template {template_id}")
+
+    def _metadata_out(self, blob: bytes | None, nonce: bytes | None, identity_id: int) -> dict:
+        if blob is None:
+            return {}
+        return json.loads(self._unseal(blob, nonce, _aad("metadata", identity_id), "metadata").decode())
+
+    def _identity_row(self, conn: sqlite3.Connection, name: str) -> tuple | None:
+        return conn.execute("SELECT id, metadata, metadata_nonce, created FROM identities WHERE name=?",
+                            (name,)).fetchone()
+
+    def _insert_identity(self, conn: sqlite3.Connection, name: str, metadata: dict, created: float,
+                         now: float) -> int:
+        ident = self._next_id(conn, "identities")
+        blob, nonce = self._seal(json.dumps(metadata).encode(), _aad("metadata", ident))
+        conn.execute("INSERT INTO identities(id, name, metadata, metadata_nonce, created, updated) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (ident, name, blob, nonce, created, now))
+        return ident
+
+    def _insert_templates(self, conn: sqlite3.Connection, ident: int, vectors: np.ndarray, res: np.ndarray,
+                          hashes: Sequence[str | None], now: float) -> None:
+        first = self._next_id(conn, "templates")
+        rows = []
+        for i, (v, r, h) in enumerate(zip(vectors, res.tolist(), hashes)):
+            tid = first + i
+            blob, nonce = self._seal(v.astype("<f4").tobytes(), _aad("template", ident, tid, float(r)))
+            rows.append((tid, ident, blob, nonce, float(r), h, now))
+        conn.executemany("INSERT INTO templates(id, identity_id, vector, nonce, resolution, source_hash, created) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _insert_sources(self, conn: sqlite3.Connection, ident: int, images: Mapping[str, bytes]) -> int:
+        added = 0
+        for h, img in images.items():
+            if conn.execute("SELECT 1 FROM sources WHERE identity_id=? AND source_hash=?", (ident, h)).fetchone():
+                continue
+            sid = self._next_id(conn, "sources")
+            blob, nonce = self._seal(bytes(img), _aad("source", ident, sid, h))
+            conn.execute("INSERT INTO sources(id, identity_id, source_hash, image, nonce) VALUES (?, ?, ?, ?, ?)",
+                         (sid, ident, h, blob, nonce))
+            added += 1
+        return added
+
+    def _check_templates(self, templates: Any, dim: int, normalize: bool, what: str = "templates") -> np.ndarray:
+        arr = np.asarray(templates)
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(f"{what} must be (N, {dim}) with N >= 1, got shape {np.shape(templates)}")
+        if arr.shape[1] != dim:
+            raise ValueError(f"{what} have dimension {arr.shape[1]}, but the gallery's model {self.model} makes "
+                             f"{dim}-d embeddings")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
+        norms = np.linalg.norm(arr.astype(np.float64), axis=1)
+        if normalize:
+            if (norms < 1e-12).any():
+                raise ValueError(f"{what} contain a zero vector, which cannot be normalised")
+            arr = (arr / norms[:, None]).astype(np.float32)
+        elif (np.abs(norms - 1.0) > NORM_TOLERANCE).any():
+            bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+            raise ValueError(f"{what} must be L2-normalised (|norm - 1| <= {NORM_TOLERANCE}); rows {bad[:5].tolist()} "
+                             f"have norms {norms[bad[:5]].round(4).tolist()} (pass normalize=True to normalise)")
+        return np.ascontiguousarray(arr)
+
+    def _check_thumbnails(self, thumbnails: Any, hashes: list[str | None]) -> dict[str, bytes]:
+        if thumbnails is None:
+            return {}
+        if not self.stores_thumbnails:
+            raise GalleryError(f"gallery {self.path} does not store face images; open it with thumbnails=True "
+                               "to opt in")
+        if all(h is None for h in hashes):
+            raise ValueError("thumbnails need source_hashes to say which source each image is")
+        return _check_thumbnails_shape(thumbnails, hashes)
+
+    # ------------------------------------------------------------------------------------------- writes
+
+    def enroll(self, name: str, templates: np.ndarray, resolutions: Sequence[float] | np.ndarray, *,
+               source_hashes: Sequence[str] = (), metadata: dict | None = None,
+               thumbnails: Sequence[bytes] | Mapping[str, bytes] | None = None, replace: bool = False,
+               normalize: bool = False) -> int:
+        """Add templates to ``name`` (created if new) in one transaction with its audit row; returns their count.
+
+        ``templates`` (N, dim), L2-normalised (or ``normalize=True``); ``resolutions`` (N,) px each template was
+        made at (112 for the HR crop); ``source_hashes`` one per template (or empty) naming the photo it came
+        from. An existing identity is appended to and its metadata updated with ``metadata``, unless
+        ``replace=True``: then its templates, thumbnails and metadata are replaced. ``thumbnails`` (only for
+        galleries with ``thumbnails=True``): encoded images keyed by source hash, or a sequence with one per
+        distinct source hash in order of first appearance.
+        """
+        name = _check_name(name)
+        vecs = self._check_templates(templates, self.model.dim, normalize)
+        res = _check_resolutions(resolutions, len(vecs))
+        hashes = _check_hashes(source_hashes, len(vecs))
+        meta = _check_metadata(metadata)
+        images = self._check_thumbnails(thumbnails, hashes)
+        if not isinstance(replace, bool):
+            raise TypeError("replace must be a bool")
+        now = time.time()
+        with self._write() as conn:
+            row = self._identity_row(conn, name)
+            action = "enroll"
+            if row is None:
+                ident = self._insert_identity(conn, name, meta or {}, now, now)
+            else:
+                ident = row[0]
+                if replace:
+                    action = "replace"
+                    conn.execute("DELETE FROM templates WHERE identity_id=?", (ident,))
+                    conn.execute("DELETE FROM sources WHERE identity_id=?", (ident,))
+                    new_meta = meta or {}
+                else:
+                    new_meta = {**self._metadata_out(row[1], row[2], ident), **(meta or {})}
+                blob, nonce = self._seal(json.dumps(new_meta).encode(), _aad("metadata", ident))
+                conn.execute("UPDATE identities SET metadata=?, metadata_nonce=?, updated=? WHERE id=?",
+                             (blob, nonce, now, ident))
+            self._insert_templates(conn, ident, vecs, res, hashes, now)
+            if images:
+                self._insert_sources(conn, ident, images)
+            self._audit(conn, action, name, len(vecs), None)
+        return len(vecs)
+
+    def remove(self, name: str) -> int:
+        """Delete an identity with its templates and thumbnails (overwritten on disk); returns templates removed."""
+        name = _check_name(name)
+        with self._write() as conn:
+            row = self._identity_row(conn, name)
+            if row is None:
+                raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+            count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=?", (row[0],)).fetchone()[0]
+            conn.execute("DELETE FROM identities WHERE id=?", (row[0],))
+            self._audit(conn, "remove", name, count, None)
+        self.purge_wal()
+        return count
+
+    def purge_wal(self) -> bool:
+        """Checkpoint and truncate the WAL so it keeps no copies of deleted rows; False if readers held it open."""
+        if self._writer is None:
+            return False
+        with self._write_lock:
+            self._writer.execute("PRAGMA busy_timeout=2000")
+            try:
+                busy = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                self._writer.execute("PRAGMA busy_timeout=30000")
+        return busy == 0
+
+    def rename(self, old: str, new: str) -> None:
+        old, new = _check_name(old), _check_name(new)
+        with self._write() as conn:
+            row = self._identity_row(conn, old)
+            if row is None:
+                raise UnknownIdentity(f"no identity {old!r} in gallery {self.path}")
+            if old == new:
+                return
+            if self._identity_row(conn, new) is not None:
+                raise DuplicateIdentity(f"cannot rename {old!r} to {new!r}: {new!r} already exists")
+            count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=?", (row[0],)).fetchone()[0]
+            conn.execute("UPDATE identities SET name=?, updated=? WHERE id=?", (new, time.time(), row[0]))
+            self._audit(conn, "rename", old, count, json.dumps({"new": new}))
+
+    def set_metadata(self, name: str, metadata: dict) -> None:
+        """Replace an identity's metadata."""
+        name, meta = _check_name(name), _check_metadata(metadata)
+        with self._write() as conn:
+            row = self._identity_row(conn, name)
+            if row is None:
+                raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+            blob, nonce = self._seal(json.dumps(meta or {}).encode(), _aad("metadata", row[0]))
+            conn.execute("UPDATE identities SET metadata=?, metadata_nonce=?, updated=? WHERE id=?",
+                         (blob, nonce, time.time(), row[0]))
+            self._audit(conn, "metadata", name, 0, None)
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    def __len__(self) -> int:
+        with self._read() as conn:
+            return conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        with self._read() as conn:
+            return conn.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[str]:
+        with self._read() as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM identities ORDER BY name")]
+        return iter(names)
+
+    @property
+    def n_templates(self) -> int:
+        with self._read() as conn:
+            return conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+
+    def identities(self) -> list[IdentityInfo]:
+        """Every identity with template count, resolution levels, times, metadata; sorted by name."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, name, metadata, metadata_nonce, created, updated FROM identities "
+                                "ORDER BY name").fetchall()
+            res: dict[int, list[float]] = {}
+            for ident, r in conn.execute("SELECT identity_id, resolution FROM templates"):
+                res.setdefault(ident, []).append(r)
+            thumbs = dict(conn.execute("SELECT identity_id, COUNT(*) FROM sources GROUP BY identity_id").fetchall())
+        out = []
+        for ident, name, blob, nonce, created, updated in rows:
+            levels = tuple(float(x) for x in np.unique(resolution_level(res.get(ident, [])))) if ident in res else ()
+            out.append(IdentityInfo(name, len(res.get(ident, [])), levels, created, updated,
+                                    self._metadata_out(blob, nonce, ident), thumbs.get(ident, 0)))
+        return out
+
+    def get(self, name: str) -> IdentityInfo:
+        name = _check_name(name)
+        for info in self.identities():
+            if info.name == name:
+                return info
+        raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+
+    def templates(self, name: str | None = None) -> Iterator[TemplateRecord]:
+        """(identity, template id, vector, resolution, source hash) per template, decrypted; one identity or all.
+        The rows are read at the call (one snapshot); vectors are decrypted as the iterator advances."""
+        with self._read() as conn:
+            sql = ("SELECT i.name, t.id, t.identity_id, t.vector, t.nonce, t.resolution, t.source_hash "
+                   "FROM templates t JOIN identities i ON i.id = t.identity_id")
+            if name is not None:
+                name = _check_name(name)
+                if conn.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is None:
+                    raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+                rows = conn.execute(sql + " WHERE i.name=? ORDER BY t.id", (name,)).fetchall()
+            else:
+                rows = conn.execute(sql + " ORDER BY i.name, t.id").fetchall()
+        def records() -> Iterator[TemplateRecord]:
+            for who, tid, ident, blob, nonce, r, h in rows:
+                vec = np.frombuffer(self._vector(blob, nonce, ident, tid, r), "<f4").astype(np.float32)
+                yield TemplateRecord(who, tid, vec, r, h)
+
+        return records()
+
+    def thumbnails(self, name: str) -> list[SourceImage]:
+        """The stored source images of one identity (empty unless the gallery stores thumbnails)."""
+        name = _check_name(name)
+        with self._read() as conn:
+            row = self._identity_row(conn, name)
+            if row is None:
+                raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+            rows = conn.execute("SELECT id, source_hash, image, nonce FROM sources WHERE identity_id=? ORDER BY id",
+                                (row[0],)).fetchall()
+        return [SourceImage(h, self._unseal(img, nonce, _aad("source", row[0], sid, h), f"thumbnail {sid}"))
+                for sid, h, img, nonce in rows]
+
+    def audit_log(self) -> list[AuditEntry]:
+        """The append-only audit trail, oldest first."""
+        with self._read() as conn:
+            return [AuditEntry(*r) for r in conn.execute(
+                "SELECT time, action, identity, count, detail FROM audit ORDER BY id")]
+
+    def check(self) -> list[str]:
+        """Integrity report: SQLite integrity and foreign keys, audit hash chain, every sealed row authenticates.
+        Returns the problems found (empty when the gallery is sound)."""
+        problems = []
+        with self._read() as conn:
+            ic = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            if ic != ["ok"]:
+                problems += [f"integrity_check: {m}" for m in ic]
+            problems += [f"foreign key: {r}" for r in conn.execute("PRAGMA foreign_key_check")]
+            prev, expected_id = "", None
+            for rid, t, action, who, count, detail, chain in conn.execute(
+                    "SELECT id, time, action, identity, count, detail, chain FROM audit ORDER BY id"):
+                if _chain(prev, t, action, who, count, detail) != chain:
+                    problems.append(f"audit row {rid}: hash chain broken (rows altered or removed)")
+                if expected_id is not None and rid != expected_id:
+                    problems.append(f"audit rows {expected_id}..{rid - 1} missing")
+                prev, expected_id = chain, rid + 1
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='audit'").fetchone()
+            if seq and expected_id is not None and seq[0] != expected_id - 1:
+                problems.append(f"audit rows after {expected_id - 1} missing (sequence at {seq[0]})")
+            rows = conn.execute("SELECT id, identity_id, vector, nonce, resolution FROM templates").fetchall()
+        for tid, ident, blob, nonce, r in rows:
+            try:
+                data = self._vector(blob, nonce, ident, tid, r)
+            except GalleryError as exc:
+                problems.append(str(exc))
+                continue
+            if len(data) != 4 * self.model.dim:
+                problems.append(f"template {tid}: {len(data)} bytes, expected {4 * self.model.dim}")
+        return problems
+
+    # ------------------------------------------------------------------------------------------- search
+
+    def _current_index(self) -> _Index:
+        with self._read() as conn:
+            gen = self._meta(conn, "generation", int)
+            idx = self._index
+            if idx is not None and idx.generation == gen:
+                return idx
+            with self._index_lock:
+                idx = self._index
+                if idx is not None and idx.generation == gen:
+                    return idx
+                stored = self._stored_model(conn)
+                if stored != self.model:
+                    raise GalleryModelMismatch(f"gallery {self.path} is now bound to model {stored} (re-embedded), "
+                                               f"not {self.model}; reopen it with the new model")
+                names_rows = conn.execute("SELECT id, name FROM identities ORDER BY id").fetchall()
+                rows = conn.execute("SELECT identity_id, id, vector, nonce, resolution FROM templates "
+                                    "ORDER BY identity_id, id").fetchall()
+                pos = {ident: i for i, (ident, _) in enumerate(names_rows)}
+                dim = self.model.dim
+                blobs = [self._vector(blob, nonce, ident, tid, r) for ident, tid, blob, nonce, r in rows]
+                if any(len(b) != 4 * dim for b in blobs):
+                    raise GalleryError(f"gallery {self.path} holds templates of the wrong size for {self.model}")
+                vectors = np.frombuffer(b"".join(blobs), "<f4").reshape(len(rows), dim).astype(np.float32)
+                ident = np.fromiter((pos[r[0]] for r in rows), np.int64, len(rows))
+                res = np.fromiter((r[4] for r in rows), np.float64, len(rows))
+                idx = _Index(gen, [n for _, n in names_rows], ident, res, vectors)
+                self._index = idx
+                return idx
+
+    def backend_for(self, fusion: str = "max", backend: str | None = None) -> str:
+        """The backend a search with this fusion would use now (``"numpy"`` or ``"faiss"``)."""
+        backend = self.backend if backend is None else _check_backend(backend)
+        if backend == "numpy" or fusion != "max":
+            return "numpy"
+        if backend == "faiss":
+            _import_faiss()
+            return "faiss"
+        if not _faiss_available():
+            return "numpy"
+        return "faiss" if self._current_index().max_block_rows() >= FAISS_MIN_TEMPLATES else "numpy"
+
+    def search(self, probes: np.ndarray, probe_resolutions: Sequence[float] | np.ndarray | None = None, *,
+               top_k: int = 5, fusion: str = "max", match: str = "nearest",
+               backend: str | None = None) -> list[list[Match]]:
+        """Top-k identities per probe, best first (fewer when the gallery has fewer identities).
+
+        ``probes`` (N, dim) or (dim,) embeddings (normalised here); ``probe_resolutions`` (N,) px each probe face
+        carries (None: all HR, 112). ``fusion``: ``"max"`` (S_max) or ``"add"`` (S_add, mean cosine) over the
+        identity's templates at the level nearest the probe (``match="nearest"``) or over all its templates
+        (``match="all"``). ``backend`` overrides the gallery's backend for this call.
+        """
+        if fusion not in ("max", "add"):
+            raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
+        if match not in ("nearest", "all"):
+            raise ValueError(f"match must be 'nearest' or 'all', got {match!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        p = self._check_templates(probes, self.model.dim, normalize=True, what="probes")
+        if probe_resolutions is None:
+            res = np.full(len(p), HR_LEVEL)
+        else:
+            res = _check_resolutions(probe_resolutions, len(p), what="probe_resolutions")
+        use = self.backend_for(fusion, backend)
+        index = self._current_index()
+        return index.search(p, None if match == "all" else res, int(top_k), fusion, use)
+
+    # ------------------------------------------------------------------------------------------- re-embedding
+
+    def reembed(self, model: ModelKey, embed_fn: Callable[[str, list], tuple], *,
+                sources: Mapping[str, Sequence[Any]] | None = None, missing: str = "error",
+                progress: Callable[[int, int, str], None] | None = None) -> dict:
+        """Bind the gallery to ``model``, replacing every template with ones ``embed_fn`` makes.
+
+        Templates cannot be converted between models, so re-embedding needs the source material:
+        * ``sources=None``: the gallery's stored images (``thumbnails=True`` galleries); ``embed_fn(name,
+          [SourceImage, ...])`` gets them as enrolled (e.g. PNG bytes of the aligned crop).
+        * ``sources={name: [anything, ...]}``: caller-supplied material per identity (paths, arrays), passed
+          through to ``embed_fn(name, items)`` as given.
+        ``embed_fn`` returns ``(templates (N, model.dim), resolutions (N,))`` or with ``source_hashes`` (N,) as
+        a third element. Identities without material: ``missing="error"`` (default, nothing changes) or
+        ``"remove"`` (they are deleted, audited). All embeddings are computed first, then written in one
+        transaction: a failure leaves the gallery bound to the old model, and if another writer changed the
+        gallery meanwhile the re-embed is refused (run it again). Returns a summary dict.
+        """
+        if not isinstance(model, ModelKey):
+            raise TypeError(f"model must be a ModelKey, got {type(model).__name__}")
+        if not callable(embed_fn):
+            raise TypeError("embed_fn must be callable: embed_fn(identity, items) -> (templates, resolutions)")
+        if missing not in ("error", "remove"):
+            raise ValueError(f"missing must be 'error' or 'remove', got {missing!r}")
+        if sources is None and not self.stores_thumbnails:
+            raise GalleryError(f"gallery {self.path} stores no face images (created without thumbnails=True): "
+                               "pass sources={identity: [images or paths, ...]} to re-embed it")
+        if sources is not None and not isinstance(sources, Mapping):
+            raise TypeError("sources must be a mapping identity -> sequence of source items")
+        with self._read() as conn:
+            gen0 = self._meta(conn, "generation", int)
+        names = list(self)
+        material: dict[str, list] = {}
+        for name in names:
+            items = list(sources.get(name, ())) if sources is not None else self.thumbnails(name)
+            if items:
+                material[name] = items
+        lacking = [n for n in names if n not in material]
+        if lacking and missing == "error":
+            raise GalleryError(f"no source material for {len(lacking)} identities ({', '.join(lacking[:5])}"
+                               f"{', ...' if len(lacking) > 5 else ''}): supply it or pass missing='remove'")
+        new: dict[str, tuple] = {}
+        for i, (name, items) in enumerate(material.items()):
+            out = embed_fn(name, items)
+            if not isinstance(out, tuple) or len(out) not in (2, 3):
+                raise TypeError(f"embed_fn({name!r}, ...) must return (templates, resolutions[, source_hashes])")
+            vecs = self._check_templates(out[0], model.dim, normalize=False, what=f"re-embedded templates of {name!r}")
+            res = _check_resolutions(out[1], len(vecs))
+            hashes = _check_hashes(out[2] if len(out) == 3 else (), len(vecs))
+            new[name] = (vecs, res, hashes)
+            if progress is not None:
+                progress(i + 1, len(material), name)
+        old = self.model
+        now = time.time()
+        with self._write() as conn:
+            if self._meta(conn, "generation", int) != gen0:
+                raise GalleryError(f"gallery {self.path} changed while re-embedding; nothing was written, run it again")
+            for name in lacking:
+                row = self._identity_row(conn, name)
+                count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=?", (row[0],)).fetchone()[0]
+                conn.execute("DELETE FROM identities WHERE id=?", (row[0],))
+                self._audit(conn, "remove", name, count, "reembed: no source material")
+            conn.execute("DELETE FROM templates")
+            total = 0
+            for name, (vecs, res, hashes) in new.items():
+                ident = self._identity_row(conn, name)[0]
+                self._insert_templates(conn, ident, vecs, res, hashes, now)
+                conn.execute("UPDATE identities SET updated=? WHERE id=?", (now, ident))
+                total += len(vecs)
+            self._set_meta(conn, "model_name", model.name)
+            self._set_meta(conn, "model_version", model.version)
+            self._set_meta(conn, "model_dim", str(model.dim))
+            self._audit(conn, "reembed", None, total, json.dumps({"from": str(old), "to": str(model)}))
+        self.model = model
+        self.purge_wal()
+        return {"identities": len(new), "templates": total, "removed": lacking, "model": str(model)}
+
+    # ------------------------------------------------------------------------------------------- export/import
+
+    def export(self, path: str | Path, *, decrypt: bool = False, overwrite: bool = False) -> Path:
+        """Write a consistent snapshot of the gallery to ``path`` (itself a gallery file, same model key).
+
+        An encrypted gallery's export stays encrypted under the same key unless ``decrypt=True`` is given.
+        Audited as ``export`` (``export-decrypted``) when the gallery is writable.
+        """
+        path = Path(path)
+        if path.resolve() == self.path.resolve():
+            raise ValueError("cannot export a gallery onto itself")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        src = self._reader_checkout()
+        try:
+            dest = sqlite3.connect(str(tmp), isolation_level=None)
+            try:
+                src.backup(dest)
+                n = dest.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+                if decrypt and self._cipher is not None:
+                    dest.execute("PRAGMA secure_delete=ON")
+                    dest.execute("BEGIN")
+                    for tid, ident, blob, nonce, r in dest.execute(
+                            "SELECT id, identity_id, vector, nonce, resolution FROM templates").fetchall():
+                        dest.execute("UPDATE templates SET vector=?, nonce=NULL WHERE id=?",
+                                     (self._vector(blob, nonce, ident, tid, r), tid))
+                    for sid, ident, h, img, nonce in dest.execute(
+                            "SELECT id, identity_id, source_hash, image, nonce FROM sources").fetchall():
+                        dest.execute("UPDATE sources SET image=?, nonce=NULL WHERE id=?",
+                                     (self._unseal(img, nonce, _aad("source", ident, sid, h), f"thumbnail {sid}"), sid))
+                    for ident, blob, nonce in dest.execute(
+                            "SELECT id, metadata, metadata_nonce FROM identities").fetchall():
+                        meta = json.dumps(self._metadata_out(blob, nonce, ident)).encode()
+                        dest.execute("UPDATE identities SET metadata=?, metadata_nonce=NULL WHERE id=?", (meta, ident))
+                    dest.execute("UPDATE meta SET value='0' WHERE key='encrypted'")
+                    dest.execute("DELETE FROM meta WHERE key IN ('key_check', 'cipher')")
+                    dest.execute("COMMIT")
+                dest.execute("PRAGMA journal_mode=WAL")
+                dest.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                dest.close()
+        finally:
+            self._reader_return(src)
+        os.replace(tmp, path)
+        for suffix in ("-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        if not self.readonly:
+            action = "export-decrypted" if decrypt and self._cipher is not None else "export"
+            with self._write() as conn:
+                self._audit(conn, action, None, n, json.dumps({"path": str(path)}))
+        return path
+
+    def import_(self, path: str | Path, on_conflict: str = "skip", *, key: bytes | None = None,
+                key_file: str | Path | None = None, key_env: str | None = None) -> dict:
+        """Import the identities of an exported gallery (same model) in one transaction, audited per identity.
+
+        ``on_conflict`` for names present in both: ``"skip"`` (keep ours), ``"replace"`` (take theirs),
+        ``"merge"`` (append their templates), ``"error"`` (raise DuplicateIdentity, import nothing). An encrypted
+        export is opened with the given key, or with this gallery's key when none is given. Thumbnails are
+        imported only when this gallery stores thumbnails (else counted in ``thumbnails_dropped``).
+        """
+        if on_conflict not in ("skip", "replace", "merge", "error"):
+            raise ValueError(f"on_conflict must be 'skip', 'replace', 'merge' or 'error', got {on_conflict!r}")
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no gallery export at {path}")
+        src_key = _resolve_key(key, key_file, key_env)
+        try:
+            other = Gallery(path, None, create=False, readonly=True, key=src_key or self._key)
+        except GalleryKeyError as exc:
+            if src_key is None and self._key is not None and "not encrypted" in str(exc):
+                other = Gallery(path, None, create=False, readonly=True)
+            else:
+                raise
+        try:
+            if other.model != self.model:
+                raise GalleryModelMismatch(f"cannot import {path}: it holds templates of model {other.model}, this "
+                                           f"gallery {self.path} is bound to {self.model}")
+            records: dict[str, list[TemplateRecord]] = {}
+            for rec in other.templates():
+                records.setdefault(rec.identity, []).append(rec)
+            infos = other.identities()
+            thumbs = {i.name: other.thumbnails(i.name) for i in infos if i.n_thumbnails}
+        finally:
+            other.close()
+        summary = {"imported": 0, "skipped": 0, "replaced": 0, "merged": 0, "templates": 0, "thumbnails_dropped": 0}
+        now = time.time()
+        with self._write() as conn:
+            conflicts = [i.name for i in infos if self._identity_row(conn, i.name) is not None]
+            if conflicts and on_conflict == "error":
+                raise DuplicateIdentity(f"cannot import {path}: {len(conflicts)} identities exist already "
+                                        f"({', '.join(conflicts[:5])}{', ...' if len(conflicts) > 5 else ''})")
+            for info in infos:
+                recs = records.get(info.name, [])
+                row = self._identity_row(conn, info.name)
+                if row is not None and on_conflict == "skip":
+                    summary["skipped"] += 1
+                    continue
+                if row is None:
+                    ident = self._insert_identity(conn, info.name, info.metadata, info.created, now)
+                    summary["imported"] += 1
+                elif on_conflict == "replace":
+                    conn.execute("DELETE FROM identities WHERE id=?", (row[0],))
+                    ident = self._insert_identity(conn, info.name, info.metadata, info.created, now)
+                    summary["replaced"] += 1
+                else:  # merge
+                    ident = row[0]
+                    merged = {**self._metadata_out(row[1], row[2], ident), **info.metadata}
+                    blob, nonce = self._seal(json.dumps(merged).encode(), _aad("metadata", ident))
+                    conn.execute("UPDATE identities SET metadata=?, metadata_nonce=?, updated=? WHERE id=?",
+                                 (blob, nonce, now, ident))
+                    summary["merged"] += 1
+                if recs:
+                    vecs = np.stack([r.vector for r in recs])
+                    self._insert_templates(conn, ident, vecs, np.array([r.resolution for r in recs]),
+                                           [r.source_hash for r in recs], now)
+                images = {s.source_hash: s.image for s in thumbs.get(info.name, [])}
+                if images and self.stores_thumbnails:
+                    self._insert_sources(conn, ident, images)
+                else:
+                    summary["thumbnails_dropped"] += len(images)
+                summary["templates"] += len(recs)
+                self._audit(conn, "import", info.name, len(recs), json.dumps({"from": str(path),
+                                                                               "mode": on_conflict}))
+        if summary["replaced"]:
+            self.purge_wal()
+        return summary
+
+    # ------------------------------------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        with self._write_lock:
+            with self._pool_lock:
+                self._closed = True
+                readers, self._pool, self._all_readers = self._all_readers, [], []
+            for conn in readers:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # in use by another thread right now; it closes on return
+                    pass
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._index = None
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("encrypted" if self.encrypted else "plain")
+        return f"Gallery({str(self.path)!r}, model={getattr(self, 'model', None)}, {state})"
+
+
+# --------------------------------------------------------------------------------------------------- validation
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in ("auto", "numpy", "faiss"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'faiss', got {backend!r}")
+    if backend == "faiss":
+        _import_faiss()
+    return backend
+
+
+def _faiss_available() -> bool:
+    try:
+        _import_faiss()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise BackendUnavailableError("the FAISS gallery backend needs faiss-cpu: pip install 'crres[faiss]'") from exc
+    return faiss
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"identity name must be a string, got {type(name).__name__}")
+    if not name.strip() or name != name.strip():
+        raise ValueError(f"identity name must be non-empty without leading/trailing spaces, got {name!r}")
+    if len(name) > _MAX_NAME or any(ord(c) < 32 for c in name):
+        raise ValueError(f"identity name must be at most {_MAX_NAME} printable characters, got {name[:40]!r}")
+    return name
+
+
+def _check_resolutions(resolutions: Any, n: int, what: str = "resolutions") -> np.ndarray:
+    try:
+        res = np.asarray(resolutions, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be numbers, got {resolutions!r:.80}") from None
+    if len(res) != n:
+        raise ValueError(f"{what} has {len(res)} values for {n} vectors")
+    if not np.isfinite(res).all() or (res < 1).any():
+        raise ValueError(f"{what} must be finite and >= 1 px, got {res[:8].tolist()}")
+    return res
+
+
+def _check_hashes(hashes: Any, n: int) -> list[str | None]:
+    if isinstance(hashes, str):
+        raise TypeError("source_hashes must be a sequence of strings (one per template), not a string")
+    hashes = list(hashes)
+    if not hashes:
+        return [None] * n
+    if len(hashes) != n:
+        raise ValueError(f"source_hashes has {len(hashes)} entries for {n} templates")
+    for h in hashes:
+        if not isinstance(h, str) or not h:
+            raise TypeError(f"source hashes must be non-empty strings, got {h!r}")
+    return hashes
+
+
+def _check_metadata(metadata: Any) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        return json.loads(json.dumps(metadata, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def _check_thumbnails_shape(thumbnails: Any, hashes: list[str | None]) -> dict[str, bytes]:
+    distinct = list(dict.fromkeys(h for h in hashes if h is not None))
+    if isinstance(thumbnails, Mapping):
+        images = dict(thumbnails)
+        unknown = [h for h in images if h not in distinct]
+        if unknown:
+            raise ValueError(f"thumbnails for source hashes not among source_hashes: {unknown[:3]}")
+    else:
+        seq = list(thumbnails)
+        if len(seq) != len(distinct):
+            raise ValueError(f"thumbnails: {len(seq)} images for {len(distinct)} distinct source hashes "
+                             "(give one per distinct source hash, or a mapping hash -> image)")
+        images = dict(zip(distinct, seq))
+    for h, img in images.items():
+        if not isinstance(img, (bytes, bytearray, memoryview)) or len(img) == 0:
+            raise TypeError(f"thumbnail for {h!r} must be non-empty encoded image bytes (e.g. PNG)")
+    return {h: bytes(img) for h, img in images.items()}
