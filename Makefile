@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-# Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests).
-EXTRAS ?= dev,train,openvino
+# Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests),
+# NNCF (the export tests).
+EXTRAS ?= dev,train,openvino,export
 comma := ,
 STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)

@@ -582,7 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = _parse_set(args.set)
-    overrides.update({"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "teacher": args.teacher})
+    # Explicit flags win over --set; unset flags (None) must not clobber a --set of the same field.
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "teacher": args.teacher}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
     try:
         recipe = get_recipe(args.recipe, **overrides)
     except (KeyError, ValueError) as exc:
