@@ -5,6 +5,17 @@ from crres_sdk.detector import FaceDetector
 from crres_sdk.errors import BackendUnavailableError, BundleError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
+from crres_sdk.gallery import (
+    DuplicateIdentity,
+    Gallery,
+    GalleryError,
+    GalleryKeyError,
+    GalleryModelMismatch,
+    IdentityInfo,
+    Match,
+    ModelKey,
+    UnknownIdentity,
+)
 from crres_sdk.preprocess import (
     ARCFACE_TEMPLATE,
     TEMPLATE_INTEROCULAR,
@@ -19,17 +30,31 @@ from crres_sdk.preprocess import (
     warp_faces,
     warp_faces_uint8,
 )
+from crres_sdk.recognizer import NoFaceError, Recognizer, Verification, load_image
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
     "BundleError",
+    "DuplicateIdentity",
     "Face",
     "FaceDetector",
+    "Gallery",
+    "GalleryError",
+    "GalleryKeyError",
+    "GalleryModelMismatch",
+    "IdentityInfo",
+    "Match",
     "ModelBundle",
+    "ModelKey",
+    "NoFaceError",
+    "Recognizer",
     "ResolutionEstimator",
+    "UnknownIdentity",
+    "Verification",
     "load_bundle",
+    "load_image",
     "ARCFACE_TEMPLATE",
     "TEMPLATE_INTEROCULAR",
     "TEMPLATE_SIZE",

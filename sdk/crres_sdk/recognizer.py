@@ -1,0 +1,488 @@
+"""The camera-app entry point: detection -> alignment -> embedding -> resolution-aware gallery matching.
+
+    from crres_sdk import Recognizer
+
+    rec = Recognizer(gallery="people.db")                  # the default model bundle, fastest backend here
+    rec.enroll("alice", ["alice1.jpg", alice2_bgr])       # HR templates + templates of degraded crops
+    for face in rec.identify(frame):                      # uint8 H x W x 3 BGR
+        print(face.identity, face.match_score, face.decision, face.equivalent_resolution)
+
+Every face is matched at its own resolution: a probe of resolution r (the blind estimate of what the crop
+really carries when the estimator is present, else the geometric equivalent resolution) is compared with the
+gallery templates made nearest r, and the decision threshold for r comes from the model's manifest
+(``thresholds``, per resolution at a named false-accept rate, interpolated in log r).
+
+Thread safety: ``detect``/``embed``/``identify``/``verify`` may run from many threads at once; ``enroll`` and
+the other gallery writes are serialised (one writer, many readers; the gallery is SQLite in WAL mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from crres_sdk.backends import Session, available_backends, open_model, resolve_backend
+from crres_sdk.bundle import ModelBundle, find_bundle, load_bundle
+from crres_sdk.detector import FaceDetector
+from crres_sdk.errors import BundleError
+from crres_sdk.estimator import ResolutionEstimator
+from crres_sdk.face import Face
+from crres_sdk.gallery import Gallery, Match, ModelKey
+from crres_sdk.preprocess import (ARCFACE_TEMPLATE, TEMPLATE_SIZE, align_faces, align_faces_uint8, degrade,
+                                  equivalent_resolution)
+
+DEFAULT_MODEL = "crres_default"
+MODEL_ENV = "CRRES_MODEL_BUNDLE"
+#: Resolutions (px) at which enrolment also stores templates of the degraded HR crop (gallery-side matching).
+DEFAULT_GALLERY_RESOLUTIONS = (7, 10, 14, 20, 28, 40, 56)
+#: (runtime, role) of a bundle file per (backend, precision), first present wins.
+_FILE_CHOICES = {
+    ("onnxruntime", "fp32"): [("onnx", "fp32")],
+    ("onnxruntime", "int8"): [("onnx", "int8"), ("tensorrt", "qdq")],
+    ("openvino", "fp32"): [("onnx", "fp32")],
+    ("openvino", "int8"): [("openvino", "int8_xml"), ("onnx", "int8")],
+    ("tensorrt", "int8"): [("tensorrt", "engine")],
+    ("tensorrt", "fp32"): [("tensorrt", "engine")],
+}
+DECISIONS = ("match", "unknown", "no-gallery")
+
+
+class NoFaceError(ValueError):
+    """An enrolment or verification image in which no face was found."""
+
+
+def find_model_bundle(model: str | os.PathLike = "default") -> Path:
+    """``"default"`` -> $CRRES_MODEL_BUNDLE, else models/crres_default, else ~/.cache/crres/models/crres_default;
+    a name -> that bundle in the same places; a path -> that folder."""
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and (os.sep in model or Path(model).is_dir())):
+        path = Path(model)
+        if not (path / "manifest.json").is_file():
+            raise BundleError(f"{path} is not a model bundle (no manifest.json); pass a bundle folder written by "
+                              "export/build_engine.py")
+        return path
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be 'default', a bundle name or a bundle folder, got {model!r}")
+    name = DEFAULT_MODEL if model == "default" else model
+    return find_bundle(name, MODEL_ENV if model == "default" else "CRRES_MODEL_" + name.upper(), None,
+                       "Train and export one: training/experiments/default_model.sh, then "
+                       "python export/build_engine.py --target fp32 ...")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds per resolution at one false-accept rate, interpolated linearly in log r."""
+
+    far: str
+    resolutions: tuple[float, ...]
+    values: tuple[float, ...]
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, far: str, file_key: str | None) -> "Thresholds | None":
+        spec = manifest.get("thresholds")
+        if not spec:
+            return None
+        table = spec.get("by_file", {}).get(file_key, spec) if file_key else spec
+        values = table.get("far", {}).get(far)
+        if values is None:
+            raise BundleError(f"model {manifest.get('name')!r} has no thresholds at FAR {far} "
+                              f"(has: {', '.join(table.get('far', {})) or 'none'})")
+        resolutions = spec["resolutions"]
+        if len(values) != len(resolutions) or not all(math.isfinite(v) for v in values):
+            raise BundleError(f"model {manifest.get('name')!r}: thresholds at FAR {far} do not match its resolutions")
+        return cls(far, tuple(float(r) for r in resolutions), tuple(float(v) for v in values))
+
+    def at(self, resolution: float | np.ndarray) -> np.ndarray:
+        r = np.clip(np.log(np.maximum(np.asarray(resolution, np.float64), 1.0)),
+                    math.log(self.resolutions[0]), math.log(self.resolutions[-1]))
+        return np.interp(r, np.log(self.resolutions), self.values)
+
+
+@dataclass(frozen=True)
+class Verification:
+    score: float
+    threshold: float | None
+    same: bool | None               # None when the model has no thresholds
+    resolution: float               # the lower of the two faces' resolutions (what the threshold is taken at)
+    faces: tuple[Face, Face]
+
+
+class Recognizer:
+    """Face recognition across resolutions. See the module docstring.
+
+    Args:
+        model: ``"default"``, a bundle name under ``models/`` or a bundle folder (``manifest.json`` + files).
+        detector: a :class:`FaceDetector`, a dict of its arguments (e.g. ``{"min_face": 20}``), or None for the
+            default MTCNN (12 px minimum face).
+        backend: ``"auto"`` (a bundle's TensorRT engine when TensorRT is installed, else OpenVINO, else ONNX
+            Runtime), ``"onnxruntime"``, ``"openvino"`` or ``"tensorrt"``.
+        device: the backend's device: ``cpu``/``cuda``/``tensorrt`` (ONNX Runtime execution providers),
+            ``cpu``/``gpu``/``npu`` (OpenVINO).
+        precision: ``"auto"`` (INT8 when the bundle has an INT8 file for the backend, else FP32), ``"fp32"``,
+            ``"int8"``.
+        gallery: a gallery file path (created when missing) or an open :class:`Gallery`; None = no gallery.
+        far: the false-accept rate whose thresholds decide matches (a key of the manifest's thresholds).
+        fusion: score fusion over an identity's templates at the chosen level, ``"max"`` (S_max) or ``"add"``.
+        gallery_resolutions: resolutions of the degraded templates stored at enrolment.
+        key / key_file / key_env: at-rest encryption key for the gallery (see :class:`Gallery`).
+        threads: CPU threads per inference call (None = backend default).
+        batch_size: faces per inference call.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = "default",
+        *,
+        detector: FaceDetector | dict | None = None,
+        backend: str = "auto",
+        device: str = "cpu",
+        precision: str = "auto",
+        gallery: str | os.PathLike | Gallery | None = None,
+        far: str = "1e-3",
+        fusion: str = "max",
+        gallery_resolutions: Sequence[int] = DEFAULT_GALLERY_RESOLUTIONS,
+        key: bytes | None = None,
+        key_file: str | os.PathLike | None = None,
+        key_env: str | None = None,
+        estimate_resolution: bool | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}")
+        if fusion not in ("max", "add"):
+            raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        levels = sorted({int(r) for r in gallery_resolutions})
+        if any(not 1 <= r < TEMPLATE_SIZE for r in levels):
+            raise ValueError(f"gallery_resolutions must lie in [1, {TEMPLATE_SIZE}), got {list(gallery_resolutions)}")
+        self.bundle: ModelBundle = load_bundle(find_model_bundle(model), task="face-embedding")
+        manifest = self.bundle.manifest
+        if manifest.get("input", {}).get("size") not in (None, [TEMPLATE_SIZE, TEMPLATE_SIZE]):
+            raise BundleError(f"model {self.bundle.name!r} takes {manifest['input']['size']} input; the SDK aligns "
+                              f"faces to {TEMPLATE_SIZE}x{TEMPLATE_SIZE}")
+        self.embedding_dim = int(manifest.get("embedding_dim", 0))
+        if self.embedding_dim <= 0:
+            raise BundleError(f"model {self.bundle.name!r}: manifest has no positive embedding_dim")
+        self.model_key = ModelKey.from_bundle(self.bundle)
+        self.normalization = self.bundle.normalization
+        self.fusion = fusion
+        self.gallery_resolutions = tuple(levels)
+        self.batch_size = batch_size
+        self.threads = threads
+        self.backend, self.precision, self.model_file, self._session = self._open(backend, device, precision)
+        self.thresholds = Thresholds.from_manifest(dict(manifest), far, self.model_file)
+        self.far = far
+
+        if isinstance(detector, FaceDetector):
+            self.detector = detector
+        elif detector is None or isinstance(detector, dict):
+            kwargs = {"backend": "auto" if self.backend == "tensorrt" else self.backend, "threads": threads,
+                      "estimate_resolution": estimate_resolution, **(detector or {})}
+            self.detector = FaceDetector(**kwargs)
+        else:
+            raise TypeError(f"detector must be a FaceDetector, a dict of its arguments or None, got "
+                            f"{type(detector).__name__}")
+        # Effective resolution for caller-supplied faces: the detector's estimator, or our own when it has none.
+        self.estimator: ResolutionEstimator | None = self.detector.estimator
+        if self.estimator is None and estimate_resolution:
+            self.estimator = ResolutionEstimator(threads=threads)
+
+        if gallery is None or isinstance(gallery, Gallery):
+            self.gallery = gallery
+            if gallery is not None and gallery.model != self.model_key:
+                from crres_sdk.gallery import GalleryModelMismatch
+                raise GalleryModelMismatch(f"gallery {gallery.path} is bound to {gallery.model}, this recognizer "
+                                           f"runs {self.model_key}")
+        else:
+            self.gallery = Gallery(gallery, self.model_key, key=key, key_file=key_file, key_env=key_env)
+        self._write_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+
+    def _open(self, backend: str, device: str, precision: str) -> tuple[str, str, str, Session]:
+        files = self.bundle.manifest["files"]
+        if backend == "auto":
+            candidates = ["tensorrt"] if ("tensorrt" in available_backends() and "engine" in files.get("tensorrt", {})
+                                          and device != "cpu") else []
+            candidates.append(resolve_backend("auto"))
+            if "onnxruntime" not in candidates:
+                candidates.append("onnxruntime")
+        else:
+            candidates = [resolve_backend(backend)]
+        precisions = {"auto": ["int8", "fp32"], "fp32": ["fp32"], "int8": ["int8"]}[precision]
+        tried = []
+        for name in candidates:
+            for prec in precisions:
+                for runtime, role in _FILE_CHOICES[(name, prec)]:
+                    if role in files.get(runtime, {}):
+                        path = self.bundle.file(runtime, role)
+                        dev = "cuda" if name == "tensorrt" else device
+                        return name, prec, f"{runtime}/{role}", open_model(path, name, self.threads, device=dev)
+                    tried.append(f"{name}/{prec}")
+        raise BundleError(f"model {self.bundle.name!r} has no file for {', '.join(tried)} "
+                          f"(bundle files: {', '.join(f'{t}/{r}' for t, rs in files.items() for r in rs)})")
+
+    def __repr__(self) -> str:
+        return (f"Recognizer(model={self.bundle.name!r} {self.bundle.version}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, file={self.model_file!r}, gallery="
+                f"{str(self.gallery.path) if self.gallery is not None else None!r})")
+
+    def close(self) -> None:
+        if self.gallery is not None:
+            self.gallery.close()
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ the pipeline
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        """Faces in a uint8 H x W x 3 BGR frame (box, score, landmarks, equivalent and effective resolution)."""
+        return self.detector.detect(_check_frame(frame))
+
+    def faces_from(self, frame: np.ndarray, faces: Any) -> list[Face]:
+        """:class:`Face` records from caller-supplied faces: Face objects, (N, 4) boxes or (N, 5, 2) landmarks.
+
+        A box is taken as the square the aligned 112 x 112 crop covers (landmarks are placed by the ArcFace
+        template), so boxes from a tracker or a hand-drawn region work for faces too small to detect.
+        """
+        _check_frame(frame)
+        if isinstance(faces, Face):
+            faces = [faces]
+        if isinstance(faces, (list, tuple)) and all(isinstance(f, Face) for f in faces):
+            records = list(faces)
+        else:
+            arr = np.asarray(faces, dtype=np.float64)
+            if arr.ndim == 2 and arr.shape == (5, 2):
+                arr = arr[None]
+            if arr.size == 0:
+                return []
+            if arr.ndim == 1 and arr.shape[0] == 4:
+                arr = arr[None]
+            if arr.ndim == 3 and arr.shape[1:] == (5, 2):
+                landmarks = arr
+                boxes = np.concatenate([landmarks.min(1), landmarks.max(1)], axis=1)
+            elif arr.ndim == 2 and arr.shape[1] == 4:
+                boxes = arr
+                if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
+                    raise ValueError("boxes must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
+                landmarks = landmarks_from_boxes(boxes)
+            else:
+                raise ValueError(f"faces must be Face records, (N, 4) boxes or (N, 5, 2) landmarks; got shape "
+                                 f"{arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError("faces contain NaN or infinite coordinates")
+            records = [Face(box=b.astype(np.float32), score=1.0, landmarks=lm.astype(np.float32),
+                            equivalent_resolution=float(equivalent_resolution(lm)))
+                       for b, lm in zip(boxes, landmarks)]
+        missing = [f for f in records if f.effective_resolution is None]
+        if missing and self.estimator is not None:
+            effective = self.estimator.estimate(frame, np.stack([f.landmarks for f in missing]))
+            for face, e in zip(missing, effective):
+                face.effective_resolution = float(e)
+        return records
+
+    def embed(self, frame: np.ndarray, faces: Any) -> np.ndarray:
+        """(N, D) L2-normalised float32 embeddings of the faces (Face records, boxes or landmarks) in a frame."""
+        records = self.faces_from(frame, faces)
+        if not records:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        crops = align_faces(frame, np.stack([f.landmarks for f in records]).astype(np.float64),
+                            normalization=self.normalization)
+        return self.embed_aligned(crops)
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings of (N, 3, 112, 112) float32 crops already normalised per the model's manifest."""
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.float32 or crops.ndim != 4 \
+                or crops.shape[1:] != (3, TEMPLATE_SIZE, TEMPLATE_SIZE):
+            raise ValueError("crops must be a float32 (N, 3, 112, 112) array")
+        out = np.empty((len(crops), self.embedding_dim), np.float32)
+        name = self._session.input_names[0]
+        for start in range(0, len(crops), self.batch_size):
+            (emb,) = self._session.run({name: np.ascontiguousarray(crops[start:start + self.batch_size])})[:1]
+            out[start:start + len(emb)] = emb
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        if not np.all(np.isfinite(out)) or np.any(norms == 0):
+            raise RuntimeError(f"model {self.bundle.name!r} produced a non-finite or zero embedding")
+        return out / norms
+
+    def embed_crops_uint8(self, crops: np.ndarray, *, color: str = "bgr") -> np.ndarray:
+        """Embeddings of (N, 112, 112, 3) uint8 aligned crops (e.g. ``align_faces_uint8`` output)."""
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (TEMPLATE_SIZE, TEMPLATE_SIZE, 3):
+            raise ValueError("crops must be uint8 (N, 112, 112, 3)")
+        if color not in ("bgr", "rgb"):
+            raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
+        norm = self.normalization
+        x = crops[..., ::-1] if color != norm.color else crops
+        batch = (x.astype(np.float32) - np.float32(norm.mean)) / np.float32(norm.std)
+        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return self.embed_aligned(batch)
+
+    @staticmethod
+    def probe_resolution(face: Face) -> float:
+        """What a face is matched at: the blind estimate when present (never above geometry), capped at 112."""
+        r = face.equivalent_resolution if face.effective_resolution is None else \
+            min(face.effective_resolution, face.equivalent_resolution)
+        return float(min(max(r, 1.0), TEMPLATE_SIZE))
+
+    def threshold_at(self, resolution: float | np.ndarray) -> np.ndarray | None:
+        return None if self.thresholds is None else self.thresholds.at(resolution)
+
+    def match(self, embeddings: np.ndarray, resolutions: Sequence[float] | np.ndarray, *,
+              top_k: int = 1) -> list[tuple[list[Match], float | None, str]]:
+        """Gallery candidates, threshold and decision for (N, D) probe embeddings at their resolutions."""
+        embeddings = np.asarray(embeddings, np.float32)
+        resolutions = np.asarray(resolutions, np.float64).reshape(-1)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim or len(embeddings) != len(resolutions):
+            raise ValueError(f"embeddings must be (N, {self.embedding_dim}) with N resolutions")
+        thresholds = self.threshold_at(resolutions) if len(resolutions) else np.zeros(0)
+        if self.gallery is None or len(self.gallery) == 0 or len(embeddings) == 0:
+            return [([], None if thresholds is None else float(t), "no-gallery")
+                    for t in (thresholds if thresholds is not None else [None] * len(embeddings))]
+        candidates = self.gallery.search(embeddings, resolutions, top_k=top_k, fusion=self.fusion)
+        out = []
+        for i, cands in enumerate(candidates):
+            t = None if thresholds is None else float(thresholds[i])
+            accepted = bool(cands) and (t is not None and cands[0].score >= t)
+            out.append((cands, t, "match" if accepted else "unknown"))
+        return out
+
+    def identify(self, frame: np.ndarray, faces: Any = None, *, top_k: int = 1) -> list[Face]:
+        """Detect (or take ``faces``), embed and match every face; fills identity, match_score and decision.
+
+        ``identity`` is set only when the best candidate's score reaches the threshold for the face's resolution
+        (decision ``"match"``); otherwise ``"unknown"`` (or ``"no-gallery"``). ``extra["candidates"]`` holds the
+        top-k :class:`Match` list, ``extra["threshold"]`` the threshold used, ``extra["probe_resolution"]`` r.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        records = self.detect(frame) if faces is None else self.faces_from(frame, faces)
+        if not records:
+            return []
+        embeddings = self.embed(frame, records)
+        resolutions = [self.probe_resolution(f) for f in records]
+        for face, emb, r, (cands, t, decision) in zip(records, embeddings, resolutions,
+                                                        self.match(embeddings, resolutions, top_k=top_k)):
+            face.decision = decision
+            face.match_score = float(cands[0].score) if cands else None
+            face.identity = cands[0].identity if decision == "match" else None
+            face.extra.update(candidates=cands, threshold=t, probe_resolution=r, embedding=emb)
+        return records
+
+    def verify(self, image_a: Any, image_b: Any) -> Verification:
+        """Same person? The largest face of each image; the threshold is taken at the lower resolution."""
+        faces, embs = [], []
+        for image in (image_a, image_b):
+            frame = load_image(image)
+            face = self._largest_face(frame, image)
+            faces.append(face)
+            embs.append(self.embed(frame, [face])[0])
+        score = float(np.dot(embs[0], embs[1]))
+        r = min(self.probe_resolution(f) for f in faces)
+        t = self.threshold_at(r)
+        return Verification(score, None if t is None else float(t), None if t is None else bool(score >= float(t)),
+                            r, (faces[0], faces[1]))
+
+    # ------------------------------------------------------------------------------------------ enrolment
+
+    def enrollment_templates(self, frame: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
+        """Templates of one enrolment face: the aligned crop at its own resolution and degraded to every gallery
+        resolution below it (the same ``F_up(F_down,r)`` the models were trained with)."""
+        crop = align_faces_uint8(frame, face.landmarks.astype(np.float64))
+        own = self.probe_resolution(face)
+        sizes = [r for r in self.gallery_resolutions if r < own - 0.5]
+        crops = np.concatenate([crop[None], degrade(np.repeat(crop[None], len(sizes), 0), np.array(sizes))]) \
+            if sizes else crop[None]
+        return self.embed_crops_uint8(crops), np.array([own, *sizes], np.float64)
+
+    def enroll(self, name: str, images: Any, *, faces: Sequence[Any] | None = None, metadata: dict | None = None,
+               replace: bool = False) -> int:
+        """Enrol ``name`` from one or more images (BGR arrays or file paths): the largest face of each (or
+        ``faces[i]`` for image i), HR plus degraded templates, stored in one transaction. Returns the number of
+        templates stored. Raises NoFaceError naming the image when one has no face (nothing is stored)."""
+        if self.gallery is None:
+            raise ValueError("this Recognizer has no gallery; pass gallery=PATH")
+        if isinstance(images, (str, os.PathLike, np.ndarray)):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ValueError("enroll needs at least one image")
+        if faces is not None and len(faces) != len(images):
+            raise ValueError(f"faces must give one face per image ({len(images)}), got {len(faces)}")
+        templates, resolutions, hashes = [], [], []
+        for i, image in enumerate(images):
+            frame = load_image(image)
+            face = self._largest_face(frame, image) if faces is None else self.faces_from(frame, [faces[i]])[0]
+            t, r = self.enrollment_templates(frame, face)
+            digest = hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
+            templates.append(t)
+            resolutions.append(r)
+            hashes.extend([digest] * len(r))
+        with self._write_lock:
+            return self.gallery.enroll(name, np.concatenate(templates), np.concatenate(resolutions),
+                                       source_hashes=hashes, metadata=metadata, replace=replace)
+
+    def _largest_face(self, frame: np.ndarray, source: Any) -> Face:
+        found = self.detect(frame)
+        if not found:
+            what = source if isinstance(source, (str, os.PathLike)) else f"image of shape {frame.shape}"
+            raise NoFaceError(f"no face found in {what}")
+        return max(found, key=lambda f: f.width * f.height)
+
+
+def landmarks_from_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N, 5, 2) landmarks that align each (N, 4) box's largest centred square onto the 112 x 112 template."""
+    boxes = np.asarray(boxes, np.float64)
+    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    unit = ARCFACE_TEMPLATE / TEMPLATE_SIZE - 0.5  # template in [-0.5, 0.5] crop units
+    return np.stack([cx, cy], 1)[:, None, :] + unit[None] * side[:, None, None]
+
+
+def load_image(image: Any) -> np.ndarray:
+    """A uint8 H x W x 3 BGR frame from an array (grey and BGRA converted) or an image file."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file {path} does not exist")
+        data = np.fromfile(path, np.uint8)
+        frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if frame is None:
+            raise ValueError(f"{path} is not a readable image (corrupt or unsupported format)")
+        return frame
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array or a file path, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return _check_frame(image)
+
+
+def _check_frame(frame: Any) -> np.ndarray:
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be a uint8 H x W x 3 BGR array, got {frame.dtype} {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame is empty ({frame.shape})")
+    return frame
+
+
+__all__ = ["DEFAULT_GALLERY_RESOLUTIONS", "NoFaceError", "Recognizer", "Thresholds", "Verification",
+           "find_model_bundle", "landmarks_from_boxes", "load_image"]
