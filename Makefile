@@ -4,8 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 # Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests),
-# NNCF (the export tests).
-EXTRAS ?= dev,train,openvino,export
+# NNCF (the export tests), cryptography and FAISS (the gallery's encryption and large-gallery search tests).
+EXTRAS ?= dev,train,openvino,export,crypto,faiss
 comma := ,
 STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)

@@ -1,0 +1,408 @@
+"""The ``crres`` command line: enrol, identify, run a stream, inspect the gallery and the models.
+
+    crres enroll --gallery people.db alice alice1.jpg alice2.jpg
+    crres enroll --gallery people.db --folder photos/          # one sub-folder per person
+    crres identify --gallery people.db frame.jpg [--json]
+    crres run --gallery people.db --source 0|video.mp4|rtsp://...|"<gstreamer pipeline>" [--events e.jsonl --output o.mp4]
+    crres gallery list|remove NAME|rename OLD NEW|export FILE|import FILE|audit --gallery people.db
+    crres models list | crres models info [NAME|PATH]
+    crres bench [--model M --backend B]
+
+Exit codes: 0 success, 1 runtime failure (no face, unreadable image, model error), 2 bad arguments.
+Errors are one line on stderr, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class CliError(Exception):
+    """A failure reported as one line (exit 1)."""
+
+
+def _common_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="model bundle name or folder (default: the shipped one)")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | tensorrt")
+    p.add_argument("--device", default="cpu", help="backend device: cpu, cuda, tensorrt (ORT); cpu, gpu, npu (OpenVINO)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"))
+    p.add_argument("--threads", type=int, help="CPU threads per inference call")
+    p.add_argument("--min-face", type=int, default=12, help="smallest face the detector looks for (px, >= 12)")
+
+
+def _gallery_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--gallery", required=required, help="gallery database file (SQLite)")
+    p.add_argument("--key-file", help="AES-256 key file of an encrypted gallery")
+    p.add_argument("--key-env", help="environment variable holding the gallery key (hex or base64)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crres", description="Cross-resolution face recognition (crres SDK).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("enroll", help="enrol a person from photos, or a folder of people")
+    _common_model_args(p)
+    _gallery_args(p)
+    p.add_argument("name", nargs="?", help="identity name (omit with --folder)")
+    p.add_argument("images", nargs="*", help="photos of the person")
+    p.add_argument("--folder", help="folder with one sub-folder of photos per person (name = sub-folder)")
+    p.add_argument("--replace", action="store_true", help="replace the identity's templates instead of adding")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="with --folder: skip photos without a face instead of failing the person")
+
+    p = sub.add_parser("identify", help="identify the faces in an image")
+    _common_model_args(p)
+    _gallery_args(p)
+    p.add_argument("image")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("verify", help="are the largest faces of two images the same person?")
+    _common_model_args(p)
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+
+    p = sub.add_parser("run", help="run the video pipeline on a camera, file, RTSP URL or GStreamer pipeline")
+    _common_model_args(p)
+    _gallery_args(p)
+    p.add_argument("--source", required=True, help="camera index, video file, rtsp:// URL or GStreamer pipeline")
+    p.add_argument("--events", help="write events as JSON lines here")
+    p.add_argument("--output", help="write the annotated video here (.mp4)")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--every-n", type=int, default=1, help="process every n-th frame")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("gallery", help="inspect and edit a gallery")
+    gsub = p.add_subparsers(dest="action", required=True)
+    for name, help_ in (("list", "identities and template counts"), ("audit", "the append-only audit log"),
+                        ("check", "integrity check (SQLite + audit hash chain)")):
+        q = gsub.add_parser(name, help=help_)
+        _gallery_args(q)
+        q.add_argument("--json", action="store_true")
+    q = gsub.add_parser("remove", help="delete an identity (secure delete)")
+    _gallery_args(q)
+    q.add_argument("name")
+    q = gsub.add_parser("rename", help="rename an identity")
+    _gallery_args(q)
+    q.add_argument("old")
+    q.add_argument("new")
+    q = gsub.add_parser("export", help="export a consistent copy (keeps the model binding)")
+    _gallery_args(q)
+    q.add_argument("file")
+    q.add_argument("--decrypt", action="store_true", help="export decrypted templates (explicit opt-in)")
+    q.add_argument("--overwrite", action="store_true")
+    q = gsub.add_parser("import", help="import an export of the same model")
+    _gallery_args(q)
+    q.add_argument("file")
+    q.add_argument("--on-conflict", default="error", choices=("skip", "replace", "error"))
+
+    p = sub.add_parser("models", help="list and describe model bundles")
+    msub = p.add_subparsers(dest="action", required=True)
+    msub.add_parser("list", help="bundles found in models/ and ~/.cache/crres/models")
+    q = msub.add_parser("info", help="a bundle's manifest summary")
+    q.add_argument("model", nargs="?", default="default")
+    q.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help="time detection and embedding on this machine (median of repeats)")
+    _common_model_args(p)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--batch", type=int, default=8, help="faces per embedding call")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def _recognizer(args: argparse.Namespace, gallery: bool = True):
+    from crres_sdk.recognizer import Recognizer
+
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(_usage_error("--threads must be >= 1"))
+    return Recognizer(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                      threads=args.threads, detector={"min_face": args.min_face},
+                      gallery=args.gallery if gallery else None,
+                      key_file=getattr(args, "key_file", None), key_env=getattr(args, "key_env", None))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from crres_sdk.recognizer import NoFaceError
+
+    if args.folder:
+        if args.name or args.images:
+            raise SystemExit(_usage_error("give either NAME IMAGES... or --folder, not both"))
+        root = Path(args.folder)
+        if not root.is_dir():
+            raise SystemExit(_usage_error(f"--folder {root} is not a directory"))
+        people = [(d.name, _images_in(d)) for d in sorted(root.iterdir()) if d.is_dir()]
+        people = [(name, imgs) for name, imgs in people if imgs]
+        if not people:
+            raise SystemExit(_usage_error(f"{root} has no sub-folders with images ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+    else:
+        if not args.name or not args.images:
+            raise SystemExit(_usage_error("enroll needs NAME and at least one IMAGE (or --folder DIR)"))
+        people = [(args.name, [Path(p) for p in args.images])]
+    with _recognizer(args) as rec:
+        failed = 0
+        for i, (name, images) in enumerate(people, 1):
+            if args.skip_missing:
+                usable = []
+                for img in images:
+                    try:
+                        rec._largest_face(_load(img), img)
+                        usable.append(img)
+                    except (NoFaceError, ValueError) as exc:
+                        print(f"  skip {img}: {exc}", file=sys.stderr)
+                images = usable
+                if not images:
+                    failed += 1
+                    continue
+            try:
+                n = rec.enroll(name, [str(p) for p in images], replace=args.replace)
+            except (NoFaceError, ValueError, FileNotFoundError) as exc:
+                if not args.folder:
+                    raise CliError(str(exc)) from exc
+                print(f"[{i}/{len(people)}] {name}: FAILED ({exc}); nothing stored for {name}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"[{i}/{len(people)}] {name}: {len(images)} image(s), {n} templates")
+        print(f"gallery {rec.gallery.path}: {len(rec.gallery)} identities, {rec.gallery.n_templates} templates")
+    return 1 if failed else 0
+
+
+def _load(path: Any) -> np.ndarray:
+    from crres_sdk.recognizer import load_image
+
+    try:
+        return load_image(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _face_json(face) -> dict:
+    return {
+        "box": [round(float(v), 1) for v in face.box],
+        "detector_score": round(float(face.score), 4),
+        "equivalent_resolution": round(float(face.equivalent_resolution), 1),
+        "effective_resolution": None if face.effective_resolution is None else round(float(face.effective_resolution), 1),
+        "identity": face.identity,
+        "score": None if face.match_score is None else round(float(face.match_score), 4),
+        "threshold": None if face.extra.get("threshold") is None else round(float(face.extra["threshold"]), 4),
+        "decision": face.decision,
+        "candidates": [{"identity": m.identity, "score": round(float(m.score), 4),
+                        "template_resolution": m.template_resolution} for m in face.extra.get("candidates", [])],
+    }
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise SystemExit(_usage_error("--top-k must be >= 1"))
+    frame = _load(args.image)
+    with _recognizer(args) as rec:
+        faces = rec.identify(frame, top_k=args.top_k)
+    records = [_face_json(f) for f in faces]
+    if args.json:
+        print(json.dumps({"image": args.image, "faces": records}, indent=1))
+    elif not records:
+        print(f"{args.image}: no face found")
+    else:
+        print(f"{'#':>2} {'box':>24} {'res px':>7} {'eff px':>7} {'identity':>16} {'score':>7} {'thr':>6} decision")
+        for i, r in enumerate(records):
+            eff = "-" if r["effective_resolution"] is None else f"{r['effective_resolution']:.1f}"
+            score = "-" if r["score"] is None else f"{r['score']:.3f}"
+            thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+            print(f"{i:>2} {str([int(v) for v in r['box']]):>24} {r['equivalent_resolution']:>7.1f} {eff:>7} "
+                  f"{r['identity'] or '-':>16} {score:>7} {thr:>6} {r['decision']}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from crres_sdk.recognizer import NoFaceError
+
+    a, b = _load(args.image_a), _load(args.image_b)
+    with _recognizer(args, gallery=False) as rec:
+        try:
+            v = rec.verify(a, b)
+        except NoFaceError as exc:
+            raise CliError(str(exc)) from exc
+    verdict = "unknown (model has no thresholds)" if v.same is None else ("same person" if v.same else "different")
+    thr = "-" if v.threshold is None else f"{v.threshold:.3f}"
+    print(f"score {v.score:.4f}  threshold {thr} at {v.resolution:.1f} px  ->  {verdict}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from crres_sdk.video import VideoPipeline
+
+    if args.every_n < 1:
+        raise SystemExit(_usage_error("--every-n must be >= 1"))
+    with _recognizer(args) as rec:
+        summary = VideoPipeline(rec, every_n=args.every_n).run(
+            args.source, events=args.events, output_video=args.output, max_frames=args.max_frames,
+            progress=not args.no_progress)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _open_gallery(args: argparse.Namespace, readonly: bool = False):
+    from crres_sdk.gallery import Gallery
+
+    path = Path(args.gallery)
+    if not path.is_file():
+        raise CliError(f"no gallery at {path}")
+    return Gallery(path, None, create=False, key_file=args.key_file, key_env=args.key_env, readonly=readonly)
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    readonly = args.action in ("list", "audit", "check", "export")
+    with _open_gallery(args, readonly=readonly) as g:
+        if args.action == "list":
+            rows = [{"name": i.name, "templates": i.n_templates, "resolutions": list(i.resolutions),
+                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
+                     "metadata": i.metadata} for i in g.identities()]
+            if args.json:
+                print(json.dumps({"gallery": str(g.path), "model": str(g.model), "identities": rows}, indent=1))
+            else:
+                print(f"gallery {g.path} (model {g.model}, {'encrypted' if g.encrypted else 'not encrypted'}): "
+                      f"{len(rows)} identities")
+                for r in rows:
+                    print(f"  {r['name']:<32} {r['templates']:>4} templates  levels "
+                          f"{','.join(f'{x:g}' for x in r['resolutions'])}  since {r['created']}")
+        elif args.action == "audit":
+            rows = [e._asdict() for e in g.audit_log()]
+            if args.json:
+                print(json.dumps(rows, indent=1))
+            for e in rows if not args.json else []:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+                print(f"{when}  {e['action']:<10} {e['identity'] or '-':<32} {e['count']}")
+        elif args.action == "check":
+            problems = g.check()
+            print(json.dumps({"ok": not problems, "problems": problems}) if args.json else
+                  ("ok" if not problems else "\n".join(problems)))
+            return 1 if problems else 0
+        elif args.action == "remove":
+            n = g.remove(args.name)
+            print(f"removed {args.name} ({n} templates, securely deleted)")
+        elif args.action == "rename":
+            g.rename(args.old, args.new)
+            print(f"renamed {args.old} -> {args.new}")
+        elif args.action == "export":
+            out = g.export(args.file, decrypt=args.decrypt, overwrite=args.overwrite)
+            print(f"exported {len(g)} identities to {out}")
+        elif args.action == "import":
+            result = g.import_(args.file, on_conflict=args.on_conflict)
+            print(f"imported from {args.file}: {result}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from crres_sdk.bundle import REPO_MODELS, USER_MODELS, load_bundle
+    from crres_sdk.recognizer import find_model_bundle
+
+    if args.action == "list":
+        for root in (REPO_MODELS, USER_MODELS):
+            for folder in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
+                try:
+                    b = load_bundle(folder.parent, verify=False)
+                    print(f"{b.name:<24} {b.version:<20} {b.task:<22} {', '.join(b.targets()):<28} {folder.parent}")
+                except Exception as exc:  # a broken bundle is listed, not fatal
+                    print(f"{folder.parent.name:<24} INVALID: {exc}")
+        return 0
+    task_default = args.model == "default"
+    path = find_model_bundle(args.model) if task_default or "/" in args.model or Path(args.model).is_dir() else \
+        (REPO_MODELS / args.model if (REPO_MODELS / args.model).is_dir() else USER_MODELS / args.model)
+    b = load_bundle(path)
+    m = dict(b.manifest)
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return 0
+    print(f"{b.name} {b.version} ({b.task}) at {b.root}  [hashes verified]")
+    print(f"  input: {m['input']}")
+    if "embedding_dim" in m:
+        print(f"  embedding: {m['embedding_dim']}-d")
+    for target, roles in m["files"].items():
+        for role, entry in roles.items():
+            print(f"  file {target}/{role}: {entry['path']}")
+    th = m.get("thresholds")
+    if th:
+        for far, values in th.get("far", {}).items():
+            print(f"  thresholds @FAR {far}: " + ", ".join(f"{r}px {v:.3f}" for r, v in zip(th["resolutions"], values)))
+    for key in ("recipe", "data", "licence", "accuracy"):
+        if key in m:
+            print(f"  {key}: {json.dumps(m[key])[:300]}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from crres_sdk.recognizer import landmarks_from_boxes
+
+    if args.repeats < 1 or args.batch < 1:
+        raise SystemExit(_usage_error("--repeats and --batch must be >= 1"))
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    with _recognizer(args, gallery=False) as rec:
+        boxes = np.array([[100 + 150 * i, 100, 212 + 150 * i, 212] for i in range(args.batch)], np.float64)
+        landmarks = landmarks_from_boxes(boxes)
+        timings: dict[str, list[float]] = {"detect_1080p": [], f"embed_batch{args.batch}": []}
+        for _ in range(args.repeats + 1):  # first run warms up
+            t = time.perf_counter()
+            rec.detect(frame)
+            timings["detect_1080p"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rec.embed(frame, landmarks)
+            timings[f"embed_batch{args.batch}"].append(time.perf_counter() - t)
+        result = {"model": rec.bundle.name, "backend": rec.backend, "precision": rec.precision,
+                  "file": rec.model_file, "threads": args.threads,
+                  "median_s": {k: statistics.median(v[1:]) for k, v in timings.items()}}
+        result["embed_per_face_ms"] = 1000 * result["median_s"][f"embed_batch{args.batch}"] / args.batch
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+COMMANDS = {"enroll": cmd_enroll, "identify": cmd_identify, "verify": cmd_verify, "run": cmd_run,
+            "gallery": cmd_gallery, "models": cmd_models, "bench": cmd_bench}
+
+
+def _usage_error(message: str) -> int:
+    print(f"crres: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from crres_sdk.errors import BackendUnavailableError, BundleError
+    from crres_sdk.gallery import GalleryError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SystemExit:
+        raise
+    except (CliError, BundleError, GalleryError, BackendUnavailableError, FileNotFoundError, ValueError,
+            TypeError, KeyError, RuntimeError, OSError) as exc:
+        if args.debug:
+            raise
+        message = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
+        kind = "" if isinstance(exc, CliError) else f"{type(exc).__name__}: "
+        print(f"crres: {kind}{message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("crres: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The `crres` command line, run as a user runs it (a subprocess), on a real face photo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from crres_sdk import BundleError
+from crres_sdk.recognizer import find_model_bundle
+from tests.faces import astronaut_bgr
+
+
+def crres(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "crres_sdk.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_usage_errors_exit_2_with_a_message(tmp_path):
+    r = crres("enroll", "--gallery", tmp_path / "g.db")
+    assert r.returncode == 2 and "enroll needs NAME" in r.stderr
+    r = crres("identify")
+    assert r.returncode == 2 and "required" in r.stderr
+    r = crres("frobnicate")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = crres("enroll", "--gallery", tmp_path / "g.db", "--folder", tmp_path / "nope")
+    assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_runtime_errors_exit_1_without_a_traceback(tmp_path):
+    r = crres("gallery", "list", "--gallery", tmp_path / "missing.db")
+    assert r.returncode == 1 and "no gallery at" in r.stderr and "Traceback" not in r.stderr
+    r = crres("models", "info", tmp_path)
+    assert r.returncode == 1 and "not a model bundle" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_models_list_and_info_of_a_shipped_bundle():
+    r = crres("models", "list")
+    assert r.returncode == 0 and "resolution-estimator" in r.stdout
+    r = crres("models", "info", "resolution_estimator", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["task"] == "resolution-estimation"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    try:
+        find_model_bundle("default")
+    except BundleError as exc:
+        pytest.skip(f"no default model bundle: {exc}")
+    root = tmp_path_factory.mktemp("cli")
+    astro = astronaut_bgr()
+    (root / "people" / "astronaut").mkdir(parents=True)
+    cv2.imwrite(str(root / "people" / "astronaut" / "a.png"), astro)
+    (root / "people" / "nobody").mkdir()
+    cv2.imwrite(str(root / "people" / "nobody" / "grey.png"), astro[:100, :100] * 0 + 128)
+    small = cv2.resize(astro, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(root / "small.png"), small)
+    (root / "corrupt.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_enroll_identify_and_gallery_commands(photos, tmp_path):
+    db = tmp_path / "g.db"
+    r = crres("enroll", "--gallery", db, "--backend", "onnxruntime", "--folder", photos / "people")
+    # One person has no face: reported, nothing stored for them, exit 1; the other is enrolled.
+    assert r.returncode == 1 and "nobody: FAILED" in r.stderr and "astronaut: 1 image(s)" in r.stdout
+    r = crres("identify", "--gallery", db, "--backend", "onnxruntime", photos / "small.png", "--json")
+    assert r.returncode == 0, r.stderr
+    faces = json.loads(r.stdout)["faces"]
+    assert len(faces) == 1 and faces[0]["identity"] == "astronaut" and faces[0]["decision"] == "match"
+    assert faces[0]["score"] >= faces[0]["threshold"]
+    r = crres("identify", "--gallery", db, photos / "corrupt.jpg")
+    assert r.returncode == 1 and "not a readable image" in r.stderr
+    r = crres("gallery", "list", "--gallery", db, "--json")
+    listed = json.loads(r.stdout)
+    assert [i["name"] for i in listed["identities"]] == ["astronaut"]
+    r = crres("gallery", "export", "--gallery", db, tmp_path / "export.db")
+    assert r.returncode == 0, r.stderr
+    r = crres("gallery", "rename", "--gallery", db, "astronaut", "eileen")
+    assert r.returncode == 0, r.stderr
+    r = crres("gallery", "remove", "--gallery", db, "eileen")
+    assert r.returncode == 0 and "securely deleted" in r.stdout
+    r = crres("gallery", "remove", "--gallery", db, "eileen")
+    assert r.returncode == 1 and "eileen" in r.stderr
+    r = crres("gallery", "import", "--gallery", db, tmp_path / "export.db")
+    assert r.returncode == 0, r.stderr
+    r = crres("gallery", "audit", "--gallery", db, "--json")
+    actions = [e["action"] for e in json.loads(r.stdout)]
+    assert actions[:1] == ["create"] and "enroll" in actions and "remove" in actions and "rename" in actions
+    r = crres("gallery", "check", "--gallery", db)
+    assert r.returncode == 0 and r.stdout.strip() == "ok"
+
+
+def test_verify_command(photos):
+    r = crres("verify", "--backend", "onnxruntime", photos / "small.png", photos / "people" / "astronaut" / "a.png")
+    assert r.returncode == 0 and "same person" in r.stdout, r.stdout + r.stderr
+    r = crres("verify", photos / "small.png", photos / "people" / "nobody" / "grey.png")
+    assert r.returncode == 1 and "no face" in r.stderr

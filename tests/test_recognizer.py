@@ -1,0 +1,273 @@
+"""Recognizer: the end-to-end pipeline on a real face (the astronaut), thresholds, caller-supplied faces and bad input.
+
+Model-free tests (threshold interpolation, box -> landmark geometry, input parsing) always run; the end-to-end tests
+use the shipped default model bundle (models/crres_default) and skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from crres_sdk import (BundleError, GalleryModelMismatch, ModelKey, NoFaceError, Recognizer, TEMPLATE_SIZE,
+                       align_faces_uint8, load_image)
+from crres_sdk.gallery import Gallery
+from crres_sdk.recognizer import Thresholds, find_model_bundle, landmarks_from_boxes
+from crres_sdk.preprocess import ARCFACE_TEMPLATE
+from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
+
+
+def _default_model_or_skip():
+    try:
+        return find_model_bundle("default")
+    except BundleError as exc:
+        pytest.skip(f"no default model bundle: {exc}")
+
+
+# --------------------------------------------------------------------------------------------- model-free
+
+
+def test_thresholds_interpolate_linearly_in_log_resolution_and_clamp():
+    manifest = {"name": "m", "thresholds": {"resolutions": [7, 28, 112], "far": {"1e-3": [0.6, 0.4, 0.3]},
+                                            "by_file": {"onnx/int8": {"far": {"1e-3": [0.7, 0.5, 0.35]}}}}}
+    t = Thresholds.from_manifest(manifest, "1e-3", "onnx/fp32")
+    assert t.at(7) == pytest.approx(0.6) and t.at(112) == pytest.approx(0.3)
+    assert t.at(3) == pytest.approx(0.6) and t.at(500) == pytest.approx(0.3)  # clamped
+    # 14 px is halfway between 7 and 28 in log r.
+    assert t.at(14) == pytest.approx(0.5)
+    assert t.at(56) == pytest.approx(0.35)
+    int8 = Thresholds.from_manifest(manifest, "1e-3", "onnx/int8")
+    assert int8.at(14) == pytest.approx(0.6)
+    with pytest.raises(BundleError, match="1e-4"):
+        Thresholds.from_manifest(manifest, "1e-4", None)
+    assert Thresholds.from_manifest({"name": "m"}, "1e-3", None) is None
+
+
+def test_landmarks_from_boxes_align_the_box_square_onto_the_crop():
+    noise = np.random.default_rng(0).normal(0, 1, (300, 400, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 6)  # smooth: the two interpolations agree closely on it
+    frame = ((smooth - smooth.min()) / np.ptp(smooth) * 255).astype(np.uint8)
+    box = np.array([[50.0, 40.0, 274.0, 264.0]])  # 224 px square: the crop is the box at half scale
+    landmarks = landmarks_from_boxes(box)
+    np.testing.assert_allclose(landmarks[0], np.array([50.0, 40.0]) + ARCFACE_TEMPLATE * 2, atol=1e-9)
+    crop = align_faces_uint8(frame, landmarks[0])
+    # The crop is the box scaled by 112/224: OpenCV's bilinear warp with that matrix gives the same pixels.
+    matrix = np.float32([[0.5, 0, -50 * 0.5], [0, 0.5, -40 * 0.5]])
+    expected = cv2.warpAffine(frame, matrix, (TEMPLATE_SIZE, TEMPLATE_SIZE), flags=cv2.INTER_LINEAR)
+    assert np.abs(crop.astype(int) - expected.astype(int)).max() <= 1
+    # ... and not some other region (shifted by 20 px the difference is far larger).
+    shifted = cv2.resize(frame[60:284, 70:294], (TEMPLATE_SIZE, TEMPLATE_SIZE), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(crop.astype(int) - shifted.astype(int)).mean() > 5
+
+
+def test_load_image_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image(tmp_path / "missing.jpg")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match="not a readable image"):
+        load_image(bad)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable image"):
+        load_image(empty)
+    with pytest.raises(ValueError, match="uint8"):
+        load_image(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(TypeError):
+        load_image(42)
+    assert load_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
+    assert load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(BundleError, match="not found|not a model bundle"):
+        Recognizer("no-such-model")
+    with pytest.raises(BundleError, match="not a model bundle"):
+        Recognizer(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def rec_factory(tmp_path_factory):
+    _default_model_or_skip()
+    made = []
+
+    def make(**kw):
+        kw.setdefault("backend", "onnxruntime")
+        r = Recognizer(**kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _scene(face: np.ndarray, scale: float, size=(480, 640), at=(40, 60), seed=0) -> np.ndarray:
+    """The face photo scaled by ``scale`` and pasted on a noisy grey background."""
+    rng = np.random.default_rng(seed)
+    canvas = rng.normal(110, 12, (*size, 3)).clip(0, 255).astype(np.uint8)
+    small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    h, w = min(small.shape[0], size[0] - at[0]), min(small.shape[1], size[1] - at[1])
+    canvas[at[0]:at[0] + h, at[1]:at[1] + w] = small[:h, :w]
+    return canvas
+
+
+def test_end_to_end_astronaut_enrol_then_identify_across_sizes(rec_factory, tmp_path):
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    astro = astronaut_bgr()
+    n = rec.enroll("astronaut", [astro], metadata={"source": "skimage.data.astronaut"})
+    # HR template + one per gallery resolution below the face's own resolution.
+    info = rec.gallery.get("astronaut")
+    assert n == info.n_templates == 1 + sum(r < info.resolutions[-1] - 0.5 for r in rec.gallery_resolutions)
+    assert info.metadata == {"source": "skimage.data.astronaut"}
+    for scale in (0.9, 0.45, 0.25):
+        faces = rec.identify(_scene(astro, scale, seed=int(scale * 100)))
+        assert len(faces) == 1, scale
+        face = faces[0]
+        assert face.decision == "match" and face.identity == "astronaut", (scale, face.match_score,
+                                                                         face.extra["threshold"])
+        assert face.match_score >= face.extra["threshold"]
+        assert face.equivalent_resolution == pytest.approx(
+            112 * scale * np.linalg.norm(ASTRONAUT_LANDMARKS[0] - ASTRONAUT_LANDMARKS[1]) / 35.24, rel=0.15)
+        # The threshold used is the manifest's at the face's probe resolution.
+        assert face.extra["threshold"] == pytest.approx(float(rec.threshold_at(face.extra["probe_resolution"])))
+
+
+def test_identify_a_stranger_is_unknown_and_gallery_side_matching_uses_the_nearest_level(rec_factory, tmp_path):
+    from skimage import data
+
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    astro = astronaut_bgr()
+    rec.enroll("astronaut", [astro])
+    probe = _scene(astro, 0.12)  # ~16 px face: too small for a reliable HR-vs-LR match without matching levels
+    face = rec.identify(probe, top_k=3)[0]
+    assert face.extra["candidates"][0].template_resolution in rec.gallery.get("astronaut").resolutions
+    r = face.extra["probe_resolution"]
+    levels = np.array(rec.gallery.get("astronaut").resolutions)
+    nearest = levels[np.argmin(np.abs(np.log(levels) - math.log(r)))]
+    assert face.extra["candidates"][0].template_resolution == nearest
+    # A different real face (scikit-image's camera man is not in the gallery) must not be accepted.
+    camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
+    for f in rec.identify(camera):
+        assert f.identity is None and f.decision == "unknown"
+
+
+def test_caller_supplied_boxes_and_landmarks_skip_detection(rec_factory, tmp_path):
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    astro = astronaut_bgr()
+    rec.enroll("astronaut", [astro])
+    by_landmarks = rec.identify(astro, faces=ASTRONAUT_LANDMARKS)
+    assert len(by_landmarks) == 1 and by_landmarks[0].identity == "astronaut"
+    detected = rec.detect(astro)[0]
+    # The box that the detected landmarks' aligned crop covers -> the same crop -> the same embedding.
+    emb_lm = rec.embed(astro, [detected])
+    square = np.concatenate([detected.landmarks.min(0), detected.landmarks.max(0)])
+    assert rec.faces_from(astro, square[None])[0].equivalent_resolution > 0
+    # A grey frame has no face, but a caller box on it still gets a (non-matching) answer, not an error.
+    grey = np.full((200, 200, 3), 128, np.uint8)
+    assert rec.identify(grey) == []
+    out = rec.identify(grey, faces=[[50, 50, 150, 150]])
+    assert len(out) == 1 and out[0].decision == "unknown"
+    assert emb_lm.shape == (1, rec.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(emb_lm, axis=1), 1.0, rtol=1e-5)
+
+
+def test_verify_same_and_different(rec_factory):
+    from skimage import data
+
+    rec = rec_factory()
+    astro = astronaut_bgr()
+    same = rec.verify(astro, _scene(astro, 0.5))
+    assert same.same is True and same.score >= same.threshold
+    camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
+    if rec.detect(camera):
+        other = rec.verify(astro, camera)
+        assert other.score < same.score
+    with pytest.raises(NoFaceError, match="no face"):
+        rec.verify(astro, np.full((100, 100, 3), 128, np.uint8))
+
+
+def test_batched_embedding_equals_one_by_one(rec_factory):
+    rec = rec_factory(batch_size=3)
+    rng = np.random.default_rng(1)
+    astro = astronaut_bgr()
+    lms = ASTRONAUT_LANDMARKS[None] + rng.normal(0, 2, (7, 5, 2))
+    batched = rec.embed(astro, lms)
+    single = np.concatenate([rec.embed(astro, lm[None]) for lm in lms])
+    np.testing.assert_allclose(batched, single, atol=2e-5)
+
+
+def test_bad_inputs_everywhere(rec_factory, tmp_path):
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    with pytest.raises(ValueError, match="uint8 H x W x 3"):
+        rec.identify(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        rec.identify(np.zeros((0, 10, 3), np.uint8))
+    with pytest.raises(TypeError):
+        rec.detect("frame.jpg")
+    with pytest.raises(ValueError, match="NaN"):
+        rec.identify(astronaut_bgr(), faces=np.full((5, 2), np.nan))
+    with pytest.raises(ValueError, match="x2 > x1"):
+        rec.identify(astronaut_bgr(), faces=[[10, 10, 5, 20]])
+    with pytest.raises(ValueError, match="shape"):
+        rec.identify(astronaut_bgr(), faces=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="top_k"):
+        rec.identify(astronaut_bgr(), top_k=0)
+    with pytest.raises(NoFaceError, match="no face"):
+        rec.enroll("grey", [np.full((120, 120, 3), 128, np.uint8)])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable image"):
+        rec.enroll("x", [astronaut_bgr(), corrupt])
+    # Nothing of the failed enrolments is stored.
+    assert len(rec.gallery) == 0
+    with pytest.raises(ValueError, match="precision"):
+        Recognizer(precision="int4")
+    with pytest.raises(ValueError, match="fusion"):
+        Recognizer(fusion="mean")
+
+
+def test_gallery_of_another_model_is_refused(rec_factory, tmp_path):
+    path = tmp_path / "other.db"
+    Gallery(path, ModelKey("another-model", "1", 128)).close()
+    with pytest.raises(GalleryModelMismatch, match="another-model"):
+        rec_factory(gallery=path)
+
+
+def test_one_writer_many_readers(rec_factory, tmp_path):
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    astro = astronaut_bgr()
+    rec.enroll("astronaut", [astro])
+    small = _scene(astro, 0.4)
+    errors: list[BaseException] = []
+    results: list[str | None] = []
+
+    def reader():
+        try:
+            for _ in range(3):
+                results.append(rec.identify(small)[0].identity)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def writer():
+        try:
+            for i in range(3):
+                rec.enroll(f"copy{i}", [astro])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 9 and all(r is not None for r in results)
+    assert len(rec.gallery) == 4
