@@ -126,6 +126,78 @@ def draw_resolutions(n: int, rng: np.random.Generator, weights: dict[str, float]
     return rng.permutation(res)
 
 
+def identity_labels(files: list[Path], root: str | Path) -> list[str] | None:
+    """The identity sub-folder of every file (``root/<identity>/...``), or None for a flat folder / one identity."""
+    root = Path(root)
+    labels = []
+    for f in files:
+        parts = Path(f).relative_to(root).parts
+        if len(parts) < 2:
+            return None
+        labels.append(parts[0])
+    return labels if len(set(labels)) >= 2 else None
+
+
+@dataclass
+class Split:
+    """Calibration files and held-out files (parity + threshold pairs), with the held-out identities if known."""
+
+    calib: list[Path]
+    holdout: list[Path]
+    holdout_identities: list[str] | None
+    by_identity: bool
+
+    def describe(self) -> dict[str, Any]:
+        ids = self.holdout_identities
+        return {"calibration_files": len(self.calib), "held_out_files": len(self.holdout),
+                "split": "by identity (held-out identities never calibrate)" if self.by_identity else "by file",
+                "held_out_identities": len(set(ids)) if ids else None}
+
+
+def split_for_export(files: list[Path], root: str | Path, seed: int, *, calib_max: int,
+                     holdout_fraction: float = 0.25, min_holdout: int = 4, holdout_max: int = 512,
+                     per_identity: int = 4) -> Split:
+    """Deterministic split of ``--calib`` into calibration and held-out files.
+
+    With identity sub-folders (>= 3 identities) whole identities are held out, at most ``per_identity`` files
+    each (more identities -> more impostor combinations for the thresholds), until ``holdout_fraction`` of the
+    files (at least ``min_holdout``, at most ``holdout_max``, at least 2 identities) are held out; otherwise files
+    are split at random. The calibration side keeps at most ``calib_max`` files (a seeded sample).
+    """
+    labels = identity_labels(files, root)
+    rng = np.random.default_rng([seed, 0])
+    target = min(holdout_max, max(min_holdout, round(len(files) * holdout_fraction)))
+    if labels is not None and len(set(labels)) >= 3:
+        by_id: dict[str, list[Path]] = {}
+        for f, lab in zip(files, labels):
+            by_id.setdefault(lab, []).append(f)
+        order = [sorted(by_id)[i] for i in rng.permutation(len(by_id))]
+        hold: list[Path] = []
+        hold_ids: list[str] = []
+        taken = 0
+        for ident in order[:-1]:  # at least one identity stays for calibration
+            if len(hold) >= target and taken >= 2:
+                break
+            group = by_id[ident]
+            pick = sorted(group[i] for i in rng.permutation(len(group))[:per_identity])
+            hold += pick
+            hold_ids += [ident] * len(pick)
+            taken += 1
+        held = set(hold_ids)
+        calib = [f for f, lab in zip(files, labels) if lab not in held]
+        by_identity = True
+    else:
+        calib, hold = split_files(files, seed, holdout_fraction, min_holdout)
+        if len(hold) > holdout_max:
+            hold = sorted(hold[i] for i in rng.permutation(len(hold))[:holdout_max])
+        label_of = dict(zip(files, labels)) if labels is not None else None
+        hold_ids = [label_of[f] for f in hold] if label_of is not None else None
+        by_identity = False
+    if len(calib) > calib_max:
+        calib = sorted(calib[i] for i in rng.permutation(len(calib))[:calib_max])
+    return Split(calib, hold, hold_ids, by_identity)
+
+
 def split_files(files: list[Path], seed: int, holdout_fraction: float = 0.25, min_holdout: int = 4
                 ) -> tuple[list[Path], list[Path]]:
     """Deterministic split into (calibration, held-out parity) files; both non-empty (needs >= 2 files)."""
@@ -156,8 +228,11 @@ def build_calibration_set(crops: np.ndarray, names: list[Path], size: int, norma
 
 
 def build_parity_set(crops: np.ndarray, names: list[Path], normalisation: dict[str, Any], seed: int,
-                     per_band: int = 3) -> FaceSet:
-    """Every held-out crop at ``per_band`` distinct resolutions drawn in each band."""
+                     per_band: int | None = None, target_per_band: int = 300) -> FaceSet:
+    """Every held-out crop at ``per_band`` distinct resolutions drawn in each band (default: enough for about
+    ``target_per_band`` samples per band, 1 to 3 per crop)."""
+    if per_band is None:
+        per_band = int(min(3, max(1, -(-target_per_band // max(len(crops), 1)))))
     rng = np.random.default_rng([seed, 2])
     reps, res = [], []
     for i in range(len(crops)):

@@ -6,6 +6,7 @@ The model is ``tiny_test_net`` (16-d embedding) trained for 4 steps of the basel
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import json
 import logging
@@ -38,22 +39,33 @@ SHARED = REPO.parent / "shared"
 HAS_OPENVINO_NNCF = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
 
 
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory) -> Path:
-    return make_synthetic_identities(tmp_path_factory.mktemp("crops"), num_ids=8, per_id=6, seed=0)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(crops, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
+def _make_checkpoint(root: Path) -> tuple[Path, Path]:
+    """Synthetic identity crops (8 x 6) and a tiny_test_net trained on them for 4 steps: (crops, final.pt)."""
+    crops = make_synthetic_identities(root / "crops", num_ids=8, per_id=6, seed=0)
     recipe = get_recipe("baseline", model="tiny_test_net", model_kwargs={"num_features": 16}, batch_size=8, epochs=1)
-    train(recipe, crops, out, max_steps=4, progress=False)
-    return out / "final.pt"
+    train(recipe, crops, root / "run", max_steps=4, progress=False)
+    return crops, root / "run" / "final.pt"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    return _make_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def crops(trained) -> Path:
+    return trained[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained) -> Path:
+    return trained[1]
 
 
 def _build(checkpoint: Path, crops: Path, out: Path, target: str = "onnx", *extra: str) -> int:
+    lfw = [] if "--lfw" in extra else ["--lfw", "none"]  # the default is ../shared LFW when present: slow
     return main(["--target", target, "--checkpoint", str(checkpoint), "--calib", str(crops), "--out", str(out),
-                 "--calib-size", "96", *extra])
+                 "--calib-size", "96", *lfw, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +83,8 @@ def test_onnx_target_writes_a_valid_bundle_that_passes_parity(onnx_bundle):
     assert m["input"]["mean"] == NORMALISATION["mean"] and m["input"]["std"] == NORMALISATION["std"]
     assert set(m["files"]["onnx"]) == {"fp32", "int8"}
     assert m["export"]["onnx"]["opset"] >= 17 and m["export"]["onnx"]["max_abs_diff_vs_torch"] < 1e-3
-    assert set(m["export"]["timings_s"]) >= {"load_checkpoint", "export_onnx", "calibration_data", "quantize_ort"}
+    assert set(m["export"]["timings_s"]) >= {"load_checkpoint", "export_onnx", "face_data", "quantize_ort",
+                                             "thresholds"}
     assert m["calibration"]["size"] == 96 and set(m["calibration"]["set"]["per_band"]) == set(BANDS)
     ort = m["parity"]["results"]["onnxruntime"]
     assert ort["passed"] and set(ort["bands"]) == set(BANDS)
@@ -85,6 +98,52 @@ def test_onnx_target_writes_a_valid_bundle_that_passes_parity(onnx_bundle):
             assert sess.run({"image": np.zeros((n, 3, 112, 112), np.float32)})[0].shape == (n, 16)
     ops = {n.op_type for n in onnx.load(str(bundle.file("onnx", "int8"))).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_manifest_thresholds_follow_the_schema_and_recompute_independently(onnx_bundle, crops):
+    import crres_sdk
+
+    from export.calibration import preprocess, split_for_export
+
+    bundle = load_bundle(onnx_bundle, task="face-embedding")
+    t = bundle.manifest["thresholds"]
+    assert t["metric"] == "cosine" and t["resolutions"] == [7, 10, 14, 20, 28, 40, 56, 112]
+    assert set(t["far"]) == set(t["tar"]) == {"1e-3", "1e-4"}
+    assert all(len(v) == 8 for v in [*t["far"].values(), *t["tar"].values()])
+    files = bundle.manifest["files"]
+    assert set(t["by_file"]) == {"onnx/int8"}
+    assert all(k.split("/")[1] in files[k.split("/")[0]] for k in t["by_file"])
+    assert "calib-holdout" in t["source"] and "36/96" in t["source"]  # 3 held-out identities x 4 crops
+    # Recompute r=14 by brute force: every held-out 112 px crop vs every other held-out crop degraded to 14 px.
+    split = split_for_export(list_crops(crops), crops, seed=0, calib_max=96)
+    faces, kept = load_faces(split.holdout)
+    ids = [p.parent.name for p in kept]
+    for key, role in (("fp32", "fp32"), ("onnx/int8", "int8")):
+        sess = open_model(bundle.file("onnx", role), "onnxruntime")
+        run = lambda c: sess.run({"image": preprocess(c, NORMALISATION)})[0]
+        hr, lr = run(faces), run(crres_sdk.degrade(faces, 14))
+        hr /= np.linalg.norm(hr, axis=1, keepdims=True)
+        lr /= np.linalg.norm(lr, axis=1, keepdims=True)
+        imp = [hr[i] @ lr[j] for i in range(len(ids)) for j in range(len(ids)) if ids[i] != ids[j]]
+        gen = [hr[i] @ lr[j] for i in range(len(ids)) for j in range(len(ids)) if ids[i] == ids[j] and i != j]
+        table = t if key == "fp32" else t["by_file"][key]
+        # 96 impostor pairs: FAR 1e-3 allows 0 false accepts, so the threshold is the largest impostor score
+        assert table["far"]["1e-3"][2] == pytest.approx(max(imp), abs=2e-5)
+        assert table["tar"]["1e-3"][2] == pytest.approx(np.mean(np.asarray(gen) > max(imp)), abs=1e-6)
+
+
+def test_fp32_target_builds_the_default_model_bundle(checkpoint, crops, tmp_path):
+    assert _build(checkpoint, crops, tmp_path / "f", "fp32") == 0
+    bundle = load_bundle(tmp_path / "f", task="face-embedding")
+    m = bundle.manifest
+    assert m["files"] == {"onnx": {"fp32": m["files"]["onnx"]["fp32"]}}
+    assert m["input"] == {"size": [112, 112], "color": "rgb", "mean": [127.5] * 3, "std": [128.0] * 3,
+                          "layout": "NCHW", "name": "image"}
+    assert m["embedding_dim"] == 16 and m["recipe"]["name"] == "baseline" and m["data"]["training"]["identities"] == 8
+    assert m["thresholds"]["by_file"] == {} and len(m["thresholds"]["far"]["1e-3"]) == 8
+    assert "quantize_ort" not in m["export"]["timings_s"] and m["calibration"] is None
+    assert m["parity"]["note"] == "FP32 target: nothing is quantized"
+    assert not list((tmp_path / "f").glob("*int8*"))
 
 
 def test_tampered_bundle_is_refused(onnx_bundle, tmp_path):
@@ -133,7 +192,19 @@ def test_parity_miss_tries_remedies_then_fails_without_a_manifest(checkpoint, cr
     remedies = [a["remedy"] for a in attempts]
     assert remedies[0] == "none" and any("entropy" in r for r in remedies) and any("percentile" in r for r in remedies)
     assert any("kept FP32" in r for r in remedies) and "low resolution" in remedies[-1]
-    assert not list(out.glob("_attempt*"))
+    assert not list(out.glob("_attempt*")) and not list(out.glob("_ranking*"))
+    # Sensitivity-ranked mixed precision: ranked on the all-INT8 model, reported, and never all layers FP32.
+    report = json.loads((out / "parity_report.json").read_text())["parity"]["onnxruntime"]
+    ranking = report["sensitivity_ranking"]
+    assert len(ranking) == 5 and [r["score_db"] for r in ranking] == sorted(r["score_db"] for r in ranking)
+    mixed = [a for a in attempts if "most sensitive" in a["remedy"]]
+    assert mixed and all(a["sensitive_layers_kept_fp32"] for a in mixed)
+    ranked_names = [r["name"] for r in ranking]
+    for a in mixed:
+        k = len(a["sensitive_layers_kept_fp32"])
+        fixed = [n for n in a["nodes_kept_fp32"] if n not in a["sensitive_layers_kept_fp32"]]
+        assert a["sensitive_layers_kept_fp32"] == [n for n in ranked_names if n not in fixed][:k]
+        assert len([n for n in a["nodes_kept_fp32"] if n in ranked_names]) <= 3  # >= 40% of 5 layers stay INT8
 
     # A floor that plain INT8 misses but a remedy meets: the build passes and says which remedy it used.
     worst = [min(b["cosine_p1"] for b in a["report"]["bands"].values()) for a in attempts]
@@ -174,6 +245,41 @@ def test_arguments_are_validated_up_front(change, message, checkpoint, crops, tm
     assert main([x for kv in args.items() for x in kv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_thresholds_need_identities_or_lfw(checkpoint, crops, tmp_path, capsys):
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k, f in enumerate(list_crops(crops)[:10]):
+        shutil.copy(f, flat / f"{k}.png")
+    assert _build(checkpoint, flat, tmp_path / "o", "onnx") == 2
+    assert "thresholds need identities" in capsys.readouterr().err
+    assert _build(checkpoint, crops, tmp_path / "o", "onnx", "--lfw", str(tmp_path)) == 2
+    assert "is not an LFW folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tensorrt_version_mismatch_is_refused(checkpoint, crops, tmp_path, capsys, monkeypatch):
+    import types
+
+    from export.build_engine import ExportError, check_tensorrt_version
+
+    check_tensorrt_version("10.3.0", "10")
+    check_tensorrt_version("10.3.0", "10.3")
+    for have, want in (("8.6.1", "10"), ("10.3.0", "10.4"), ("100.0", "10")):
+        with pytest.raises(ExportError, match=f"tensorrt {have} is installed"):
+            check_tensorrt_version(have, want)
+    # The build refuses before touching a builder: a stand-in module carrying only a version string.
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "8.6.1"
+    fake.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
+    assert _build(checkpoint, crops, tmp_path / "j", "jetson") == 1
+    err = capsys.readouterr().err
+    assert "tensorrt 8.6.1 is installed but the engine is meant for TensorRT 10" in err
+    assert not (tmp_path / "j" / "manifest.json").exists()
 
 
 def test_non_checkpoint_file_is_refused(crops, tmp_path, capsys):

@@ -1,0 +1,103 @@
+"""export/thresholds.py: threshold at FAR, cross-resolution pair construction, pooling, the reference reader."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from export import thresholds as th
+
+
+def test_threshold_at_far_picks_the_k_plus_1_th_largest_impostor_score():
+    s = np.arange(1000) / 1000.0                      # 0.000 .. 0.999
+    t, measured = th.threshold_at_far(s, 1e-2)        # k = 10 accepted impostors allowed
+    assert t == pytest.approx(0.989) and measured == pytest.approx(0.010)
+    t, measured = th.threshold_at_far(s, 1e-4)        # fewer than 1/far impostors: FAR 0 at the maximum
+    assert t == pytest.approx(0.999) and measured == 0.0
+    with pytest.raises(ValueError, match="far must lie"):
+        th.threshold_at_far(s, 0.0)
+    with pytest.raises(ValueError, match="impostor scores"):
+        th.threshold_at_far(np.array([]), 1e-3)
+
+
+@given(st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=300), st.floats(1e-4, 0.5))
+def test_threshold_is_the_lowest_impostor_score_meeting_the_far(scores, far):
+    s = np.asarray(scores)
+    t, measured = th.threshold_at_far(s, far)
+    assert measured == np.mean(s > t) and measured <= far + 1e-12
+    assert t in s
+    # any lower impostor score as threshold would accept too many (or t is already the smallest score)
+    lower = s[s < t]
+    if lower.size:
+        assert np.mean(s > lower.max()) > far
+
+
+def _source(identities, name="s"):
+    ids = np.asarray(identities)
+    crops = np.zeros((len(ids), 2, 2, 3), np.uint8)
+    idx = np.arange(len(ids))
+    return th.PairSource(name, crops, ids, idx, idx, "test")
+
+
+def test_pair_scores_are_every_cross_pair_minus_self_pairs():
+    src = _source([0, 0, 1, 1, 2])
+    rng = np.random.default_rng(0)
+    table = {r: rng.normal(size=(5, 3)) for r in (7, 112)}
+
+    def embed(source, index, r):
+        return table[r][index]
+
+    gen, imp = th.pair_scores(src, embed, 7)
+    full = table[112] @ table[7].T
+    same = np.equal.outer(src.identities, src.identities)
+    assert len(gen) == 4 and len(imp) == 16            # 2 + 2 genuine (no self pairs), 25 - 9 impostors
+    assert np.allclose(np.sort(gen), np.sort(full[same & ~np.eye(5, dtype=bool)]))
+    assert np.allclose(np.sort(imp), np.sort(full[~same]))
+
+
+def test_compute_pools_sources_without_cross_source_pairs():
+    a, b = _source([0, 1, 2, 3], name="a"), _source([0, 0, 1, 1, 2, 2], name="b")
+    rng = np.random.default_rng(1)
+    emb = {(n, r): rng.normal(size=(len(s.crops), 8)) for n, s in (("a", a), ("b", b)) for r in (7, 14, 112)}
+
+    def embed(source, index, r):
+        return emb[(source.name, r)][index]
+
+    out = th.compute([a, b], embed, resolutions=(7, 14), fars=("1e-1",))
+    # a: 4x4 - 4 same = 12 impostors, 0 genuine; b: 36 - 12 same-id = 24 impostors, 6 genuine
+    assert out["pairs"] == {"genuine": [6, 6], "impostor": [36, 36]}
+    for k, r in enumerate((7, 14)):
+        imp = np.concatenate([th.pair_scores(s, embed, r)[1] for s in (a, b)])
+        gen = th.pair_scores(b, embed, r)[0]
+        t, _ = th.threshold_at_far(imp, 0.1)
+        assert out["far"]["1e-1"][k] == pytest.approx(t, abs=1e-6)
+        assert out["tar"]["1e-1"][k] == pytest.approx(np.mean(gen > t), abs=1e-6)
+
+
+def test_lookup_interpolates_in_log_resolution_and_prefers_the_file_entry():
+    block = th.manifest_block({"far": {"1e-3": [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.5]},
+                               "tar": {"1e-3": [1.0] * 8}, "pairs": {"genuine": [1] * 8, "impostor": [1] * 8}},
+                              {"onnx/int8": {"far": {"1e-3": [0.4] * 8}, "tar": {"1e-3": [1.0] * 8}}}, "test")
+    assert block["resolutions"] == [7, 10, 14, 20, 28, 40, 56, 112] and block["metric"] == "cosine"
+    assert th.lookup(block, 7) == pytest.approx(0.1) and th.lookup(block, 10) == pytest.approx(0.2)
+    assert th.lookup(block, math.sqrt(70)) == pytest.approx(0.15)          # geometric midpoint of 7 and 10
+    assert th.lookup(block, 4) == pytest.approx(0.1) and th.lookup(block, 300) == pytest.approx(0.5)  # clamped
+    assert th.lookup(block, 9, file="onnx/int8") == pytest.approx(0.4)
+    assert th.lookup(block, 7, file="openvino/int8_xml") == pytest.approx(0.1)  # no entry: the FP32 values
+    with pytest.raises(KeyError, match="1e-4"):
+        th.lookup(block, 7, far="1e-4")
+    with pytest.raises(ValueError, match="resolution"):
+        th.lookup(block, 0)
+
+
+def test_pair_source_rejects_bad_input():
+    with pytest.raises(ValueError, match="2 identities"):
+        _source([0, 0, 0])
+    with pytest.raises(ValueError, match="one identity label per crop"):
+        th.PairSource("x", np.zeros((3, 2, 2, 3), np.uint8), np.array([0, 1]), [0], [0])
+    with pytest.raises(ValueError, match="probes must be non-empty"):
+        th.PairSource("x", np.zeros((2, 2, 2, 3), np.uint8), np.array([0, 1]), [0], [])
