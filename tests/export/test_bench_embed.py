@@ -1,0 +1,32 @@
+"""benchmarks/bench_embed.py --quick runs end to end and writes DESIGN section 7 records."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORD_KEYS = {"benchmark", "case", "impl", "threads", "median_s", "p90_s", "baseline", "speedup_vs_baseline", "extra"}
+
+
+def test_embed_benchmark_quick_json(tmp_path):
+    out = tmp_path / "embed.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_embed.py"), "--quick", "--json", str(out)],
+                   check=True, capture_output=True)
+    records = json.loads(out.read_text())
+    impls = {"torch_fp32", "ort_fp32", "ort_int8"}
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        impls |= {"openvino_fp32", "openvino_int8", "openvino_qdq"}
+    for case in ("tiny_test_net_b1", "tiny_test_net_b2"):
+        assert {r["impl"] for r in records if r["case"] == case} == impls
+    for r in records:
+        assert set(r) == RECORD_KEYS and r["benchmark"] == "embed" and r["threads"] == 1
+        assert r["median_s"] > 0 and r["p90_s"] >= r["median_s"]
+        assert r["extra"]["items"] == r["extra"]["batch"] and "random init" in r["extra"]["weights"]
+        if r["impl"] == "ort_fp32":
+            assert r["baseline"] is None and r["speedup_vs_baseline"] is None
+        else:
+            base = next(b for b in records if b["impl"] == "ort_fp32" and b["case"] == r["case"])
+            assert r["baseline"] == "ort_fp32"
+            assert abs(r["speedup_vs_baseline"] - base["median_s"] / r["median_s"]) < 1e-9
