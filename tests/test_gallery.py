@@ -21,6 +21,8 @@ import pytest
 
 from crres_sdk.errors import BackendUnavailableError
 from crres_sdk.gallery import (
+    FAISS_MIN_PROBES,
+    FAISS_MIN_TEMPLATES,
     FORMAT,
     HR_LEVEL,
     DuplicateIdentity,
@@ -31,6 +33,7 @@ from crres_sdk.gallery import (
     Match,
     ModelKey,
     UnknownIdentity,
+    auto_backend,
     generate_key,
     resolution_level,
     write_key_file,
@@ -171,15 +174,30 @@ def test_faiss_backend_gives_the_numpy_results(tmp_path):
                 assert [m.template_resolution for m in ma] == pytest.approx([m.template_resolution for m in mb],
                                                                             nan_ok=True)
         assert g.backend_for("max", "faiss") == "faiss" and g.backend_for("add", "faiss") == "numpy"
-        assert g.backend_for("max") == "numpy"  # 'auto' on a small gallery
+        assert g.backend_for("max", n_probes=100) == "numpy"  # 'auto' on a small gallery
 
 
-def test_faiss_backend_missing_is_a_clear_error():
+def test_auto_backend_rule(monkeypatch, tmp_path):
+    import crres_sdk.gallery as gallery_module
+
+    assert auto_backend(FAISS_MIN_TEMPLATES, FAISS_MIN_PROBES) == "faiss"
+    assert auto_backend(FAISS_MIN_TEMPLATES - 1, 10 * FAISS_MIN_PROBES) == "numpy"
+    assert auto_backend(10 * FAISS_MIN_TEMPLATES, FAISS_MIN_PROBES - 1) == "numpy"
+    if has_module("faiss"):
+        monkeypatch.setattr(gallery_module, "FAISS_MIN_TEMPLATES", 2)
+        with Gallery(tmp_path / "g.db", MODEL) as g:  # pretend thresholds on a small gallery
+            g.enroll("A", E[:2], [112, 112])
+            assert g.backend_for("max", n_probes=FAISS_MIN_PROBES) == "faiss"
+            assert g.backend_for("max", n_probes=1) == "numpy" and g.backend_for("add", n_probes=99) == "numpy"
+
+
+def test_faiss_backend_missing_is_a_clear_error(tmp_path):
     script = ("import sys; sys.modules['faiss'] = None\n"
               "from crres_sdk.gallery import Gallery, ModelKey\n"
-              "try:\n    Gallery(':memory:', ModelKey('m', '1', 4), backend='faiss')\n"
+              "try:\n    Gallery(sys.argv[1], ModelKey('m', '1', 4), backend='faiss')\n"
               "except ImportError as e:\n    print(type(e).__name__, e)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "g.db")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "BackendUnavailableError" in done.stdout and "pip install 'crres[faiss]'" in done.stdout
     assert issubclass(BackendUnavailableError, ImportError)
@@ -297,6 +315,8 @@ def test_model_binding(tmp_path):
 def test_open_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         Gallery(tmp_path / "missing.db", MODEL, create=False)
+    with pytest.raises(ValueError, match="needs a file path"):
+        Gallery(":memory:", MODEL)
     junk = tmp_path / "junk.db"
     junk.write_bytes(os.urandom(8192))
     with pytest.raises(GalleryError, match="cannot be opened as a gallery"):
@@ -621,3 +641,24 @@ def test_sigkill_during_enrolment_leaves_only_whole_enrolments(tmp_path):
         if kills_with_spilled_frames >= 2:
             break
     assert kills_with_spilled_frames >= 1, "no kill landed inside an enrolment with uncommitted frames on disk"
+
+
+def test_benchmark_json(tmp_path):
+    out = tmp_path / "gallery.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_gallery.py"), "--json", str(out), "--sizes",
+                           "500", "--db-sizes", "100", "--dim", "32", "--repeats", "3", "--threads", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(out.read_text())
+    keys = {"benchmark", "case", "impl", "threads", "median_s", "p90_s", "baseline", "speedup_vs_baseline", "extra"}
+    assert all(set(r) == keys and r["median_s"] > 0 for r in records)
+    search = [r for r in records if r["benchmark"] == "gallery_search"]
+    assert {r["impl"] for r in search} >= {"numpy", "numpy_all"} and {r["extra"]["probes"] for r in search} == {1, 16}
+    for r in search:
+        if r["baseline"]:
+            base = next(b for b in search if b["case"] == r["case"] and b["impl"] == r["baseline"])
+            assert r["speedup_vs_baseline"] == pytest.approx(base["median_s"] / r["median_s"])
+        if r["impl"] == "faiss":
+            assert r["extra"]["same_top5_as_numpy"] is True
+    assert {r["case"] for r in records if r["benchmark"] == "gallery_db"} == {"100 tpl enrol/identity",
+                                                                             "100 tpl open+first search"}

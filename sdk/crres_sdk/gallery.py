@@ -43,9 +43,9 @@ Concurrency
 
 Search backends
     numpy BLAS by default. With ``faiss-cpu`` installed (``pip install 'crres[faiss]'``) ``backend="auto"`` uses
-    a FAISS ``IndexFlatIP`` per resolution level for S_max once a level holds at least
-    :data:`FAISS_MIN_TEMPLATES` templates (the crossover measured by ``benchmarks/bench_gallery.py``). Both are
-    exact; S_add always uses numpy (a top-k template search cannot bound a mean).
+    a FAISS ``IndexFlatIP`` per resolution level for S_max for batches of at least :data:`FAISS_MIN_PROBES`
+    probes once a level holds :data:`FAISS_MIN_TEMPLATES` templates (where ``benchmarks/bench_gallery.py``
+    measured it to pay). Both are exact; S_add always uses numpy (a top-k template search cannot bound a mean).
 
 Exports are themselves gallery files (a consistent SQLite snapshot made with the backup API) that keep the model
 key; :meth:`Gallery.import_` refuses an export of another model. An encrypted gallery exports ciphertext unless
@@ -76,6 +76,7 @@ from crres_sdk.errors import BackendUnavailableError
 
 __all__ = [
     "FORMAT",
+    "FAISS_MIN_PROBES",
     "FAISS_MIN_TEMPLATES",
     "HR_LEVEL",
     "AuditEntry",
@@ -90,6 +91,7 @@ __all__ = [
     "SourceImage",
     "TemplateRecord",
     "UnknownIdentity",
+    "auto_backend",
     "generate_key",
     "resolution_level",
     "write_key_file",
@@ -98,9 +100,13 @@ __all__ = [
 FORMAT = "crres-gallery/1"
 #: Level of high-resolution templates: the canonical 112 px crop.
 HR_LEVEL = 112.0
-#: ``backend="auto"`` switches S_max search of a resolution level to FAISS from this many templates in the level
-#: (benchmarks/bench_gallery.py; see the README's gallery table for the measurement behind it).
-FAISS_MIN_TEMPLATES = 50_000
+#: ``backend="auto"`` uses FAISS for S_max only for batches of at least FAISS_MIN_PROBES probes against a gallery
+#: whose largest resolution level holds at least FAISS_MIN_TEMPLATES templates. Measured with
+#: benchmarks/bench_gallery.py (512-d, 2-core VM): flat search is memory-bound for both; FAISS was 1.15-1.22x
+#: faster for 16-probe batches at 200k templates per level (1M-template gallery) with 1 and 2 threads, but from
+#: 0.46x to 1.69x for single probes depending on threads and load, and within noise below that size.
+FAISS_MIN_TEMPLATES = 200_000
+FAISS_MIN_PROBES = 16
 #: Tolerance on the L2 norm of enrolled templates.
 NORM_TOLERANCE = 1e-3
 _MAX_NAME = 256
@@ -398,8 +404,7 @@ class _Index:
         self.has_level = np.zeros((len(names), len(self.levels)), bool)
         self.has_level[ident, level_idx] = True
         self.blocks = [self._block(lv, vectors, ident, level_idx == j) for j, lv in enumerate(self.levels)]
-        self._vectors, self._ident = vectors, ident
-        self._all: _Block | None = None
+        self._all: _Block | None = None  # match="all": built from the level blocks on first use
         self.lock = threading.Lock()
 
     @staticmethod
@@ -414,7 +419,9 @@ class _Index:
     def all_block(self) -> _Block:
         with self.lock:
             if self._all is None:
-                self._all = self._block(math.nan, self._vectors, self._ident, np.ones(len(self._ident), bool))
+                vectors = np.concatenate([b.matrix for b in self.blocks]) if self.blocks else np.zeros((0, 1), np.float32)
+                ident = np.concatenate([b.row_ident for b in self.blocks]) if self.blocks else np.zeros(0, np.int64)
+                self._all = self._block(math.nan, vectors, ident, np.ones(len(ident), bool))
             return self._all
 
     def max_block_rows(self) -> int:
@@ -561,6 +568,9 @@ class Gallery:
                  readonly: bool = False, backend: str = "auto"):
         if model is not None and not isinstance(model, ModelKey):
             raise TypeError(f"model must be a ModelKey (or None to open with the stored one), got {type(model).__name__}")
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise ValueError("a gallery needs a file path (reader threads open their own connections to it); "
+                             f"got {str(path)!r}")
         self.path = Path(path)
         self.readonly = bool(readonly)
         self.backend = _check_backend(backend)
@@ -1114,15 +1124,16 @@ class Gallery:
                 blobs = [self._vector(blob, nonce, ident, tid, r) for ident, tid, blob, nonce, r in rows]
                 if any(len(b) != 4 * dim for b in blobs):
                     raise GalleryError(f"gallery {self.path} holds templates of the wrong size for {self.model}")
-                vectors = np.frombuffer(b"".join(blobs), "<f4").reshape(len(rows), dim).astype(np.float32)
+                vectors = np.frombuffer(b"".join(blobs), "<f4").reshape(len(rows), dim)  # copied into blocks
+                del blobs
                 ident = np.fromiter((pos[r[0]] for r in rows), np.int64, len(rows))
                 res = np.fromiter((r[4] for r in rows), np.float64, len(rows))
                 idx = _Index(gen, [n for _, n in names_rows], ident, res, vectors)
                 self._index = idx
                 return idx
 
-    def backend_for(self, fusion: str = "max", backend: str | None = None) -> str:
-        """The backend a search with this fusion would use now (``"numpy"`` or ``"faiss"``)."""
+    def backend_for(self, fusion: str = "max", backend: str | None = None, n_probes: int = 1) -> str:
+        """The backend a search of ``n_probes`` probes with this fusion would use now (``"numpy"``/``"faiss"``)."""
         backend = self.backend if backend is None else _check_backend(backend)
         if backend == "numpy" or fusion != "max":
             return "numpy"
@@ -1131,7 +1142,7 @@ class Gallery:
             return "faiss"
         if not _faiss_available():
             return "numpy"
-        return "faiss" if self._current_index().max_block_rows() >= FAISS_MIN_TEMPLATES else "numpy"
+        return auto_backend(self._current_index().max_block_rows(), n_probes)
 
     def search(self, probes: np.ndarray, probe_resolutions: Sequence[float] | np.ndarray | None = None, *,
                top_k: int = 5, fusion: str = "max", match: str = "nearest",
@@ -1154,7 +1165,7 @@ class Gallery:
             res = np.full(len(p), HR_LEVEL)
         else:
             res = _check_resolutions(probe_resolutions, len(p), what="probe_resolutions")
-        use = self.backend_for(fusion, backend)
+        use = self.backend_for(fusion, backend, len(p))
         index = self._current_index()
         return index.search(p, None if match == "all" else res, int(top_k), fusion, use)
 
@@ -1395,6 +1406,11 @@ class Gallery:
 
 
 # --------------------------------------------------------------------------------------------------- validation
+
+
+def auto_backend(level_rows: int, n_probes: int) -> str:
+    """``backend="auto"``'s choice for S_max (FAISS assumed installed): see FAISS_MIN_TEMPLATES."""
+    return "faiss" if level_rows >= FAISS_MIN_TEMPLATES and n_probes >= FAISS_MIN_PROBES else "numpy"
 
 
 def _check_backend(backend: str) -> str:
