@@ -220,8 +220,10 @@ def test_pipeline_accumulates_per_track_and_writes_events(tmp_path):
     pipe = VideoPipeline(rec, tracker=IoUTracker(min_hits=1),
                          faces=lambda i, frame: boxes[i])
     events = tmp_path / "events.jsonl"
-    summary = pipe.run(FrameSource(frames, fps=5.0), events=events, progress=False)
+    seen: list[dict] = []
+    summary = pipe.run(FrameSource(frames, fps=5.0), events=events, progress=False, on_event=seen.append)
     lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["type"] for e in seen] == [e["type"] for e in lines]  # the callback sees every event
     assert [e["type"] for e in lines] == ["start", "face", "track", "face", "face", "track", "face", "end"]
     faces = [e for e in lines if e["type"] == "face"]
     assert [f["frame"] for f in faces] == [0, 1, 2, 3]
@@ -234,6 +236,7 @@ def test_pipeline_accumulates_per_track_and_writes_events(tmp_path):
         s0, s1 = w[0], w[1:k + 1].sum()
         assert f["track"]["score"] == pytest.approx(s0 / math.hypot(s0, s1), abs=1e-4)
         assert f["track"]["frames"] == k + 1
+        assert f["track"]["candidates"] == [["alice", f["track"]["score"]]]
         r = w[:k + 1] * 112
         assert f["track"]["resolution"] == pytest.approx((w[:k + 1] * r).sum() / w[:k + 1].sum(), abs=1e-3)
         assert f["score"] == pytest.approx(1.0 if k == 0 else 0.0)  # single-frame scores

@@ -30,7 +30,7 @@ Events (JSON lines, one object per line, ``"type"`` first):
   ``[x1, y1, x2, y2]``, ``detector_score``, ``equivalent_resolution``, ``effective_resolution``,
   ``probe_resolution``, the single-frame ``identity``/``score``/``threshold``/``decision`` and ``candidates``
   (``[[identity, score], ...]``), and ``track``: the accumulated template's ``identity``/``score``/
-  ``threshold``/``decision``/``resolution``/``frames``.
+  ``threshold``/``decision``/``resolution``/``frames``/``candidates``.
 * ``track``: when a track's accumulated decision or identity changes (including its first decision):
   ``frame``, ``time``, ``track_id``, ``identity``, ``score``, ``threshold``, ``decision``, ``resolution``,
   ``previous`` (the previous ``[decision, identity]`` or null).
@@ -544,32 +544,46 @@ class VideoPipeline:
                     "identity": t_cands[0].identity if t_decision == "match" else None,
                     "score": float(t_cands[0].score) if t_cands else None,
                     "threshold": t_threshold, "decision": t_decision,
-                    "resolution": float(track.template.resolution), "frames": track.template.count}
+                    "resolution": float(track.template.resolution), "frames": track.template.count,
+                    "candidates": [[c.identity, float(c.score)] for c in t_cands]}
             else:
                 face.extra["track"] = {"identity": face.identity, "score": face.match_score,
                                        "threshold": threshold, "decision": decision,
-                                       "resolution": float(resolutions[i]), "frames": 1}
+                                       "resolution": float(resolutions[i]), "frames": 1,
+                                       "candidates": [[c.identity, float(c.score)] for c in cands]}
         return faces
 
     # ---------------------------------------------------------------------------------------------- the run
 
     def run(self, source: Any, *, events: str | os.PathLike | None = None,
             output_video: str | os.PathLike | None = None, max_frames: int | None = None,
-            progress: bool = True, fps: float | None = None) -> dict:
+            progress: bool = True, fps: float | None = None,
+            on_event: Callable[[dict], None] | None = None) -> dict:
         """Run over a source (anything :func:`open_source` takes). Writes JSON-lines ``events`` and an annotated
         ``output_video`` (mp4v) when given; returns a summary dict (also the ``end`` event).
 
         ``max_frames`` stops after that many frames read; ``fps`` overrides the source's frame rate for the
-        output video (default: the source's, else 25).
+        output video (default: the source's, else 25); ``on_event`` is called with every event dict as it
+        happens (with or without an events file), e.g. to print track decisions live.
         """
         if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
                                        or max_frames < 1):
             raise ValueError(f"max_frames must be an int >= 1 or None, got {max_frames!r}")
+        if on_event is not None and not callable(on_event):
+            raise TypeError("on_event must be a callable taking an event dict")
         self.tracker.reset()
         owned = not isinstance(source, VideoSource)
         src = open_source(source)
         writer = None
         log = None
+
+        def emit(record: dict) -> None:
+            if log is not None:
+                log.write(json.dumps(record, separators=(",", ":")) + "\n")
+                log.flush()
+            if on_event is not None:
+                on_event(record)
+
         total = src.frame_count if max_frames is None else min(src.frame_count or max_frames, max_frames)
         bar = _Progress(progress, total, "crres")
         rec = self.recognizer
@@ -581,13 +595,13 @@ class VideoPipeline:
             if events is not None:
                 Path(events).parent.mkdir(parents=True, exist_ok=True)
                 log = open(events, "w", encoding="utf-8")
-                gallery = getattr(rec, "gallery", None)
-                bundle = getattr(rec, "bundle", None)
-                _write(log, {"type": "start", **src.info(),
-                             "model": None if bundle is None else f"{bundle.name} {bundle.version}",
-                             "gallery_identities": None if gallery is None else len(gallery),
-                             "every_n": self.every_n, "accumulate": self.accumulate,
-                             "faces": "detector" if self.faces_fn is None else "caller"})
+            gallery = getattr(rec, "gallery", None)
+            bundle = getattr(rec, "bundle", None)
+            emit({"type": "start", **src.info(),
+                  "model": None if bundle is None else f"{bundle.name} {bundle.version}",
+                  "gallery_identities": None if gallery is None else len(gallery),
+                  "every_n": self.every_n, "accumulate": self.accumulate,
+                  "faces": "detector" if self.faces_fn is None else "caller"})
             for index, timestamp, frame in src:
                 if max_frames is not None and frames_read >= max_frames:
                     break
@@ -597,36 +611,37 @@ class VideoPipeline:
                     frames_processed += 1
                     n_faces += len(last_faces)
                     for face in last_faces:
-                        self._record(face, index, timestamp, tracks_summary, log)
+                        self._record(face, index, timestamp, tracks_summary, emit)
                 if output_video is not None:
                     if writer is None:
                         writer = _open_writer(output_video, fps or src.fps or 25.0, frame.shape)
                     writer.write(annotate(frame, last_faces))
                 bar.update(len(last_faces))
+            elapsed = time.monotonic() - start
+            summary = {
+                **src.info(),
+                "frames_read": frames_read,
+                "frames_processed": frames_processed,
+                "faces": n_faces,
+                "elapsed_s": round(elapsed, 3),
+                "processed_fps": round(frames_processed / elapsed, 2) if elapsed > 0 else None,
+                "tracks": [tracks_summary[k] for k in sorted(tracks_summary)],
+                "events": None if events is None else str(events),
+                "output_video": None if output_video is None or writer is None else str(output_video),
+            }
+            emit({"type": "end", **summary})
         finally:
             bar.close()
             if writer is not None:
                 writer.release()
+            if log is not None:
+                log.close()
             if owned:
                 src.close()
-        elapsed = time.monotonic() - start
-        summary = {
-            **src.info(),
-            "frames_read": frames_read,
-            "frames_processed": frames_processed,
-            "faces": n_faces,
-            "elapsed_s": round(elapsed, 3),
-            "processed_fps": round(frames_processed / elapsed, 2) if elapsed > 0 else None,
-            "tracks": [tracks_summary[k] for k in sorted(tracks_summary)],
-            "events": None if events is None else str(events),
-            "output_video": None if output_video is None or writer is None else str(output_video),
-        }
-        if log is not None:
-            _write(log, {"type": "end", **summary})
-            log.close()
         return summary
 
-    def _record(self, face: Face, index: int, timestamp: float, tracks: dict, log: Any) -> None:
+    def _record(self, face: Face, index: int, timestamp: float, tracks: dict,
+                emit: Callable[[dict], None]) -> None:
         track = face.extra["track"]
         summary = tracks.setdefault(face.track_id, {
             "track_id": face.track_id, "first_frame": index, "last_frame": index, "faces": 0,
@@ -640,14 +655,12 @@ class VideoPipeline:
                        min_probe_resolution=min(summary["min_probe_resolution"], r),
                        decision=track["decision"], identity=track["identity"], score=track["score"],
                        changes=summary["changes"] + int(changed))
-        if log is None:
-            return
-        _write(log, face_event(face, index, timestamp))
+        emit(face_event(face, index, timestamp))
         if changed:
-            _write(log, {"type": "track", "frame": index, "time": round(timestamp, 4), "track_id": face.track_id,
-                         "identity": track["identity"], "score": _round(track["score"]),
-                         "threshold": _round(track["threshold"]), "decision": track["decision"],
-                         "resolution": _round(track["resolution"]), "previous": previous})
+            emit({"type": "track", "frame": index, "time": round(timestamp, 4), "track_id": face.track_id,
+                  "identity": track["identity"], "score": _round(track["score"]),
+                  "threshold": _round(track["threshold"]), "decision": track["decision"],
+                  "resolution": _round(track["resolution"]), "previous": previous})
 
 
 def face_event(face: Face, index: int, timestamp: float) -> dict:
@@ -664,7 +677,8 @@ def face_event(face: Face, index: int, timestamp: float) -> dict:
         "identity": face.identity, "score": _round(face.match_score),
         "threshold": _round(face.extra.get("threshold")), "decision": face.decision,
         "candidates": [[c.identity, _round(c.score)] for c in face.extra.get("candidates", [])],
-        "track": {k: _round(v) if isinstance(v, float) else v for k, v in track.items()},
+        "track": {k: [[c, _round(v)] for c, v in track["candidates"]] if k == "candidates" else
+                  _round(v) if isinstance(v, float) else v for k, v in track.items()},
     }
 
 
@@ -704,8 +718,3 @@ def _round(value: Any, digits: int = 4) -> Any:
         return None
     value = float(value)
     return round(value, digits) if math.isfinite(value) else None
-
-
-def _write(log: Any, record: dict) -> None:
-    log.write(json.dumps(record, separators=(",", ":")) + "\n")
-    log.flush()
