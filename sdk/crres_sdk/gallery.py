@@ -419,8 +419,11 @@ class _Index:
     def all_block(self) -> _Block:
         with self.lock:
             if self._all is None:
-                vectors = np.concatenate([b.matrix for b in self.blocks]) if self.blocks else np.zeros((0, 1), np.float32)
-                ident = np.concatenate([b.row_ident for b in self.blocks]) if self.blocks else np.zeros(0, np.int64)
+                if self.blocks:
+                    vectors = np.concatenate([b.matrix for b in self.blocks])
+                    ident = np.concatenate([b.row_ident for b in self.blocks])
+                else:
+                    vectors, ident = np.zeros((0, 1), np.float32), np.zeros(0, np.int64)
                 self._all = self._block(math.nan, vectors, ident, np.ones(len(ident), bool))
             return self._all
 
@@ -567,7 +570,8 @@ class Gallery:
                  key_file: str | Path | None = None, key_env: str | None = None, thumbnails: bool = False,
                  readonly: bool = False, backend: str = "auto"):
         if model is not None and not isinstance(model, ModelKey):
-            raise TypeError(f"model must be a ModelKey (or None to open with the stored one), got {type(model).__name__}")
+            raise TypeError("model must be a ModelKey (or None to open with the stored one), "
+                            f"got {type(model).__name__}")
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("a gallery needs a file path (reader threads open their own connections to it); "
                              f"got {str(path)!r}")
@@ -731,8 +735,8 @@ class Gallery:
                     sealed, nonce = self._cipher.seal(_KEY_CHECK, _aad("key-check"))
                     self._set_meta(conn, "key_check", (nonce + sealed).hex())
                     self._set_meta(conn, "cipher", "AES-256-GCM")
-                self._audit(conn, "create", None, 0, json.dumps({"model": str(model), "encrypted": self._key is not None,
-                                                                 "thumbnails": bool(thumbnails)}))
+                self._audit(conn, "create", None, 0, json.dumps({"model": str(model), "thumbnails": bool(thumbnails),
+                                                                 "encrypted": self._key is not None}))
             else:
                 self._load_meta(conn, model)
                 if thumbnails and not self.stores_thumbnails:
@@ -855,7 +859,7 @@ class Gallery:
 
     def _check_templates(self, templates: Any, dim: int, normalize: bool, what: str = "templates") -> np.ndarray:
         arr = np.asarray(templates)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
             raise TypeError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
         if arr.ndim == 1:
             arr = arr[None, :]
@@ -933,6 +937,8 @@ class Gallery:
             if images:
                 self._insert_sources(conn, ident, images)
             self._audit(conn, action, name, len(vecs), None)
+        if replace:
+            self.purge_wal()  # the replaced templates leave no copies in the WAL
         return len(vecs)
 
     def remove(self, name: str) -> int:
@@ -1152,7 +1158,9 @@ class Gallery:
         ``probes`` (N, dim) or (dim,) embeddings (normalised here); ``probe_resolutions`` (N,) px each probe face
         carries (None: all HR, 112). ``fusion``: ``"max"`` (S_max) or ``"add"`` (S_add, mean cosine) over the
         identity's templates at the level nearest the probe (``match="nearest"``) or over all its templates
-        (``match="all"``). ``backend`` overrides the gallery's backend for this call.
+        (``match="all"``). ``backend`` overrides the gallery's backend for this call. Each Match carries the
+        level its score came from (``template_resolution``; NaN with ``match="all"``). Scores are cosines in
+        [-1, 1]; thresholds per resolution come from the model's manifest, not from the gallery.
         """
         if fusion not in ("max", "add"):
             raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
