@@ -6,6 +6,7 @@ from crres_sdk.errors import BackendUnavailableError, BundleError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
 from crres_sdk.gallery import (
+    AuditEntry,
     DuplicateIdentity,
     Gallery,
     GalleryError,
@@ -14,7 +15,10 @@ from crres_sdk.gallery import (
     IdentityInfo,
     Match,
     ModelKey,
+    TemplateRecord,
     UnknownIdentity,
+    generate_key,
+    write_key_file,
 )
 from crres_sdk.preprocess import (
     ARCFACE_TEMPLATE,
@@ -31,10 +35,19 @@ from crres_sdk.preprocess import (
     warp_faces_uint8,
 )
 from crres_sdk.recognizer import NoFaceError, Recognizer, Verification, load_image
+from crres_sdk.video import IoUTracker, VideoPipeline, VideoSourceError, open_source
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditEntry",
+    "IoUTracker",
+    "TemplateRecord",
+    "VideoPipeline",
+    "VideoSourceError",
+    "generate_key",
+    "open_source",
+    "write_key_file",
     "BackendUnavailableError",
     "BundleError",
     "DuplicateIdentity",

@@ -311,7 +311,12 @@ class Recognizer:
         out = np.empty((len(crops), self.embedding_dim), np.float32)
         name = self._session.input_names[0]
         for start in range(0, len(crops), self.batch_size):
-            (emb,) = self._session.run({name: np.ascontiguousarray(crops[start:start + self.batch_size])})[:1]
+            chunk = crops[start:start + self.batch_size]
+            emb = self._session.run({name: np.ascontiguousarray(chunk)})[0]
+            if emb.shape != (len(chunk), self.embedding_dim):
+                raise BundleError(
+                    f"model {self.bundle.name!r} returned {emb.shape} for a batch of {len(chunk)}, expected "
+                    f"({len(chunk)}, {self.embedding_dim}); a model with a static batch of 1 needs batch_size=1")
             out[start:start + len(emb)] = emb
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         if not np.all(np.isfinite(out)) or np.any(norms == 0):
