@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 
+LOG = logging.getLogger("crres.bench")
 IMPLS = ("torch_fp32", "ort_fp32", "ort_int8", "openvino_fp32", "openvino_int8", "openvino_qdq")
 BASELINE = "ort_fp32"
 
@@ -112,7 +113,7 @@ def bench(models: list[str], batches: list[int], threads_list: list[int], repeat
                             extra={"items": batch, "model": name, "batch": batch,
                                    "weights": "random init (speed only)",
                                    "unit": "per call; per face = median_s / items"}))
-                        logging.info("%s b%d t%d %s: %.2f ms/face", name, batch, threads, impl,
+                        LOG.info("%s b%d t%d %s: %.2f ms/face", name, batch, threads, impl,
                                      med / batch * 1e3)
     return records
 
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny_test_net, batch 1 and 2, 1 thread, 5 repeats")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("nncf", "onnxruntime", "root"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)  # ORT's quantizer warns
+    LOG.setLevel(logging.INFO)                                                            # on the root logger
+    logging.getLogger("nncf").setLevel(logging.ERROR)
     if args.quick:
         args.models, args.batches, args.threads, args.repeats = ["tiny_test_net"], [1, 2], [1], 5
     if args.repeats < 5:

@@ -1,10 +1,12 @@
 """Calibration and parity data: aligned 112x112 crops degraded to a stratified set of resolutions.
 
-``--calib DIR`` is a folder of aligned crops or raw photos (``DIR/*.png`` or ``DIR/<identity>/*.jpg``). The files are split
-deterministically (by ``seed``) into a calibration part and a held-out parity part; every calibration sample is
-one crop degraded by ``crres_sdk.degrade`` (THE resolution definition) to a resolution drawn from bands that
-cover 5..112 px (default: a third each in low 5-10, mid 11-40, high 41-112, the btm-stm focus ranges).
-An image that is not 112x112 is taken as a raw photo: its face is detected and aligned with crres_sdk.
+``--calib DIR`` is a folder of aligned crops or raw photos (``DIR/*.png`` or ``DIR/<identity>/*.jpg``). The files
+are split deterministically (by ``seed``) into a calibration part and a held-out part (whole identities when the
+folder has identity sub-folders, see :func:`split_for_export`); every calibration sample is one crop degraded by
+``crres_sdk.degrade`` (THE resolution definition) to a resolution drawn from bands that cover 5..112 px (default:
+a third each in low 5-10, mid 11-40, high 41-112, the btm-stm focus ranges). The held-out crops give the parity
+set (each crop degraded into every band) and the threshold pairs. An image that is not 112x112 is taken as a raw
+photo: its face is detected and aligned with crres_sdk.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ Where ORT folded a Relu/Clip into the QuantizeLinear (it drops them in QDQ model
 clipped the same way, so the activation itself is not counted as noise (ORT's debugging tool does count it).
 Each activation pair is charged to the weighted node(s) it reaches through non-weighted ops (PReLU, Add,
 Flatten, ...). A node's score combines the noise powers charged to it, activations and weights
-(``-10 log10(sum 10^(-SQNR_i / 10))``); the lowest score is the most sensitive node. The exporter keeps the top-k of this ranking in FP32 as a remedy (``nodes_to_exclude``
-for ONNX Runtime, NNCF's ``ignored_scope`` for OpenVINO) and reports the nodes and their scores.
+(``-10 log10(sum 10^(-SQNR_i / 10))``); the lowest score is the most sensitive node. The exporter keeps the
+top-k of this ranking in FP32 as a remedy (``nodes_to_exclude`` for ONNX Runtime, NNCF's ``ignored_scope`` for
+OpenVINO) and reports the nodes and their scores.
 """
 
 from __future__ import annotations

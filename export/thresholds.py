@@ -60,7 +60,8 @@ class PairSource:
         self.gallery = np.asarray(self.gallery, np.int64)
         self.probes = np.asarray(self.probes, np.int64)
         if self.crops.ndim != 4 or self.crops.dtype != np.uint8:
-            raise ValueError(f"{self.name}: crops must be uint8 (M, H, W, 3), got {self.crops.dtype} {self.crops.shape}")
+            raise ValueError(f"{self.name}: crops must be uint8 (M, H, W, 3), got {self.crops.dtype} "
+                             f"{self.crops.shape}")
         if self.identities.shape != (len(self.crops),):
             raise ValueError(f"{self.name}: one identity label per crop needed")
         for what in ("gallery", "probes"):

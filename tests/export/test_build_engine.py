@@ -309,6 +309,33 @@ def test_calibration_resolutions_are_stratified_and_deterministic(crops, caplog)
     assert a.inputs.shape == (40, 3, 112, 112) and a.inputs.dtype == np.float32
 
 
+def test_split_holds_out_whole_identities_deterministically(tmp_path):
+    from export.calibration import identity_labels, split_for_export
+
+    files = []
+    for i in range(12):
+        (tmp_path / f"id{i:02d}").mkdir()
+        for j in range(3 + i % 4):
+            f = tmp_path / f"id{i:02d}" / f"{j}.png"
+            f.touch()
+            files.append(f)
+    sp = split_for_export(files, tmp_path, seed=5, calib_max=1000, holdout_max=10)
+    held = set(sp.holdout_identities)
+    assert sp.by_identity and len(held) >= 2 and 10 <= len(sp.holdout) <= 10 + 3
+    assert not held & {f.parent.name for f in sp.calib}                     # identities never in both
+    assert all(sp.holdout_identities.count(i) <= 4 for i in held)          # at most 4 crops per identity
+    assert [f.parent.name for f in sp.holdout] == sp.holdout_identities
+    assert len(sp.calib) == sum(1 for f in files if f.parent.name not in held)
+    again = split_for_export(files, tmp_path, seed=5, calib_max=1000, holdout_max=10)
+    assert again == sp and split_for_export(files, tmp_path, seed=6, calib_max=1000, holdout_max=10) != sp
+    assert len(split_for_export(files, tmp_path, seed=5, calib_max=7, holdout_max=10).calib) == 7
+    flat = [tmp_path / f"{k}.png" for k in range(20)]
+    assert identity_labels(flat, tmp_path) is None
+    sp = split_for_export(flat, tmp_path, seed=0, calib_max=1000)
+    assert not sp.by_identity and sp.holdout_identities is None and len(sp.holdout) == 5
+    assert not set(sp.holdout) & set(sp.calib) and len(sp.holdout) + len(sp.calib) == 20
+
+
 def test_photo_without_a_face_is_skipped_or_refused(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((200, 150, 3), np.uint8))
     with pytest.raises(ValueError, match="not an aligned 112x112 crop"):
