@@ -321,12 +321,23 @@ class Exporter:
                                        progress=not self.args.quiet)
         except (FileNotFoundError, ValueError) as exc:
             raise ExportError(f"--lfw: {exc}") from None
-        cache = lfw_parity.make_cache(self.fp32, self.args.eval_backend, self.norm, self.lfw.ds.crops,
-                                      self.input_size, progress=not self.args.quiet)
+        cache = self._lfw_cache(self.fp32, self.args.eval_backend, "onnx/fp32")
         self.lfw_caches["onnx/fp32"] = cache
         self.lfw_fp32 = lfw_parity.accuracy(cache, self.lfw)
         LOG.info("LFW btm-stm FP32 accuracy: %s", ", ".join(f"{b} {v['accuracy_pct']:.2f}% ({v['seconds']:.0f} s)"
                                                            for b, v in self.lfw_fp32.items()))
+
+    def _lfw_cache(self, path: Path, backend: str, file_key: str):
+        """An LFW EmbeddingCache for this model file, pre-filled from an earlier build's disk store if any."""
+        from export import lfw_parity
+
+        cache = lfw_parity.make_cache(path, backend, self.norm, self.lfw.ds.crops, self.input_size,
+                                      progress=not self.args.quiet)
+        reused = lfw_parity.load_store(cache, lfw_parity.store_path(path, backend, self.norm, self.lfw))
+        if reused:
+            LOG.info("%s: %d LFW embeddings reused from an earlier build", file_key, reused)
+        self.extra.setdefault("lfw_embeddings_reused", {})[file_key] = reused
+        return cache
 
     # --- INT8 candidates ----------------------------------------------------------------------------------
     def _evaluate(self, path: Path, backend: str, file_key: str, att: dict[str, Any]) -> dict[str, Any]:
@@ -345,8 +356,7 @@ class Exporter:
             record["sensitive_layers_kept_fp32"] = att["sensitive"]
         LOG.info("%s attempt (%s)\n%s", file_key, att["remedy"], format_report(f"{file_key} on {backend}", rep))
         if rep["passed"] and self.lfw is not None:
-            cache = lfw_parity.make_cache(path, backend, self.norm, self.lfw.ds.crops, self.input_size,
-                                          progress=not a.quiet)
+            cache = self._lfw_cache(path, backend, file_key)
             cmp = lfw_parity.compare(self.lfw_fp32, lfw_parity.accuracy(cache, self.lfw), a.tolerance_pp)
             LOG.info("%s", lfw_parity.format_report(file_key, cmp))
             record["lfw"] = cmp
@@ -640,6 +650,9 @@ class Exporter:
             results[key]["backend"] = backend
             LOG.info("thresholds %s (%s, %.1f s): FAR 1e-3 %s", key, backend, time.perf_counter() - t0,
                      " ".join(f"{r}:{t:.3f}" for r, t in zip(th.RESOLUTIONS, results[key]["far"]["1e-3"])))
+        if self.lfw is not None:
+            for key, (path, backend) in files.items():
+                lfw_parity.save_store(self.lfw_caches[key], lfw_parity.store_path(path, backend, self.norm, self.lfw))
         fp32 = results.pop("onnx/fp32")
         source = th.describe_sources(sources, fp32["pairs"], th.RESOLUTIONS)
         self.thresholds = th.manifest_block(fp32, results, source)
@@ -671,6 +684,7 @@ class Exporter:
         return {"status": "run", "protocol": "LFW View-2 pairs with the btm-stm sizes (Knoche 6.3): first image "
                                               "112 px, second degraded; 10-fold accuracy per model",
                 "tolerance_pp": a.tolerance_pp, "backend": a.eval_backend, "data": self.lfw.info,
+                "embeddings_reused_from_disk": self.extra.get("lfw_embeddings_reused"),
                 "fp32": self.lfw_fp32, "files": self.lfw_reports,
                 "passed": all(r["passed"] for r in self.lfw_reports.values())}
 

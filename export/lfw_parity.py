@@ -6,12 +6,18 @@ once with crres_sdk and cached by ``training.evaluation.datasets.load_lfw`` (``~
 embeddings come from ``training.evaluation.protocols.EmbeddingCache`` - one per model file, each (image,
 resolution) embedded once and shared by the four protocols and by the threshold pairs (export/thresholds.py),
 in batches of 64 on the chosen backend. The accuracy is 10-fold cross-validated per model (its own thresholds).
+Each shipped file's LFW embeddings are also kept on disk (``~/.cache/crres/eval/export_lfw_emb_<key>.npz``, key =
+sha256 of the model file(s), backend, normalisation and the aligned-crop cache), so building another target of
+the same checkpoint re-embeds nothing for the FP32 model, nor for an INT8 file that comes out byte-identical.
 A band fails when INT8 accuracy is more than ``tolerance_pp`` percentage points below FP32.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +102,53 @@ def make_cache(model_path: Path, backend: str, normalisation: dict[str, Any], cr
     embedder = SessionEmbedder(model_path, backend=backend, threads=threads, normalization=norm,
                                input_size=input_size, batch_size=64, name=model_path.name)
     return EmbeddingCache(crops, embedder, chunk=256, progress=progress, threads=2)
+
+
+STORE_VERSION = "crres-export-lfw-embeddings/1"
+
+
+def store_path(model_path: Path, backend: str, normalisation: dict[str, Any], lfw: LfwSet) -> Path:
+    """Where a model file's LFW embeddings are kept between builds (see the module docstring)."""
+    from training.evaluation.datasets import default_cache_dir
+
+    h = hashlib.sha256(STORE_VERSION.encode())
+    h.update(json.dumps([backend, normalisation], sort_keys=True).encode())
+    files = [model_path] + ([model_path.with_suffix(".bin")] if model_path.suffix == ".xml" else [])
+    for f in files:
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    h.update(Path(str(lfw.ds.info.get("cache"))).name.encode())
+    return default_cache_dir() / f"export_lfw_emb_{h.hexdigest()[:24]}.npz"
+
+
+def load_store(cache, path: Path) -> int:
+    """Fill an EmbeddingCache from ``path`` (if it exists); returns the number of embeddings loaded."""
+    if not path.is_file():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            n = 0
+            for key in z.files:
+                if key.startswith("i"):
+                    r = int(key[1:])
+                    idx, emb = z[key], z[f"e{r}"]
+                    cache._store.setdefault(r, {}).update(zip(idx.tolist(), emb))
+                    n += len(idx)
+    except (OSError, ValueError, KeyError) as exc:  # unreadable: recompute
+        LOG.warning("ignoring LFW embedding cache %s (%s)", path, exc)
+        return 0
+    return n
+
+
+def save_store(cache, path: Path) -> None:
+    arrays = {}
+    for r, table in cache._store.items():
+        if table:
+            idx = np.fromiter(table.keys(), np.int64, len(table))
+            arrays[f"i{r}"], arrays[f"e{r}"] = idx, np.stack([table[i] for i in idx.tolist()])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def accuracy(cache, lfw: LfwSet) -> dict[str, Any]:

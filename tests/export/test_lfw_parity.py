@@ -70,3 +70,12 @@ def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
     t = m["thresholds"]
     assert "calib-holdout" in t["source"] and "lfw: LFW View-2" in t["source"] and "40 probe crops" in t["source"]
     assert all(i > 1000 for i in t["pairs"]["impostor"])
+    # The fp32 target of the same checkpoint reuses the FP32 model's LFW embeddings from the disk store.
+    assert _build(checkpoint, crops, tmp_path / "f", "fp32", "--lfw", str(LFW), "--lfw-pairs-per-fold", "10",
+                  "--threshold-probes", "40", "--quiet") == 0
+    f = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert f["parity"]["lfw_accuracy"]["embeddings_reused_from_disk"]["onnx/fp32"] > 0
+    assert all(b["embedded"] == 0 for b in f["parity"]["lfw_accuracy"]["fp32"].values())
+    assert ({b: v["accuracy_pct"] for b, v in f["parity"]["lfw_accuracy"]["fp32"].items()}
+            == {b: v["accuracy_pct"] for b, v in lfw["fp32"].items()})
+    assert f["thresholds"]["far"] == t["far"]
