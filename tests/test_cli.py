@@ -72,7 +72,7 @@ def test_enroll_identify_and_gallery_commands(photos, tmp_path):
     assert r.returncode == 0, r.stderr
     faces = json.loads(r.stdout)["faces"]
     assert len(faces) == 1 and faces[0]["identity"] == "astronaut" and faces[0]["decision"] == "match"
-    assert faces[0]["score"] >= faces[0]["threshold"]
+    assert faces[0]["score"] > faces[0]["threshold"]
     r = crres("identify", "--gallery", db, photos / "corrupt.jpg")
     assert r.returncode == 1 and "not a readable image" in r.stderr
     r = crres("gallery", "list", "--gallery", db, "--json")

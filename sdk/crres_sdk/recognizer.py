@@ -361,7 +361,7 @@ class Recognizer:
         out = []
         for i, cands in enumerate(candidates):
             t = None if thresholds is None else float(thresholds[i])
-            accepted = bool(cands) and (t is not None and cands[0].score >= t)
+            accepted = bool(cands) and (t is not None and cands[0].score > t)  # the manifest: accept when score > t
             out.append((cands, t, "match" if accepted else "unknown"))
         return out
 
@@ -398,7 +398,7 @@ class Recognizer:
         score = float(np.dot(embs[0], embs[1]))
         r = min(self.probe_resolution(f) for f in faces)
         t = self.threshold_at(r)
-        return Verification(score, None if t is None else float(t), None if t is None else bool(score >= float(t)),
+        return Verification(score, None if t is None else float(t), None if t is None else bool(score > float(t)),
                             r, (faces[0], faces[1]))
 
     # ------------------------------------------------------------------------------------------ enrolment
