@@ -500,3 +500,28 @@ def test_onnx_super_resolver_io(tmp_path, face):
         mitm.OnnxSuperResolver.from_dir(tmp_path / "nothing")
     m = mitm.MitmMatcher(toy_embed, sr, scales=(2, 4), chains=[("shear",)], blur_levels=2)
     assert m.probe_templates(face, 20).templates.shape == (2, 2, 24)
+
+
+def test_mitm_runs_without_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import sys
+for name in ("torch", "openvino", "onnx", "PIL", "skimage"):
+    sys.modules[name] = None
+import numpy as np
+from crres_sdk import mitm
+crops = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+embed = lambda c: c.reshape(len(c), -1)[:, ::997].astype(np.float32)
+m = mitm.MitmMatcher(embed, chains=[("shear", "disk_blur")], match_sizes=(28,), blur_levels=2)
+m.enroll("a", crops[0]); m.enroll("b", crops[1])
+assert m.identify(crops[0], 30, 2)[0][0] == "a"
+assert "torch" not in [k for k, v in sys.modules.items() if v is not None]
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
