@@ -453,6 +453,9 @@ def test_matcher_errors(matcher, people):
         matcher.score(probe, t[s != 56], s[s != 56])
     with pytest.raises(ValueError, match="D="):
         matcher.score(probe, t[:, :10], s)
+    short = mitm.ProbeTemplates(probe.resolution, probe.scales, probe.sizes, probe.templates[..., :10])
+    with pytest.raises(ValueError, match="D="):
+        matcher.scores(short)
     with pytest.raises(TypeError):
         mitm.MitmMatcher("not callable")
     with pytest.raises(ValueError, match="fusion"):

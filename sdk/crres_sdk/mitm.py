@@ -684,6 +684,9 @@ class MitmMatcher:
             items = [self._store[n] for n in names]
         if not names:
             return {}
+        if items[0][0].shape[1] != probe.templates.shape[2]:
+            raise ValueError(f"gallery templates have D={items[0][0].shape[1]}, the probe's have "
+                             f"{probe.templates.shape[2]}")
         if self.fusion not in ("smax_sadd", "s_max", "s_add"):
             return {n: fuse(probe.templates, self._gallery_tensor(probe, t, s), self.fusion, self.blur_fusion)
                     for n, (t, s) in zip(names, items)}
