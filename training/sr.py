@@ -47,9 +47,8 @@ from training.models.edsr import CONFIGS, SCALES, edsr
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: The model I/O, written to sr_x{k}.json and assumed by crres_sdk.mitm.OnnxSuperResolver.
-IO = {"color": "rgb", "range": [0.0, 1.0], "layout": "NCHW", "input": "lr", "output": "sr", "dynamic": ["batch",
-                                                                                                       "height",
-                                                                                                       "width"]}
+IO = {"color": "rgb", "range": [0.0, 1.0], "layout": "NCHW", "input": "lr", "output": "sr",
+      "dynamic": ["batch", "height", "width"]}
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -250,8 +249,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     start, window, running = time.perf_counter(), time.perf_counter(), 0.0
     done_in_window = 0
     while step < args.steps:
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=len(dataset) >= args.batch_size,
-                            num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed + epoch))
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                            drop_last=len(dataset) >= args.batch_size, num_workers=args.workers,
+                            generator=torch.Generator().manual_seed(args.seed + epoch))
         for hr_u8 in loader:
             hr = hr_u8.to(torch.float32) / 255
             lr = make_lr(hr, args.scale, args.degradation, generator).to(device)
