@@ -271,3 +271,20 @@ def test_one_writer_many_readers(rec_factory, tmp_path):
     assert not errors, errors
     assert len(results) == 9 and all(r is not None for r in results)
     assert len(rec.gallery) == 4
+
+
+def test_meet_in_the_middle_matching_ranks_the_enrolled_face_and_needs_its_own_gallery(rec_factory, tmp_path):
+    astro = astronaut_bgr()
+    rec = rec_factory(gallery=tmp_path / "mitm.db", matching="mitm", mitm_chains=4)
+    n = rec.enroll("astronaut", [astro])
+    # (4 sampled chains + the original) hypotheses x the matcher's match sizes.
+    assert n == 5 * len(rec._mitm.match_sizes)
+    face = rec.identify(_scene(astro, 0.15))[0]
+    assert face.decision == "ranked" and face.identity == "astronaut" and face.extra["threshold"] is None
+    # A plain gallery and a mitm gallery hold different templates: each refuses the other's recognizer.
+    plain = tmp_path / "plain.db"
+    rec_factory(gallery=plain).close()
+    with pytest.raises(GalleryModelMismatch, match=r"\+mitm"):
+        rec_factory(gallery=plain, matching="mitm", mitm_chains=0)
+    with pytest.raises(ValueError, match="matching"):
+        Recognizer(matching="sr")

@@ -52,7 +52,8 @@ _FILE_CHOICES = {
     ("tensorrt", "int8"): [("tensorrt", "engine")],
     ("tensorrt", "fp32"): [("tensorrt", "engine")],
 }
-DECISIONS = ("match", "unknown", "no-gallery")
+DECISIONS = ("match", "unknown", "no-gallery", "ranked")
+MATCHING = ("plain", "mitm")
 
 
 class NoFaceError(ValueError):
@@ -134,6 +135,13 @@ class Recognizer:
         key / key_file / key_env: at-rest encryption key for the gallery (see :class:`Gallery`).
         threads: CPU threads per inference call (None = backend default).
         batch_size: faces per inference call.
+        matching: ``"plain"`` (one template per gallery resolution level, manifest thresholds) or ``"mitm"``
+            (meet-in-the-middle, Grm et al.: gallery degradation hypotheses precomputed at enrolment, multi-
+            hypothesis super-resolved probes, S_max then S_add; needs its own gallery; decisions are ``"ranked"``).
+        mitm_chains: degradation chains per enrolment image for ``"mitm"`` (a random sample of the 1463 of eq. 1;
+            None = all, 0 = resolution matching only). Enrolment costs (chains + 1) x 7 embeddings per image.
+        sr_models: folders with ``sr_x{2,4,8}.onnx`` face-SR models (``python -m training.sr``) for ``"mitm"``;
+            None = bicubic upsampling.
     """
 
     def __init__(
@@ -154,9 +162,14 @@ class Recognizer:
         estimate_resolution: bool | None = None,
         threads: int | None = None,
         batch_size: int = 32,
+        matching: str = "plain",
+        mitm_chains: int | None = 50,
+        sr_models: Sequence[str | os.PathLike] | None = None,
     ) -> None:
         if precision not in ("auto", "fp32", "int8"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}")
+        if matching not in MATCHING:
+            raise ValueError(f"matching must be one of {MATCHING}, got {matching!r}")
         if fusion not in ("max", "add"):
             raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -173,6 +186,11 @@ class Recognizer:
         if self.embedding_dim <= 0:
             raise BundleError(f"model {self.bundle.name!r}: manifest has no positive embedding_dim")
         self.model_key = ModelKey.from_bundle(self.bundle)
+        self.matching = matching
+        if matching == "mitm":
+            # Meet-in-the-middle templates (many hypotheses per match size) never mix with plain ones: a separate
+            # gallery binding makes using one with the other a clear GalleryModelMismatch.
+            self.model_key = ModelKey(self.model_key.name + "+mitm", self.model_key.version, self.model_key.dim)
         self.normalization = self.bundle.normalization
         self.fusion = fusion
         self.gallery_resolutions = tuple(levels)
@@ -205,6 +223,14 @@ class Recognizer:
         else:
             self.gallery = Gallery(gallery, self.model_key, key=key, key_file=key_file, key_env=key_env)
         self._write_lock = threading.Lock()
+        self._mitm = None
+        if matching == "mitm":
+            from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
+
+            sr = OnnxSuperResolver.from_dir(*sr_models, backend=self.backend if self.backend != "tensorrt" else "auto",
+                                            threads=threads) if sr_models else None
+            chains = None if mitm_chains is None else (sample_chains(mitm_chains) if mitm_chains > 0 else [])
+            self._mitm = MitmMatcher(self.embed_crops_uint8, sr=sr, chains=chains, batch_size=batch_size)
 
     # ----------------------------------------------------------------------------------------------- set-up
 
@@ -377,6 +403,8 @@ class Recognizer:
         records = self.detect(frame) if faces is None else self.faces_from(frame, faces)
         if not records:
             return []
+        if self._mitm is not None:
+            return self._identify_mitm(frame, records, top_k)
         embeddings = self.embed(frame, records)
         resolutions = [self.probe_resolution(f) for f in records]
         for face, emb, r, (cands, t, decision) in zip(records, embeddings, resolutions,
@@ -385,6 +413,31 @@ class Recognizer:
             face.match_score = float(cands[0].score) if cands else None
             face.identity = cands[0].identity if decision == "match" else None
             face.extra.update(candidates=cands, threshold=t, probe_resolution=r, embedding=emb)
+        return records
+
+    def _identify_mitm(self, frame: np.ndarray, records: list[Face], top_k: int) -> list[Face]:
+        """Meet-in-the-middle ranking (Grm et al.): multi-hypothesis SR probes against the gallery's degradation
+        hypotheses, S_max then S_add. Fused scores have no calibrated thresholds yet, so the decision is
+        ``"ranked"`` (closed-set rank-1), never ``"match"``."""
+        gallery: dict[str, tuple[list, list]] = {}
+        if self.gallery is not None:
+            for t in self.gallery.templates():
+                vecs, sizes = gallery.setdefault(t.identity, ([], []))
+                vecs.append(t.vector)
+                sizes.append(int(round(t.resolution)))
+        stacked = {n: (np.stack(v), np.array(r, np.int64)) for n, (v, r) in gallery.items()}
+        for face in records:
+            r = self.probe_resolution(face)
+            crop = align_faces_uint8(frame, face.landmarks.astype(np.float64))
+            if not stacked:
+                face.decision, face.extra["probe_resolution"] = "no-gallery", r
+                continue
+            scores = self._mitm.scores(self._mitm.probe_templates(crop, r), stacked)
+            ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top_k]
+            face.identity, face.match_score = ranked[0][0], float(ranked[0][1])
+            face.decision = "ranked"
+            face.extra.update(candidates=[Match(n, float(v), float(r)) for n, v in ranked], threshold=None,
+                              probe_resolution=r)
         return records
 
     def verify(self, image_a: Any, image_b: Any) -> Verification:
@@ -407,6 +460,9 @@ class Recognizer:
         """Templates of one enrolment face: the aligned crop at its own resolution and degraded to every gallery
         resolution below it (the same ``F_up(F_down,r)`` the models were trained with)."""
         crop = align_faces_uint8(frame, face.landmarks.astype(np.float64))
+        if self._mitm is not None:  # Grm et al.: every degradation-chain hypothesis at every match size
+            templates, sizes = self._mitm.gallery_templates(crop)
+            return templates, sizes.astype(np.float64)
         own = self.probe_resolution(face)
         sizes = [r for r in self.gallery_resolutions if r < own - 0.5]
         crops = np.concatenate([crop[None], degrade(np.repeat(crop[None], len(sizes), 0), np.array(sizes))]) \
