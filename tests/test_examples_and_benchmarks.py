@@ -38,3 +38,40 @@ def test_preprocess_benchmark_json(tmp_path):
         else:
             base = next(b for b in records if b["impl"] == r["baseline"] and b["benchmark"] == r["benchmark"])
             assert abs(r["speedup_vs_baseline"] - base["median_s"] / r["median_s"]) < 1e-9
+
+
+def _default_model_or_skip():
+    import pytest
+
+    from crres_sdk import BundleError
+    from crres_sdk.recognizer import find_model_bundle
+
+    try:
+        find_model_bundle("default")
+    except BundleError as exc:
+        pytest.skip(f"no default model bundle: {exc}")
+
+
+def test_quickstart_finds_the_astronaut_in_a_small_face(tmp_path):
+    _default_model_or_skip()
+    out = subprocess.run([sys.executable, str(ROOT / "examples/quickstart.py"), "--gallery", str(tmp_path / "g.db")],
+                         check=True, capture_output=True, text=True).stdout
+    face_lines = [line for line in out.splitlines() if line.startswith("face at")]
+    assert len(face_lines) == 1 and "-> astronaut" in face_lines[0] and "[match]" in face_lines[0], out
+
+
+def test_pipeline_benchmark_json(tmp_path):
+    _default_model_or_skip()
+    out = tmp_path / "pipeline.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_pipeline.py"), "--json", str(out), "--threads", "1",
+                    "--faces", "1", "--repeats", "1", "--gallery-sizes", "50"], check=True, capture_output=True)
+    records = json.loads(out.read_text())
+    assert {r["benchmark"] for r in records} == {"pipeline_1080p", "identify_gallery"}
+    for r in records:
+        assert set(r) == RECORD_KEYS and r["median_s"] > 0
+        if r["impl"].startswith("crres"):
+            assert r["baseline"] == "plain-opencv-ort" and r["speedup_vs_baseline"] > 0
+    # Both pipelines found the one face, and crres named it.
+    frames = [r for r in records if r["benchmark"] == "pipeline_1080p"]
+    assert all(r["extra"]["faces_found"] == 1 for r in frames)
+    assert all(r["extra"]["identified"] == 1 for r in frames if r["impl"].startswith("crres"))
