@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,7 +115,9 @@ def test_tiny_model_overfits_tiny_set(tmp_path):
                         flip=False, color_jitter=0.0)
     losses = train(recipe, data, tmp_path / "run", progress=False)["losses"]
     assert len(losses) == 20
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    # Median of the last five: ArcFace (s=64) at a constant lr of 0.1 on 16 images spikes now and then once the
+    # loss is near zero (seen with this package set: ..., 0.0, 22.7), which a mean of three would let decide.
+    first, last = sum(losses[:3]) / 3, float(np.median(losses[-5:]))
     assert last < 0.2 * first, (first, last, losses)
 
 
