@@ -364,6 +364,8 @@ class Exporter:
             if cmp["passed"]:
                 self.lfw_caches[file_key] = cache
                 self.lfw_reports[file_key] = cmp
+                # kept now, not only after the thresholds: a later step may still fail, and the rebuild reuses it
+                lfw_parity.save_store(cache, lfw_parity.store_path(path, backend, self.norm, self.lfw))
         record["seconds"] = round(time.perf_counter() - t0, 2)
         return record
 
@@ -481,6 +483,7 @@ class Exporter:
         LOG.info("%s: %s (remedy: %s)", target.name, "parity passed", att["remedy"])
 
     def step_quantize_openvino(self, file: str) -> None:
+        from export.calibration import build_calibration_set
         from export.quantize import quantize_openvino, sensitive_nodes
 
         a = self.args
@@ -506,11 +509,19 @@ class Exporter:
                 yield {"remedy": f"first conv + embedding layer + {k} most sensitive layers kept FP32 "
                                  "(sensitivity-ranked mixed precision, ranked on the ONNX Runtime INT8 model)",
                        "exclude": sorted(set(fixed) | set(nodes)), "sensitive": nodes}
+            yield {"remedy": "first conv + embedding layer kept FP32, calibration weighted to low resolution",
+                   "exclude": fixed, "weights": LOW_RES_WEIGHTS}
 
         info = None
         for att in plans():
-            info = quantize_openvino(self.fp32, xml, self.calib.inputs, subset_size=a.calib_size,
+            calib = self.calib
+            if att.get("weights") is not None:
+                calib = build_calibration_set(self.calib_crops, self.calib_files, a.calib_size, self.norm, a.seed,
+                                              att["weights"])
+            info = quantize_openvino(self.fp32, xml, calib.inputs, subset_size=a.calib_size,
                                      ignored=att["exclude"] or None)
+            if att.get("weights") is not None:
+                info["calibration_bands"] = att["weights"]
             record = self._evaluate(xml, "openvino", "openvino/int8_xml", att)
             tried.append(record)
             if record["passed"]:

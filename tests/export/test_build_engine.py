@@ -181,6 +181,29 @@ def test_x86_target_adds_an_openvino_int8_ir(checkpoint, crops, tmp_path):
     sess = open_model(xml, "openvino")
     assert sess.run({sess.input_names[0]: np.zeros((2, 3, 112, 112), np.float32)})[0].shape == (2, 16)
     assert bundle.manifest["parity"]["results"]["openvino"]["passed"]
+    assert set(bundle.manifest["thresholds"]["by_file"]) == {"onnx/int8", "openvino/int8_xml"}
+
+    # A cosine floor between ORT's and OpenVINO's plain INT8: OpenVINO alone walks its remedy list, in order.
+    res = bundle.manifest["parity"]["results"]
+    worst = {k: min(b["cosine_mean"] for b in res[k]["attempts"][0]["report"]["bands"].values())
+             for k in ("onnxruntime", "openvino")}
+    if not worst["onnxruntime"] > worst["openvino"] + 2e-4:
+        pytest.skip(f"OpenVINO INT8 is not below ORT INT8 on this model: {worst}")
+    floor = (worst["onnxruntime"] + worst["openvino"]) / 2
+    code = _build(checkpoint, crops, tmp_path / "x2", "x86", "--cosine-floor", f"{floor:.6f}",
+                  "--cosine-p1-floor", "-1")
+    report = tmp_path / "x2" / ("manifest.json" if code == 0 else "parity_report.json")
+    data = json.loads(report.read_text())
+    ov = (data["parity"]["results"] if code == 0 else data["parity"])["openvino"]
+    remedies = [a["remedy"] for a in ov["attempts"]]
+    plan = ["none", "first conv + embedding layer kept FP32", "most sensitive layers kept FP32",
+            "calibration weighted to low resolution"]
+    assert remedies[0] == "none" and remedies[1] == plan[1] and len(remedies) >= 2
+    assert all(r == "none" or any(p in r for p in plan) for r in remedies)
+    if code == 0:
+        assert ov["passed"] and ov["remedy_used"] == remedies[-1] != "none"
+    else:
+        assert "low resolution" in remedies[-1] and any("most sensitive" in r for r in remedies)
 
 
 def test_parity_miss_tries_remedies_then_fails_without_a_manifest(checkpoint, crops, tmp_path, capsys):
