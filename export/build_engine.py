@@ -492,10 +492,13 @@ class Exporter:
         tried: list[dict[str, Any]] = []
 
         def plans():
-            yield {"remedy": "none", "exclude": []}
+            yield {"remedy": "none", "exclude": [], "preset": "performance"}
             if a.no_remedies:
                 return
-            yield {"remedy": "first conv + embedding layer kept FP32", "exclude": fixed}
+            # NNCF's default preset quantizes activations symmetrically; PReLU nets' are not centred on zero
+            yield {"remedy": "NNCF mixed preset (asymmetric activations)", "exclude": [], "preset": "mixed"}
+            yield {"remedy": "mixed preset, first conv + embedding layer kept FP32", "exclude": fixed,
+                   "preset": "mixed"}
             pre = self.out / "_preprocessed_ov.onnx"
             if "cpu" not in self.rankings:
                 from export.quantize import pre_process
@@ -506,11 +509,11 @@ class Exporter:
             finally:
                 pre.unlink(missing_ok=True)
             for k, nodes in self._mixed_precision_sets(ranked, fixed):
-                yield {"remedy": f"first conv + embedding layer + {k} most sensitive layers kept FP32 "
+                yield {"remedy": f"mixed preset, first conv + embedding layer + {k} most sensitive layers kept FP32 "
                                  "(sensitivity-ranked mixed precision, ranked on the ONNX Runtime INT8 model)",
-                       "exclude": sorted(set(fixed) | set(nodes)), "sensitive": nodes}
-            yield {"remedy": "first conv + embedding layer kept FP32, calibration weighted to low resolution",
-                   "exclude": fixed, "weights": LOW_RES_WEIGHTS}
+                       "exclude": sorted(set(fixed) | set(nodes)), "sensitive": nodes, "preset": "mixed"}
+            yield {"remedy": "mixed preset, first conv + embedding layer kept FP32, calibration weighted to low "
+                             "resolution", "exclude": fixed, "weights": LOW_RES_WEIGHTS, "preset": "mixed"}
 
         info = None
         for att in plans():
@@ -519,7 +522,7 @@ class Exporter:
                 calib = build_calibration_set(self.calib_crops, self.calib_files, a.calib_size, self.norm, a.seed,
                                               att["weights"])
             info = quantize_openvino(self.fp32, xml, calib.inputs, subset_size=a.calib_size,
-                                     ignored=att["exclude"] or None)
+                                     ignored=att["exclude"] or None, preset=att["preset"])
             if att.get("weights") is not None:
                 info["calibration_bands"] = att["weights"]
             record = self._evaluate(xml, "openvino", "openvino/int8_xml", att)
