@@ -6,7 +6,10 @@ For each model (default MobileFaceNet and IResNet-50, 512-d, 112x112), batch siz
   ort_fp32        (baseline) ONNX Runtime CPU, the FP32 ONNX the exporter writes (opset 17, dynamic batch)
   ort_int8        ONNX Runtime CPU, the exporter's static INT8 QDQ file (per-channel int8 weights, uint8 act.)
   openvino_fp32   OpenVINO CPU on the FP32 ONNX, INFERENCE_PRECISION_HINT f32 (its default here is bf16)
-  openvino_int8   OpenVINO CPU on the exporter's NNCF INT8 IR (f32 hint for what stays float)
+  openvino_int8   OpenVINO CPU on the exporter's NNCF INT8 IR, NNCF's default `performance` preset (symmetric
+                  activations; f32 hint for what stays float)
+  openvino_int8_mixed  the same with NNCF's `mixed` preset (asymmetric activations), the exporter's first
+                  OpenVINO remedy for PReLU networks
   openvino_qdq    OpenVINO CPU on the ONNX Runtime QDQ file (what the SDK runs for onnx/int8 with OpenVINO)
 The networks have RANDOM-INIT weights (seeded): speed does not depend on the values, accuracy does not enter
 here (parity is the exporter's report). The INT8 files are built by export/quantize.py from 64 random inputs.
@@ -34,8 +37,28 @@ sys.path.insert(0, str(ROOT))
 from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 
 LOG = logging.getLogger("crres.bench")
-IMPLS = ("torch_fp32", "ort_fp32", "ort_int8", "openvino_fp32", "openvino_int8", "openvino_qdq")
+IMPLS = ("torch_fp32", "ort_fp32", "ort_int8", "openvino_fp32", "openvino_int8", "openvino_int8_mixed",
+         "openvino_qdq")
 BASELINE = "ort_fp32"
+
+
+def cpu_info() -> dict:
+    """CPU model and the instruction sets INT8 speed depends on (VNNI: int8 dot products in one instruction)."""
+    info = {"cpu": "unknown", "isa": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and info["cpu"] == "unknown":
+            info["cpu"] = value.strip()
+        if key.strip() == "flags":
+            flags = set(value.split())
+            info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+                           if f in flags]
+            break
+    return info
 
 
 def build_files(model_name: str, workdir: Path, calib_n: int) -> dict:
@@ -57,11 +80,11 @@ def build_files(model_name: str, workdir: Path, calib_n: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_ort(pre, int8, calib, "minmax")
-    files = {"model": model, "size": size, "fp32": fp32, "int8": int8, "xml": None}
+    files = {"model": model, "size": size, "fp32": fp32, "int8": int8, "xml": None, "xml_mixed": None}
     if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
-        xml = workdir / f"{model_name}.int8.xml"
-        quantize_openvino(fp32, xml, calib, subset_size=calib_n)
-        files["xml"] = xml
+        for key, preset in (("xml", "performance"), ("xml_mixed", "mixed")):
+            files[key] = workdir / f"{model_name}.int8.{preset}.xml"
+            quantize_openvino(fp32, files[key], calib, subset_size=calib_n, preset=preset)
     return files
 
 
@@ -88,6 +111,7 @@ def runners(files: dict, threads: int) -> dict:
         out["openvino_qdq"] = session(files["int8"], "openvino")
         if files["xml"] is not None:
             out["openvino_int8"] = session(files["xml"], "openvino")
+            out["openvino_int8_mixed"] = session(files["xml_mixed"], "openvino")
     return out
 
 
@@ -145,8 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     records = bench(args.models, args.batches, args.threads, args.repeats, warmup=2 if args.quick else 3,
                     calib_n=16 if args.quick else 64)
     fill_speedups(records)
+    host = {**machine(), **cpu_info()}
+    LOG.info("CPU: %s, %s", host["cpu"], " ".join(host["isa"]) or "no AVX2")
     for r in records:
-        r.extra.update(machine())
+        r.extra.update(host)
     report(records, args.json, unit="ms", per="/face")
 
 

@@ -17,7 +17,7 @@ def test_embed_benchmark_quick_json(tmp_path):
     records = json.loads(out.read_text())
     impls = {"torch_fp32", "ort_fp32", "ort_int8"}
     if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
-        impls |= {"openvino_fp32", "openvino_int8", "openvino_qdq"}
+        impls |= {"openvino_fp32", "openvino_int8", "openvino_int8_mixed", "openvino_qdq"}
     for case in ("tiny_test_net_b1", "tiny_test_net_b2"):
         assert {r["impl"] for r in records if r["case"] == case} == impls
     for r in records:
