@@ -171,6 +171,15 @@ def test_jetson_target_writes_symmetric_qdq_and_trtexec_script(checkpoint, crops
     assert bundle.manifest["parity"]["results"]["tensorrt_qdq"]["passed"]
 
 
+@pytest.mark.skipif(not HAS_OPENVINO_NNCF, reason="openvino is needed for --eval-backend openvino")
+def test_eval_backend_openvino_runs_the_onnx_files_there(checkpoint, crops, tmp_path):
+    assert _build(checkpoint, crops, tmp_path / "j", "jetson", "--eval-backend", "openvino") == 0
+    m = load_bundle(tmp_path / "j", task="face-embedding").manifest
+    assert m["parity"]["results"]["tensorrt_qdq"]["backend"] == "openvino"
+    assert m["thresholds"]["backend"] == m["thresholds"]["by_file"]["tensorrt/qdq"]["backend"] == "openvino"
+    assert m["export"]["evaluation_backend"] == "openvino"
+
+
 @pytest.mark.skipif(not HAS_OPENVINO_NNCF, reason="openvino and nncf are needed for the x86 target")
 def test_x86_target_adds_an_openvino_int8_ir(checkpoint, crops, tmp_path):
     assert _build(checkpoint, crops, tmp_path / "x", "x86") == 0
