@@ -18,7 +18,6 @@ Per-resolution thresholds at FAR 1e-3/1e-4 are measured for the FP32 model and e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import logging
@@ -36,6 +35,8 @@ if str(REPO) not in sys.path:  # run as a script: make `training`, `export` impo
 
 
 import numpy as np
+
+from crres_sdk.bundle import sha256_file
 
 LOG = logging.getLogger("crres.export")
 TARGET_NAMES = ("fp32", "onnx", "x86", "jetson")
@@ -188,14 +189,6 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     return {"files": files, "bands": bands, "lfw": lfw}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_tensorrt_version(have: str, want: str) -> None:
     """Refuse a TensorRT whose version does not start with ``want`` (engines are version-specific)."""
     if not (have == want or have.startswith(want + ".")):
@@ -261,7 +254,7 @@ class Exporter:
             self.ckpt = load_checkpoint(path)
         except ValueError as exc:
             raise ExportError(str(exc)) from None
-        self.ckpt_sha = _sha256(path)
+        self.ckpt_sha = sha256_file(path)
         self.model = model_from_checkpoint(self.ckpt)
         self.input_size = int(self.ckpt.get("input_size", self.model.input_size))
         self.norm = dict(self.ckpt["normalisation"])
@@ -726,7 +719,7 @@ class Exporter:
                       "layout": "NCHW", "name": "image"},
             "output": {"name": "embedding", "normalised": False},
             "embedding_dim": int(ck["embedding_dim"]),
-            "files": {rt: {role: {"path": p, "sha256": _sha256(self.out / p)} for role, p in roles.items()}
+            "files": {rt: {role: {"path": p, "sha256": sha256_file(self.out / p)} for role, p in roles.items()}
                       for rt, roles in self.files.items()},
             "thresholds": self.thresholds,
             "recipe": recipe or None,

@@ -25,7 +25,6 @@ What it does, and where it comes from:
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import math
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from training.degradations import lu_degradation
 from training.models.edsr import CONFIGS, SCALES, edsr
+from training.train import CsvLog, save_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: The model I/O, written to sr_x{k}.json and assumed by crres_sdk.mitm.OnnxSuperResolver.
@@ -160,32 +160,6 @@ def check_onnx(model: torch.nn.Module, path: Path, lr: torch.Tensor) -> float:
     return float(np.abs(got - want).max())
 
 
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class CsvLog:
-    def __init__(self, path: Path, append: bool) -> None:
-        self.path = path
-        if not append and path.exists():
-            path.unlink()
-        self.fields: list[str] | None = None
-
-    def log(self, row: dict[str, Any]) -> None:
-        if self.fields is None:
-            if self.path.exists() and self.path.stat().st_size:
-                with open(self.path, newline="") as f:
-                    self.fields = next(csv.reader(f))
-            else:
-                self.fields = list(row)
-                with open(self.path, "w", newline="") as f:
-                    csv.writer(f).writerow(self.fields)
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
-
-
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -238,7 +212,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log = CsvLog(out / "train_log.csv", append=bool(args.resume))
 
     def save() -> None:
-        _save_atomic({"model": model.state_dict(), "model_config": model.config, "optimizer": optimizer.state_dict(),
+        save_atomic({"model": model.state_dict(), "model_config": model.config, "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "step": step,
                       "epoch": epoch, "io": IO, "degradation": args.degradation, "args": vars(args)},
                      out / "checkpoint.pt")

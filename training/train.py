@@ -82,7 +82,7 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
     return model.eval(), head.eval()
 
 
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -282,15 +282,35 @@ def _all_gather_rng(gen: torch.Generator) -> list[dict[str, Any]]:
 
 # --- logging ----------------------------------------------------------------------------------------------
 
+class CsvLog:
+    """A CSV log whose header is the first row's keys; appending (resume) reuses the existing header."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        self.path = path
+        if not append and path.exists():
+            path.unlink()  # a fresh run starts a fresh log
+        self.fields: list[str] | None = None
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.fields is None:
+            if self.path.exists() and self.path.stat().st_size > 0:
+                with open(self.path, newline="") as f:
+                    self.fields = next(csv.reader(f))
+            else:
+                self.fields = list(row)
+                with open(self.path, "w", newline="") as f:
+                    csv.writer(f).writerow(self.fields)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+
+
 class Logger:
     """CSV always (appending on resume), TensorBoard when importable, progress on rank 0."""
 
     def __init__(self, out: Path, enabled: bool, progress: bool, append: bool) -> None:
         self.enabled, self.progress = enabled, progress
         self.path = out / "train_log.csv"
-        if enabled and not append and self.path.exists():
-            self.path.unlink()  # a fresh run starts a fresh log
-        self.fields: list[str] | None = None
+        self.csv = CsvLog(self.path, append) if enabled else None
         self.tb = None
         if enabled:
             try:
@@ -302,17 +322,7 @@ class Logger:
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        if self.fields is None:
-            exists = self.path.exists() and self.path.stat().st_size > 0
-            if exists:
-                with open(self.path, newline="") as f:
-                    self.fields = next(csv.reader(f))
-            else:
-                self.fields = list(row)
-                with open(self.path, "w", newline="") as f:
-                    csv.writer(f).writerow(self.fields)
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+        self.csv.log(row)
         if self.tb is not None:
             for k, v in row.items():
                 if k not in ("time", "epoch", "step") and isinstance(v, (int, float)):
@@ -442,12 +452,12 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
             "epoch": epoch_done, "epoch_step": in_epoch, "step": step, "bad_steps": bad_total,
             "total_steps": total_steps, "seed": seed, "world_size": world,
         }
-        _save_atomic({**base, "optimizer": opt.state_dict(), "rng": rng,
+        save_atomic({**base, "optimizer": opt.state_dict(), "rng": rng,
                       "scheduler": {"kind": "multistep", "milestone_steps": milestone_steps,
                                     "gamma": recipe.lr_gamma, "total_steps": total_steps}},
                      out / "last.pt")
         if final:
-            _save_atomic({**base, "optimizer": None, "rng": None}, out / "final.pt")
+            save_atomic({**base, "optimizer": None, "rng": None}, out / "final.pt")
 
     buffers = [b for b in model.buffers() if b.is_floating_point()]
     losses: list[float] = []
