@@ -16,6 +16,7 @@ speed on x86), else ONNX Runtime; the Recognizer's own ``auto`` also considers a
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -41,9 +42,16 @@ class Session(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # already imported without a __spec__ (e.g. a stub module): it is there
+        return name in sys.modules
+
+
 def available_backends() -> list[str]:
-    found = [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name) is not None]
-    if importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("polygraphy") is not None:
+    found = [name for name in ("onnxruntime", "openvino") if _importable(name)]
+    if _importable("tensorrt") and _importable("polygraphy"):
         found.append("tensorrt")
     return found
 
