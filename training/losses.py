@@ -73,15 +73,30 @@ def logexp_distance(x: torch.Tensor, y: torch.Tensor, p: float = 1.0) -> torch.T
     return per_pair.mean()
 
 
+def lp_distance(x: torch.Tensor, y: torch.Tensor, p: float = 1.0) -> torch.Tensor:
+    """Ling Sec. 3.2, ``L_p = 1/(p D) sum_i |x_i - y_i|^p`` (L1 for p=1, L2 for p=2), batch mean: the
+    distance losses LogExp is compared with in Table 4."""
+    _check_pair(x, y)
+    if p < 1:
+        raise ValueError("p must be >= 1")
+    return ((x - y).abs().pow(p).sum(dim=1) / (p * x.shape[1])).mean()
+
+
+LING_DISTANCES = {"logexp": logexp_distance, "lp": lp_distance}
+
+
 def ling_loss(head: MarginHead, f_hr: torch.Tensor, f_lr: torch.Tensor, labels: torch.Tensor,
-              lam: float = 1.0, p: float = 1.0) -> dict[str, torch.Tensor]:
+              lam: float = 1.0, p: float = 1.0, distance: str = "logexp") -> dict[str, torch.Tensor]:
     """Eq. 7, ``lam * L_dist + 1/2 CE(f_HR) + 1/2 CE(f_LR)`` with a (CosFace) head.
 
     ``L_dist`` is LogExp on the L2-normalised embeddings (the equation above eq. 7); the CE
     terms see the raw embeddings (the head normalises them itself). lam=1 is the paper's main
-    setting (Sec. 4 and the lambda ablation), p in {1, 2} its two variants.
+    setting (Sec. 4 and the lambda ablation), p in {1, 2} its two variants. ``distance="lp"`` gives
+    Table 4's L1/L2 rows (same p) for the ablation.
     """
-    dist = logexp_distance(F.normalize(f_hr, dim=1), F.normalize(f_lr, dim=1), p=p)
+    if distance not in LING_DISTANCES:
+        raise ValueError(f"distance must be one of {sorted(LING_DISTANCES)}, got {distance!r}")
+    dist = LING_DISTANCES[distance](F.normalize(f_hr, dim=1), F.normalize(f_lr, dim=1), p=p)
     ce_hr = head.loss(f_hr, labels)
     ce_lr = head.loss(f_lr, labels)
     return {"loss": lam * dist + 0.5 * ce_hr + 0.5 * ce_lr, "ce_hr": ce_hr, "ce_lr": ce_lr, "dist": dist}

@@ -184,6 +184,21 @@ def test_ling_total_loss_eq7():
     assert out["loss"].item() == pytest.approx(1.5 * dist + 0.5 * ce(f_hr) + 0.5 * ce(f_lr), rel=1e-10)
 
 
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_lp_distance_is_table4_l1_l2(p):
+    x, y = rand(3, 7, seed=13), rand(3, 7, seed=14)
+    hand = np.mean([sum(abs(a - b) ** p for a, b in zip(u, v)) / (p * len(u)) for u, v in zip(x.numpy(), y.numpy())])
+    assert losses.lp_distance(x, y, p).item() == pytest.approx(hand, rel=1e-12)
+    head = CosFace(7, 4).double()
+    labels = torch.tensor([0, 1, 3])
+    lp = losses.ling_loss(head, x, y, labels, p=p, distance="lp")
+    unit = lambda t: torch.nn.functional.normalize(t, dim=1)
+    assert lp["dist"].item() == pytest.approx(losses.lp_distance(unit(x), unit(y), p).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="distance"):
+        losses.ling_loss(head, x, y, labels, distance="l3")
+
+
 # ---------------------------------------------------------------- Lai & Lam
 
 def hand_triplet(feats, labels=None, margin=1.0):
