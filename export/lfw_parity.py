@@ -49,17 +49,10 @@ def default_root(repo: Path) -> Path | None:
 
 
 def _limit(ds, sizes: dict[str, np.ndarray], per_fold: int):
-    """The first ``per_fold / 2`` genuine and impostor pairs of every fold (pairs.txt order)."""
-    from training.evaluation.datasets import PairDataset
+    """``training.evaluation.datasets.limit_pairs``, with the btm-stm sizes of the kept pairs."""
+    from training.evaluation.datasets import limit_pairs
 
-    keep = []
-    for k in np.unique(ds.folds):
-        for same in (True, False):
-            idx = np.flatnonzero((ds.folds == k) & (ds.issame == same))
-            keep.extend(idx[: per_fold // 2].tolist())
-    keep = np.asarray(sorted(keep), np.int64)
-    sub = PairDataset(ds.name, ds.crops, ds.pair_index[keep], ds.issame[keep], ds.folds[keep], ds.image_names,
-                      dict(ds.info, limited_to_pairs=int(len(keep))))
+    sub, keep = limit_pairs(ds, per_fold)
     return sub, {b: s[keep] for b, s in sizes.items()}
 
 

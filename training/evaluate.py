@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ident-align", action="store_true", help="detect+align manifest images (else aligned crops)")
     p.add_argument("--ident-resolutions", type=_ints, default=[8, 12, 16, 20, 28, 112])
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation (e(x) + e(flip x))")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"))
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"),
+                   help="runtime for ONNX/IR files; for a checkpoint, auto = eager torch, else the network is "
+                        "exported to FP32 ONNX and run there (faster on a CPU)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: backend's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--color", choices=("rgb", "bgr"), help="input colour order for a bare ONNX model")
@@ -72,18 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     return p
-
-
-def _limit(ds, per_fold: int):
-    from training.evaluation.datasets import PairDataset
-
-    # Half genuine, half impostor from every fold (LFW folds list 300 matched pairs first).
-    keep = np.sort(np.concatenate([
-        np.concatenate([np.flatnonzero((ds.folds == k) & ds.issame)[:(per_fold + 1) // 2],
-                        np.flatnonzero((ds.folds == k) & ~ds.issame)[:per_fold // 2]])
-        for k in np.unique(ds.folds)]))
-    info = {**ds.info, "limited_to_pairs_per_fold": per_fold}
-    return PairDataset(ds.name, ds.crops, ds.pair_index[keep], ds.issame[keep], ds.folds[keep], ds.image_names, info)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -109,8 +99,9 @@ def run(args: argparse.Namespace) -> dict:
     else:
         ds = datasets.load_bin(args.bin)
     full_pairs = ds.n_pairs
+    kept_pairs = None  # indices into the full pair list, so per-pair protocol files can be subset alike
     if args.limit_pairs:
-        ds = _limit(ds, args.limit_pairs)
+        ds, kept_pairs = datasets.limit_pairs(ds, args.limit_pairs)
     cache = protocols.EmbeddingCache(ds.crops, embedder, flip=args.flip, progress=progress)
     results: dict = {"model": {**embedder.describe(), "path": str(args.model)},
                      "dataset": {"name": ds.name, "pairs": ds.n_pairs, "full_pairs": full_pairs, **ds.info},
@@ -130,12 +121,12 @@ def run(args: argparse.Namespace) -> dict:
         folder = args.btm_stm or (args.lfw / "btm_stm" if args.lfw else None)
         if folder is None or not folder.is_dir():
             raise SystemExit("error: btm_stm needs --btm-stm DIR (or --lfw DIR with a btm_stm/ folder)")
-        if ds.n_pairs != full_pairs:
-            raise SystemExit("error: btm_stm sizes are per pair: do not combine with --limit-pairs")
         results["btm_stm"] = {}
         for name, fname in datasets.BTM_STM_PROTOCOLS.items():
             say(f"protocol btm_stm {name}")
-            sizes = datasets.parse_size_protocol(folder / fname, ds.n_pairs)
+            sizes = datasets.parse_size_protocol(folder / fname, full_pairs)
+            if kept_pairs is not None:  # the same pairs --limit-pairs kept, each with its own sizes
+                sizes = sizes[kept_pairs]
             results["btm_stm"][name] = {"file": fname, **protocols.evaluate_size_protocol(cache, ds, sizes)}
     if "fixed" in protos:
         say(f"protocol fixed {modes} at {args.resolutions}")

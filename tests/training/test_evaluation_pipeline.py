@@ -85,6 +85,10 @@ def test_torch_checkpoint_embedder_round_trip(tmp_path):
     with torch.inference_mode():
         ref = model(torch.from_numpy(preprocess(crops, emb.normalization, 112))).numpy()
     np.testing.assert_allclose(emb.embed(crops), ref, rtol=1e-4, atol=1e-5)
+    # --backend onnxruntime on a checkpoint: the same network exported to ONNX, same normalisation.
+    session = open_embedder(tmp_path / "m.pt", backend="onnxruntime", threads=1, batch_size=2)
+    assert session.kind == "onnx:onnxruntime" and session.normalization == emb.normalization
+    np.testing.assert_allclose(session.embed(crops), ref, rtol=1e-3, atol=1e-4)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "noname.pt")
     with pytest.raises(ValueError, match="names no model"):
         open_embedder(tmp_path / "noname.pt")
@@ -178,13 +182,13 @@ def test_embedding_cache_degrades_with_the_sdk_and_computes_each_image_resolutio
 
 
 def test_limit_pairs_keeps_both_classes_in_every_fold():
-    from training.evaluate import _limit
-    from training.evaluation.datasets import PairDataset
+    from training.evaluation.datasets import PairDataset, limit_pairs
 
     issame = np.tile(np.r_[np.ones(6, bool), np.zeros(6, bool)], 10)   # LFW order: matched first
     ds = PairDataset("t", _crops(2), np.zeros((120, 2), np.int64), issame, np.repeat(np.arange(10), 12))
-    small = _limit(ds, 4)
+    small, keep = limit_pairs(ds, 4)
     assert small.n_pairs == 40
+    np.testing.assert_array_equal(small.issame, ds.issame[keep])
     for k in range(10):
         assert small.issame[small.folds == k].tolist() == [True, True, False, False]
 

@@ -50,6 +50,19 @@ class PairDataset:
         return len(self.issame)
 
 
+def limit_pairs(ds: PairDataset, per_fold: int) -> tuple[PairDataset, np.ndarray]:
+    """The first ``ceil(per_fold/2)`` genuine and ``floor(per_fold/2)`` impostor pairs of every fold (pairs.txt
+    order), for smoke runs and cheap comparisons. Also returns the kept indices into the full pair list, so
+    per-pair protocol files (btm-stm sizes) can be subset alike."""
+    keep = np.sort(np.concatenate([
+        np.concatenate([np.flatnonzero((ds.folds == k) & ds.issame)[:(per_fold + 1) // 2],
+                        np.flatnonzero((ds.folds == k) & ~ds.issame)[:per_fold // 2]])
+        for k in np.unique(ds.folds)])).astype(np.int64)
+    info = {**ds.info, "limited_to_pairs_per_fold": per_fold}
+    return PairDataset(ds.name, ds.crops, ds.pair_index[keep], ds.issame[keep], ds.folds[keep], ds.image_names,
+                       info), keep
+
+
 # ---------------------------------------------------------------------------------------------- pairs.txt
 
 

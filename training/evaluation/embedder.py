@@ -238,6 +238,24 @@ def load_bundle_embedder(root: str | Path, *, backend: str = "auto", threads: in
                            name=f"{bundle.name}-{bundle.version}")
 
 
+def checkpoint_session_embedder(torch_embedder: TorchEmbedder, *, backend: str, threads: int | None = None,
+                                name: str = "checkpoint") -> SessionEmbedder:
+    """A checkpoint's network exported to FP32 ONNX (the exporter's own ``export_fp32``) and run on
+    ``backend``: several times faster than eager torch on a CPU, for evaluating many training runs. The ONNX
+    file lives only while the session is built."""
+    import tempfile
+
+    from export.onnx_export import export_fp32
+
+    with tempfile.TemporaryDirectory(prefix="crres-eval-") as tmp:
+        onnx_path = Path(tmp) / f"{name}.onnx"
+        export_fp32(torch_embedder.model, torch_embedder.input_size, onnx_path)
+        emb = SessionEmbedder(onnx_path, backend=backend, threads=threads,
+                              normalization=torch_embedder.normalization, input_size=torch_embedder.input_size,
+                              batch_size=torch_embedder.batch_size, name=f"{torch_embedder.name}:{backend}")
+    return emb
+
+
 def open_embedder(path: str | Path, *, backend: str = "auto", threads: int | None = None,
                   normalization: Normalization | None = None, batch_size: int = 64) -> Embedder:
     """Checkpoint, bundle folder or ONNX/IR file -> :class:`Embedder`."""
@@ -249,7 +267,10 @@ def open_embedder(path: str | Path, *, backend: str = "auto", threads: int | Non
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist")
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        return load_checkpoint_embedder(path, normalization=normalization, batch_size=batch_size)
+        torch_embedder = load_checkpoint_embedder(path, normalization=normalization, batch_size=batch_size)
+        if backend == "auto":
+            return torch_embedder
+        return checkpoint_session_embedder(torch_embedder, backend=backend, threads=threads, name=path.stem)
     return SessionEmbedder(path, backend=backend, threads=threads, normalization=normalization,
                            batch_size=batch_size)
 
