@@ -11,16 +11,7 @@ SHARED=${SHARED:-../shared}
 OUT=${1:-runs/crres_default}; shift || true
 PY=${PY:-.venv/bin/python}
 IDENTITIES=${IDENTITIES:-256}
-# One identity folder per person from both sets (celeba_<id>, glint_<name>), as symlinks: nothing is copied.
-DATA=${DATA:-runs/data/celeba_glint24_top${IDENTITIES}}
-if [ ! -d "$DATA" ]; then
-    mkdir -p "$DATA"
-    for d in "$SHARED"/data/train/celeba/*/ "$SHARED"/data/train/glint24/*/; do
-        prefix=$(basename "$(dirname "$d")"); [ "$prefix" = celeba ] || prefix=glint
-        printf '%s\t%s\t%s\n' "$(find "$d" -maxdepth 1 -type f | wc -l)" "$(realpath "$d")" "${prefix}_$(basename "$d")"
-    done | sort -k1,1nr -k3,3 | { if [ "$IDENTITIES" -gt 0 ]; then head -n "$IDENTITIES"; else cat; fi; } |
-    while IFS=$'\t' read -r _ path name; do ln -sfn "$path" "$DATA/$name"; done
-fi
+DATA=${DATA:-$(SHARED=$SHARED training/experiments/make_data.sh "$IDENTITIES")}
 echo "data: $DATA ($(ls "$DATA" | wc -l) identities)"
 $PY -m training.train --recipe crres_default --data "$DATA" --out "$OUT" --device "${DEVICE:-cpu}" \
     ${EPOCHS:+--epochs $EPOCHS} --workers 1 "$@"
