@@ -288,8 +288,21 @@ def test_meet_in_the_middle_matching_ranks_the_enrolled_face_and_needs_its_own_g
     n = rec.enroll("astronaut", [astro])
     # (4 sampled chains + the original) hypotheses x the matcher's match sizes.
     assert n == 5 * len(rec._mitm.match_sizes)
-    face = rec.identify(_scene(astro, 0.15))[0]
+    scene = _scene(astro, 0.15)
+    face = rec.identify(scene)[0]
     assert face.decision == "ranked" and face.identity == "astronaut" and face.extra["threshold"] is None
+    # With a threshold on the fused score it decides, accepting when score > threshold (as plain matching does).
+    rec.mitm_threshold = face.match_score - 1e-3
+    again = rec.identify(scene)[0]
+    assert again.decision == "match" and again.identity == "astronaut"
+    assert again.extra["threshold"] == rec.mitm_threshold
+    rec.mitm_threshold = face.match_score + 1e-3
+    again = rec.identify(scene)[0]
+    assert again.decision == "unknown" and again.identity is None
+    assert again.match_score == pytest.approx(face.match_score)
+    for bad in (float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="mitm_threshold"):
+            Recognizer(matching="mitm", mitm_threshold=bad)
     # A plain gallery and a mitm gallery hold different templates: each refuses the other's recognizer.
     plain = tmp_path / "plain.db"
     rec_factory(gallery=plain).close()

@@ -137,11 +137,17 @@ class Recognizer:
         batch_size: faces per inference call.
         matching: ``"plain"`` (one template per gallery resolution level, manifest thresholds) or ``"mitm"``
             (meet-in-the-middle, Grm et al.: gallery degradation hypotheses precomputed at enrolment, multi-
-            hypothesis super-resolved probes, S_max then S_add; needs its own gallery; decisions are ``"ranked"``).
+            hypothesis super-resolved probes, S_max then S_add; needs its own gallery; decisions are ``"ranked"``
+            unless ``mitm_threshold`` is given).
         mitm_chains: degradation chains per enrolment image for ``"mitm"`` (a random sample of the 1463 of eq. 1;
             None = all, 0 = resolution matching only). Enrolment costs (chains + 1) x 7 embeddings per image.
         sr_models: folders with ``sr_x{2,4,8}.onnx`` face-SR models (``python -m training.sr``) for ``"mitm"``;
             None = bicubic upsampling.
+        mitm_threshold: decision threshold on the fused ``"mitm"`` score (accept when score > threshold, as for
+            plain matching); None = closed-set ranking only (decision ``"ranked"``). Fused scores are not
+            distributed like the manifest's cosines, and their impostor distribution depends on the model, the SR
+            models and the number of chains: calibrate it for the setup you run (``docs/mitm.md`` lists the
+            thresholds measured by ``training/experiments/mitm_eval.py``).
     """
 
     def __init__(
@@ -165,11 +171,15 @@ class Recognizer:
         matching: str = "plain",
         mitm_chains: int | None = 50,
         sr_models: Sequence[str | os.PathLike] | None = None,
+        mitm_threshold: float | None = None,
     ) -> None:
         if precision not in ("auto", "fp32", "int8"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}")
         if matching not in MATCHING:
             raise ValueError(f"matching must be one of {MATCHING}, got {matching!r}")
+        if mitm_threshold is not None and (isinstance(mitm_threshold, bool) or not isinstance(
+                mitm_threshold, (int, float)) or not math.isfinite(mitm_threshold)):
+            raise ValueError(f"mitm_threshold must be None or a finite number, got {mitm_threshold!r}")
         if fusion not in ("max", "add"):
             raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -224,6 +234,7 @@ class Recognizer:
             self.gallery = Gallery(gallery, self.model_key, key=key, key_file=key_file, key_env=key_env)
         self._write_lock = threading.Lock()
         self._mitm = None
+        self.mitm_threshold = None if mitm_threshold is None else float(mitm_threshold)
         if matching == "mitm":
             from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
 
@@ -417,8 +428,9 @@ class Recognizer:
 
     def _identify_mitm(self, frame: np.ndarray, records: list[Face], top_k: int) -> list[Face]:
         """Meet-in-the-middle ranking (Grm et al.): multi-hypothesis SR probes against the gallery's degradation
-        hypotheses, S_max then S_add. Fused scores have no calibrated thresholds yet, so the decision is
-        ``"ranked"`` (closed-set rank-1), never ``"match"``."""
+        hypotheses, S_max then S_add. Fused scores have no manifest thresholds: with ``mitm_threshold`` the
+        decision is ``"match"`` (score > threshold) or ``"unknown"``; without it ``"ranked"`` (closed-set rank-1:
+        the best candidate, never a decision)."""
         gallery: dict[str, tuple[list, list]] = {}
         if self.gallery is not None:
             for t in self.gallery.templates():
@@ -434,9 +446,14 @@ class Recognizer:
                 continue
             scores = self._mitm.scores(self._mitm.probe_templates(crop, r), stacked)
             ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top_k]
-            face.identity, face.match_score = ranked[0][0], float(ranked[0][1])
-            face.decision = "ranked"
-            face.extra.update(candidates=[Match(n, float(v), float(r)) for n, v in ranked], threshold=None,
+            face.match_score = float(ranked[0][1])
+            t = self.mitm_threshold
+            if t is None:
+                face.identity, face.decision = ranked[0][0], "ranked"
+            else:  # accept when score > t, as plain matching does with the manifest's thresholds
+                accepted = face.match_score > t
+                face.identity, face.decision = (ranked[0][0], "match") if accepted else (None, "unknown")
+            face.extra.update(candidates=[Match(n, float(v), float(r)) for n, v in ranked], threshold=t,
                               probe_resolution=r)
         return records
 
