@@ -10,7 +10,8 @@ One process (CPU or one GPU) or many under ``torchrun --nproc_per_node=N -m trai
 * Schedule: the recipe's milestones are fractions of the planned run ``epochs x steps/epoch``;
   the learning rate is a pure function of the global step (so resume cannot drift).
   ``--max-steps`` stops early without changing the schedule (smoke tests, resume tests).
-* Mixed precision: bf16 autocast for the backbone on CUDA; heads and losses in fp32.
+* Mixed precision: bf16 autocast for the backbone on CUDA; heads and losses in fp32. On CPU the backbone runs
+  channels_last (NHWC), which oneDNN trains about twice as fast.
 * NaN/inf guard: a step whose loss or gradient norm is not finite is skipped (all ranks agree;
   the weights, optimizer state and BatchNorm running statistics stay as they were) and counted; ``--max-bad-steps`` consecutive bad steps abort the run.
 * Checkpoints: ``OUT/last.pt`` after every epoch and at the end (model, head, optimizer, step,
@@ -164,8 +165,11 @@ class TrainStep(nn.Module):
 
     def _embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
         net = self.model if net is None else net
+        x = normalise(x01)
+        if not x.is_cuda:  # oneDNN's NHWC convolutions: ~2x faster forward+backward on CPU, same arithmetic
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast and x01.is_cuda):
-            out = net(normalise(x01), return_stages=stages) if stages else net(normalise(x01))
+            out = net(x, return_stages=stages) if stages else net(x)
         if stages:
             return out[0].float(), [s.float() for s in out[1]]
         return out.float()
@@ -384,8 +388,12 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
         for p in list(t_model.parameters()) + list(t_head.parameters()):
             p.requires_grad_(False)
         teacher = (t_model.to(dev), t_head.to(dev))
+        if dev.type == "cpu":
+            t_model.to(memory_format=torch.channels_last)
 
     step_module = TrainStep(recipe, model, head, teacher).to(dev)
+    if dev.type == "cpu":  # weights in NHWC to match the channels_last inputs of TrainStep._embed
+        model.to(memory_format=torch.channels_last)
     step_module.autocast = dev.type == "cuda"
     if recipe.batch_size % world:
         raise ValueError(f"batch size {recipe.batch_size} is not divisible by {world} processes")
