@@ -101,13 +101,20 @@ def aligned_crops(lfw: Path, relpaths: list[str], cache_dir: Path, progress: boo
     return dict(zip(relpaths, crops))
 
 
-def make_probes(rows: list[dict], crops: dict[str, np.ndarray], res_range: tuple[int, int], seed: int) -> list[dict]:
-    """Every probe row with its degraded crop; probe i draws from ``default_rng([seed, 1, i])``."""
+def make_probes(rows: list[dict], crops: dict[str, np.ndarray], res_range: tuple[int, int], seed: int,
+                camera: bool = True) -> list[dict]:
+    """Every probe row with its degraded crop; probe i draws from ``default_rng([seed, 1, i])`` (the same
+    resolutions with and without the camera). ``camera=False``: the plain F_up(F_down,r) of the other papers."""
+    from crres_sdk import degrade
+
     probes = []
     for i, row in enumerate(r for r in rows if r["role"] == "probe"):
         rng = np.random.default_rng([seed, 1, i])
         r = int(rng.integers(res_range[0], res_range[1] + 1))
-        crop, settings = camera_probe(crops[row["path"]], r, rng)
+        if camera:
+            crop, settings = camera_probe(crops[row["path"]], r, rng)
+        else:
+            crop, settings = degrade(crops[row["path"]][None], r)[0], {"resolution": r}
         probes.append({**row, **settings, "crop": crop})
     return probes
 
@@ -186,8 +193,18 @@ def evaluate_model(model: str, args: argparse.Namespace, gallery: list[dict], pr
     bands = np.asarray([band_of(int(r)) for r in probe_res])
     band_names = [f"{lo}-{hi}" for lo, hi in BANDS if np.any(bands == f"{lo}-{hi}")]
     table = {}
+    def correct(sc: np.ndarray) -> np.ndarray:
+        t = sc[np.arange(len(true)), true]
+        others = sc.copy()
+        others[np.arange(len(true)), true] = -np.inf
+        return t > others.max(axis=1)
+
+    base_ok = correct(scores["baseline_cosine"])
     for name, sc in scores.items():
-        table[name] = {"all": rank1(sc, true), **{b: rank1(sc[bands == b], true[bands == b]) for b in band_names}}
+        ok = correct(sc)
+        table[name] = {"all": rank1(sc, true), **{b: rank1(sc[bands == b], true[bands == b]) for b in band_names},
+                       # paired with the baseline (same probes): right only here / right only with the baseline
+                       "gained_vs_baseline": int(np.sum(ok & ~base_ok)), "lost_vs_baseline": int(np.sum(~ok & base_ok))}
 
     # Thresholds from the impostor (non-mated) comparisons, and the mated acceptance at each.
     mated = np.zeros_like(scores["baseline_cosine"], dtype=bool)
@@ -304,12 +321,14 @@ def table2(result: dict, suffix: str = "") -> list[str]:
 
 
 def band_table(result: dict, names: list[str]) -> list[str]:
-    bands = [b for b in next(iter(result["rank1"].values())) if b != "all"]
-    lines = ["| row | all | " + " | ".join(f"{b} px" for b in bands) + " |", "|---|---|" + "---|" * len(bands)]
+    bands = [b for b in next(iter(result["rank1"].values())) if b[0].isdigit()]
+    lines = ["| row | all | " + " | ".join(f"{b} px" for b in bands) + " | gained / lost vs baseline |",
+             "|---|---|" + "---|" * len(bands) + "---|"]
     for n in names:
         if n in result["rank1"]:
             v = result["rank1"][n]
-            lines.append(f"| {n} | {100 * v['all']:.1f} | " + " | ".join(f"{100 * v[b]:.1f}" for b in bands) + " |")
+            lines.append(f"| {n} | {100 * v['all']:.1f} | " + " | ".join(f"{100 * v[b]:.1f}" for b in bands)
+                         + f" | +{v['gained_vs_baseline']} / -{v['lost_vs_baseline']} |")
     return lines
 
 
@@ -340,8 +359,8 @@ def write_report(results: dict, out: Path) -> str:
             lines += ["", "Same with bicubic upsampling instead of the SR network:", ""]
             lines += table2(res, "@bicubic")
         lines += ["", "Per probe size band (rank-1 %):", ""]
-        lines += band_table(res, ["baseline_cosine", "sr_multi_x2", "resmatch_x2", "gallerydeg_x2", "smax_sadd",
-                                  "smax_sadd@bicubic"])
+        lines += band_table(res, ["baseline_cosine", "sr_single_x8", "sr_multi_x2", "resmatch_x2", "gallerydeg_x2",
+                                  "smax_sadd", "t_add", "t_concat", "smax_sadd@bicubic", "t_concat@bicubic"])
         lines += ["", "Thresholds on impostor (non-mated probe x identity) scores:", ""]
         lines += threshold_table(res) + [""]
     for ver in results.get("verification", []):
@@ -364,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identities", type=int, default=150)
     p.add_argument("--probes-per-identity", type=int, default=2)
     p.add_argument("--probe-res", type=int, nargs=2, default=(16, 24), metavar=("MIN", "MAX"))
+    p.add_argument("--camera", choices=("on", "off"), default="on",
+                   help="probe camera effects (blur, noise, JPEG) after the downsampling, or none")
     p.add_argument("--chains", type=int, default=32, help="degradation chains per gallery image (of 1463)")
     p.add_argument("--match-sizes", type=int, nargs="+", default=list(DEFAULT_MATCH_SIZES))
     p.add_argument("--color", choices=("rgb", "bgr"), help="input colour order of a bare ONNX model")
@@ -410,13 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     relpaths, rows = select_layout(args.lfw, args.identities, args.probes_per_identity, args.seed)
     crops = aligned_crops(args.lfw, relpaths, args.cache_dir, args.progress)
     gallery = [r for r in rows if r["role"] == "gallery"]
-    probes = make_probes(rows, crops, tuple(args.probe_res), args.seed)
+    probes = make_probes(rows, crops, tuple(args.probe_res), args.seed, camera=args.camera == "on")
     res = np.asarray([p["resolution"] for p in probes])
     layout = {"identities": len(gallery), "probes": len(probes), "probe_res": list(args.probe_res),
               "probes_per_band": {b: int(np.sum([band_of(int(r)) == b for r in res]))
                                   for b in [f"{lo}-{hi}" for lo, hi in BANDS]},
               "seed": args.seed, "source": "LFW pairs.txt images", "camera": "blur U(0.3,1.0) px, read noise "
-              "U(1,4) grey levels + shot gain 0.03, JPEG quality U{40..90}, at the probe's size"}
+              "U(1,4) grey levels + shot gain 0.03, JPEG quality U{40..90}, at the probe's size"
+              if args.camera == "on" else "off: F_up(F_down,r) only"}
     print(f"layout: {json.dumps(layout)}", flush=True)
     results["layout"] = layout
     for model in args.model:
