@@ -75,3 +75,24 @@ def test_pipeline_benchmark_json(tmp_path):
     frames = [r for r in records if r["benchmark"] == "pipeline_1080p"]
     assert all(r["extra"]["faces_found"] == 1 for r in frames)
     assert all(r["extra"]["identified"] == 1 for r in frames if r["impl"].startswith("crres"))
+
+
+def test_mitm_benchmark_json(tmp_path):
+    _default_model_or_skip()
+    out = tmp_path / "mitm.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_mitm.py"), "--json", str(out), "--threads", "1",
+                    "--chains", "2", "--repeats", "1", "--enrol-repeats", "1", "--gallery-sizes", "5"],
+                   check=True, capture_output=True)
+    records = json.loads(out.read_text())
+    assert {(r["benchmark"], r["impl"]) for r in records} == {
+        ("mitm_probe", "plain"), ("mitm_probe", "mitm-bicubic"), ("mitm_score", "plain"), ("mitm_score", "mitm"),
+        ("mitm_score", "mitm-cached"), ("mitm_enrol", "plain"), ("mitm_enrol", "mitm")}
+    for r in records:
+        assert set(r) == RECORD_KEYS and r["median_s"] > 0
+        assert (r["baseline"] is None) == (r["impl"] == "plain")
+        if r["baseline"]:
+            base = next(b for b in records if b["benchmark"] == r["benchmark"] and b["case"] == r["case"]
+                        and b["impl"] == "plain")
+            assert r["speedup_vs_baseline"] == base["median_s"] / r["median_s"]
+    probe = next(r for r in records if r["impl"] == "mitm-bicubic")
+    assert probe["extra"]["embeddings"] == 48 and probe["extra"]["chains"] == 2
