@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from crres_sdk import mitm
-from training.evaluation.mitm import MULTISCALE_FUSIONS, ablation_scores, camera_probe, rank1, threshold_at_far
+from training.evaluation.mitm import (
+    MULTISCALE_FUSIONS,
+    ablation_scores,
+    camera_probe,
+    pair_hypothesis_scores,
+    rank1,
+    threshold_at_far,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +59,16 @@ def test_per_scale_rows_follow_table2(case):
     # each step only adds hypotheses to a max: never lower than the step before on the same gallery image
     assert np.all(out["sr_multi_x2"] >= out["sr_single_x2"] - 1e-12)
     assert np.all(out["gallerydeg_x4"] >= out["resmatch_x4"] - 1e-12)
+
+
+def test_pair_hypothesis_scores(case):
+    probe, sizes, scales, bank, hr, out = case
+    per = pair_hypothesis_scores(probe[0], bank[sizes[0]])                  # (H, I)
+    assert per.shape == (bank[sizes[0]].shape[1], len(hr))
+    np.testing.assert_allclose(per[0], out["resmatch_x2"])                 # {undegraded} alone
+    np.testing.assert_allclose(per.max(axis=0), out["gallerydeg_x2"])      # the max over all of them
+    r = mitm.correlation_similarity(probe[0], bank[sizes[0]][1][[0, 3]])  # identity 1, hypotheses 0 and 3
+    assert per[3, 1] == pytest.approx(r.max())
 
 
 def test_ablation_scores_rejects_mismatched_scales(case):

@@ -95,6 +95,15 @@ def ablation_scores(probe: np.ndarray, probe_sizes: Sequence[int], scales: Seque
     return out
 
 
+def pair_hypothesis_scores(probe_scale: np.ndarray, bank_scale: np.ndarray) -> np.ndarray:
+    """(H, I): for each gallery hypothesis h, S_max over the blur levels and over {undegraded, h} only, i.e. the
+    "+gallery degradations" row with one chain at a time (which Table 1 chains help, which win false maxima).
+    ``probe_scale``: (M, D) templates of one SR scale; ``bank_scale``: (I, H, D), hypothesis 0 undegraded."""
+    r = np.einsum("md,ihd->mih", _centred_unit(probe_scale), _centred_unit(bank_scale))   # (M, I, H)
+    best = r.max(axis=0)                                                                    # (I, H)
+    return np.maximum(best[:, :1], best).T
+
+
 def rank1(scores: np.ndarray, true_index: np.ndarray) -> float:
     """Closed-set rank-1: the fraction of probes whose true identity scores strictly highest (ties count as
     misses, so a constant score cannot look good). ``scores``: (probes, identities)."""
