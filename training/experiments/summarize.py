@@ -85,6 +85,7 @@ def plot(summary: dict[str, dict], path: Path) -> bool:
     ax.set_xscale("log")
     ax.set_xticks(sorted({p[0] for pts in sweep.values() for p in pts}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("probe resolution r (px), other image 112 px")
     ax.set_ylabel("LFW accuracy (%)")
     ax.grid(alpha=0.3)
