@@ -604,15 +604,24 @@ class Exporter:
 
         a = self.args
         sources = []
-        if self.hold_ids is not None and len(set(self.hold_ids)) >= 2:
-            _, labels = np.unique(self.hold_ids, return_inverse=True)
-            overlap, n_train = self._training_identity_overlap(self.hold_ids)
-            idx = np.arange(len(self.hold_crops))
-            note = (f"{overlap} of these identities are among the checkpoint's {n_train} training identities "
-                    "(by folder name)" if n_train else "the checkpoint lists no training identities")
+        if self.hold_ids is not None:
+            # A model separates the identities it was trained on better than new ones: their impostor scores
+            # are too low and would give thresholds that accept too much, so they never set a threshold.
+            trained = set(self.ckpt.get("classes") or [])
+            keep = np.asarray([i not in trained for i in self.hold_ids], dtype=bool)
+            kept_ids = [i for i, k in zip(self.hold_ids, keep) if k]
+            n_dropped = len(set(self.hold_ids) - set(kept_ids))
+            note = (f"{n_dropped} of its identities are among the checkpoint's {len(trained)} training identities "
+                    "(by folder name) and were left out" if trained else "the checkpoint lists no training identities")
             how = "never used for calibration" if self.split.by_identity else "split from calibration by file"
-            sources.append(PairSource("calib-holdout", self.hold_crops, labels, idx, idx,
-                                      f"held-out identities of --calib {Path(a.calib).resolve()} ({how}); {note}"))
+            what = f"held-out identities of --calib {Path(a.calib).resolve()} ({how}); {note}"
+            if len(set(kept_ids)) >= 2:
+                _, labels = np.unique(kept_ids, return_inverse=True)
+                idx = np.arange(len(kept_ids))
+                sources.append(PairSource("calib-holdout", self.hold_crops[keep], labels, idx, idx, what))
+            else:
+                self.extra["calib_holdout_unused"] = f"{what}: fewer than 2 identities left, not a threshold source"
+                LOG.warning("thresholds: %s", self.extra["calib_holdout_unused"])
         if self.lfw is not None:
             ds = self.lfw.ds
             names = [n.split("/")[0] for n in ds.image_names]
@@ -637,7 +646,7 @@ class Exporter:
         sources = self._threshold_sources()
         if not sources:
             raise ExportError("no identity-labelled pairs for the thresholds (need --calib identity sub-folders "
-                              "with >= 2 held-out identities, or --lfw)")
+                              "with >= 2 held-out identities the checkpoint was not trained on, or --lfw)")
         files = {"onnx/fp32": (self.fp32, self.args.eval_backend), **self.shipped}
         results = {}
         for key, (path, backend) in files.items():
@@ -662,6 +671,8 @@ class Exporter:
                 lfw_parity.save_store(self.lfw_caches[key], lfw_parity.store_path(path, backend, self.norm, self.lfw))
         fp32 = results.pop("onnx/fp32")
         source = th.describe_sources(sources, fp32["pairs"], th.RESOLUTIONS)
+        if "calib_holdout_unused" in self.extra:
+            source += f" | not a source: {self.extra['calib_holdout_unused']}"
         self.thresholds = th.manifest_block(fp32, results, source)
         for key, r in results.items():
             self.thresholds["by_file"][key]["backend"] = r["backend"]

@@ -292,12 +292,12 @@ def synthetic_identity_images(num_ids: int, per_id: int, size: int = 112, seed: 
 
 
 def make_synthetic_identities(root: str | os.PathLike, num_ids: int = 8, per_id: int = 4, size: int = 112,
-                              seed: int = 0) -> Path:
-    """Write ``synthetic_identity_images`` as ``root/id_XXXX/NNN.png`` (lossless) and return root."""
+                              seed: int = 0, prefix: str = "id") -> Path:
+    """Write ``synthetic_identity_images`` as ``root/<prefix>_XXXX/NNN.png`` (lossless) and return root."""
     root = Path(root)
     images, labels = synthetic_identity_images(num_ids, per_id, size, seed)
     for k, (img, label) in enumerate(zip(images, labels)):
-        d = root / f"id_{label:04d}"
+        d = root / f"{prefix}_{label:04d}"
         d.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(d / f"{k:04d}.png"), img)
     return root

@@ -40,10 +40,12 @@ HAS_OPENVINO_NNCF = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"
 
 
 def _make_checkpoint(root: Path) -> tuple[Path, Path]:
-    """Synthetic identity crops (8 x 6) and a tiny_test_net trained on them for 4 steps: (crops, final.pt)."""
-    crops = make_synthetic_identities(root / "crops", num_ids=8, per_id=6, seed=0)
+    """A tiny_test_net trained for 4 steps on synthetic identities (8 x 6) and crops of 8 other identities
+    (8 x 6, never trained on, as a real --calib folder): (crops, final.pt)."""
+    train_crops = make_synthetic_identities(root / "train", num_ids=8, per_id=6, seed=0)
+    crops = make_synthetic_identities(root / "crops", num_ids=8, per_id=6, seed=1, prefix="held")
     recipe = get_recipe("baseline", model="tiny_test_net", model_kwargs={"num_features": 16}, batch_size=8, epochs=1)
-    train(recipe, crops, root / "run", max_steps=4, progress=False)
+    train(recipe, train_crops, root / "run", max_steps=4, progress=False)
     return crops, root / "run" / "final.pt"
 
 
@@ -144,6 +146,32 @@ def test_fp32_target_builds_the_default_model_bundle(checkpoint, crops, tmp_path
     assert "quantize_ort" not in m["export"]["timings_s"] and m["calibration"] is None
     assert m["parity"]["note"] == "FP32 target: nothing is quantized"
     assert not list((tmp_path / "f").glob("*int8*"))
+
+
+def test_training_identities_never_set_a_threshold(checkpoint, crops, tmp_path, capsys):
+    """--calib = the checkpoint's own training folder: its identities are left out of the thresholds (their
+    impostor scores are too low), so with no LFW there is no threshold source and the build is refused."""
+    train_crops = crops.parent / "train"
+    assert _build(checkpoint, train_crops, tmp_path / "t", "fp32") == 1
+    assert "the checkpoint was not trained on" in capsys.readouterr().err
+    # Trained and new identities in one folder: only the new ones of the held-out split set the thresholds.
+    from export.calibration import split_for_export
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for d in [*train_crops.iterdir(), *crops.iterdir()]:
+        (mixed / d.name).symlink_to(d.resolve(), target_is_directory=True)
+    split = split_for_export(list_crops(mixed), mixed, seed=0, calib_max=96)
+    held = sorted(set(split.holdout_identities))
+    new = [i for i in held if i.startswith("held_")]
+    assert len(new) >= 2 and len(new) < len(held)  # the split of this folder holds out both kinds
+    assert _build(checkpoint, mixed, tmp_path / "m", "fp32") == 0
+    source = load_bundle(tmp_path / "m", task="face-embedding").manifest["thresholds"]["source"]
+    assert f"{len(held) - len(new)} of its identities are among the checkpoint's 8 training identities" in source
+    per_id = [split.holdout_identities.count(i) for i in new]  # held-out crops of each new identity
+    n = sum(per_id)
+    genuine, impostor = sum(c * (c - 1) for c in per_id), n * n - sum(c * c for c in per_id)
+    assert f"r=14: {genuine}/{impostor}," in source
 
 
 def test_tampered_bundle_is_refused(onnx_bundle, tmp_path):
