@@ -440,8 +440,11 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     if _dist_on():
         net = nn.parallel.DistributedDataParallel(step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
 
+    # Persistent workers are forked once, while this process is small. Re-forked at every epoch from a process
+    # that holds a two-branch step's activations (~6 GB on CPU), a worker's copy-on-write pages grew to 6.3 GB
+    # and the kernel's OOM killer ended the run at the epoch boundary (twice, docs/results.md section 4.1).
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
-                        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+                        generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
     logger = Logger(out, enabled=rank == 0, progress=progress, append=bool(resume))
 
     def snapshot(epoch_done: int, in_epoch: int, final: bool) -> None:
