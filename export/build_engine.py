@@ -594,10 +594,12 @@ class Exporter:
         path.write_bytes(bytes(data))
 
     # --- thresholds ---------------------------------------------------------------------------------------
+    def _training_identities(self) -> set[str]:
+        return set(self.ckpt.get("classes") or [])
+
     def _training_identity_overlap(self, names: list[str]) -> tuple[int, int]:
-        classes = set(self.ckpt.get("classes") or [])
-        uniq = set(names)
-        return len(uniq & classes), len(classes)
+        classes = self._training_identities()
+        return len(set(names) & classes), len(classes)
 
     def _threshold_sources(self) -> list:
         from export.thresholds import PairSource
@@ -607,7 +609,7 @@ class Exporter:
         if self.hold_ids is not None:
             # A model separates the identities it was trained on better than new ones: their impostor scores
             # are too low and would give thresholds that accept too much, so they never set a threshold.
-            trained = set(self.ckpt.get("classes") or [])
+            trained = self._training_identities()
             keep = np.asarray([i not in trained for i in self.hold_ids], dtype=bool)
             kept_ids = [i for i, k in zip(self.hold_ids, keep) if k]
             n_dropped = len(set(self.hold_ids) - set(kept_ids))
