@@ -36,6 +36,15 @@ def test_summary_is_mean_and_half_range_over_seeds(tmp_path):
     assert summarize.main([str(tmp_path / "missing")]) == 2
 
 
+def test_plot_sweep_is_cr_or_else_lai_columns():
+    both = {"a": {"seeds": 1, "CR7": {"mean": 60.0, "spread": 0.0}, "HRvs8": {"mean": 55.0, "spread": 0.0}}}
+    assert summarize.sweep_points(both) == ("CR", {"a": [(7, 60.0, 0.0)]})
+    lai = {"a": {"seeds": 2, "HR": {"mean": 90.0, "spread": 1.0}, "HRvs12": {"mean": 70.0, "spread": 1.0},
+                 "HRvs8": {"mean": 60.0, "spread": 2.0}}, "b": {"seeds": 1, "HR": {"mean": 91.0, "spread": 0.0}}}
+    assert summarize.sweep_points(lai) == ("HRvs", {"a": [(8, 60.0, 2.0), (12, 70.0, 1.0)]})
+    assert summarize.sweep_points({"b": lai["b"]}) == ("", {})
+
+
 @pytest.mark.parametrize("script", ["compare.sh", "make_data.sh", "default_model.sh"])
 def test_experiment_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / "training" / "experiments" / script)], check=True)

@@ -1,11 +1,12 @@
 """Tabulate one comparison of ``compare.sh``: mean ± spread over seeds of every variant, per protocol.
 
-    python training/experiments/summarize.py runs/compare/knoche [--json OUT.json] [--plot OUT.png]
+    python training/experiments/summarize.py runs/compare/knoche
 
 Reads ``<root>/<variant>/seed<k>/eval/results.json`` (``python -m training.evaluate``) and prints a Markdown
 table (accuracy in %, mean ± half the range over seeds: with two seeds, each seed lies at one end) plus the
 number of seeds. Columns: HR, the btm-stm protocols, the fixed cross-resolution sweep, Lai & Lam's HR-vs-LR
-resolutions, whichever the runs have. Also writes ``summary.json`` and ``cr_sweep.png`` into the root.
+resolutions, whichever the runs have. Also writes ``summary.json`` and ``cr_sweep.png`` (the CR sweep, or
+the HR-vs-LR one where the runs have no CR sweep) into the root.
 """
 
 from __future__ import annotations
@@ -67,10 +68,23 @@ def markdown(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep_points(summary: dict[str, dict]) -> tuple[str, dict[str, list[tuple[int, float, float]]]]:
+    """The resolution sweep to plot: the CR columns, or Lai & Lam's HR-vs-r columns where no run has CR ones.
+
+    Returns (column prefix, {variant: [(r, mean, spread), ...]}), variants without that sweep left out.
+    """
+    for prefix in ("CR", "HRvs"):
+        sweep = {v: sorted((int(c[len(prefix):]), row[c]["mean"], row[c]["spread"])
+                           for c in row if c.startswith(prefix) and c[len(prefix):].isdigit())
+                 for v, row in summary.items()}
+        sweep = {v: pts for v, pts in sweep.items() if pts}
+        if sweep:
+            return prefix, sweep
+    return "", {}
+
+
 def plot(summary: dict[str, dict], path: Path) -> bool:
-    sweep = {v: sorted((int(c[2:]), row[c]["mean"], row[c]["spread"]) for c in row if c.startswith("CR"))
-             for v, row in summary.items()}
-    sweep = {v: pts for v, pts in sweep.items() if pts}
+    prefix, sweep = sweep_points(summary)
     if not sweep:
         return False
     import matplotlib
@@ -86,7 +100,8 @@ def plot(summary: dict[str, dict], path: Path) -> bool:
     ax.set_xticks(sorted({p[0] for pts in sweep.values() for p in pts}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("probe resolution r (px), other image 112 px")
+    ax.set_xlabel("probe resolution r (px), other image 112 px" if prefix == "CR"
+                  else "query resolution r (px), HR gallery (Lai & Lam's setting)")
     ax.set_ylabel("LFW accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
