@@ -601,11 +601,12 @@ class Exporter:
         classes = self._training_identities()
         return len(set(names) & classes), len(classes)
 
-    def _threshold_sources(self) -> list:
+    def _threshold_sources(self) -> tuple[list, list[str]]:
+        """(the pair sources of the thresholds, why each offered source that is not one was left out)."""
         from export.thresholds import PairSource
 
         a = self.args
-        sources = []
+        sources, unused = [], []
         if self.hold_ids is not None:
             # A model separates the identities it was trained on better than new ones: their impostor scores
             # are too low and would give thresholds that accept too much, so they never set a threshold.
@@ -622,8 +623,8 @@ class Exporter:
                 idx = np.arange(len(kept_ids))
                 sources.append(PairSource("calib-holdout", self.hold_crops[keep], labels, idx, idx, what))
             else:
-                self.extra["calib_holdout_unused"] = f"{what}: fewer than 2 identities left, not a threshold source"
-                LOG.warning("thresholds: %s", self.extra["calib_holdout_unused"])
+                unused.append(f"{what}: fewer than 2 identities left, not a threshold source")
+                LOG.warning("thresholds: %s", unused[-1])
         if self.lfw is not None:
             ds = self.lfw.ds
             names = [n.split("/")[0] for n in ds.image_names]
@@ -639,13 +640,13 @@ class Exporter:
                 f"LFW View-2 images ({self.lfw.info['root']}, aligned with crres_sdk), {len(set(names))} "
                 f"identities, {overlap} of them named like one of the checkpoint's {n_train} training "
                 "identities (LFW is not in the CelebA/Glint360K training crops)"))
-        return sources
+        return sources, unused
 
     def step_thresholds(self) -> None:
         from export import lfw_parity
         from export import thresholds as th
 
-        sources = self._threshold_sources()
+        sources, unused = self._threshold_sources()
         if not sources:
             raise ExportError("no identity-labelled pairs for the thresholds (need --calib identity sub-folders "
                               "with >= 2 held-out identities the checkpoint was not trained on, or --lfw)")
@@ -673,8 +674,7 @@ class Exporter:
                 lfw_parity.save_store(self.lfw_caches[key], lfw_parity.store_path(path, backend, self.norm, self.lfw))
         fp32 = results.pop("onnx/fp32")
         source = th.describe_sources(sources, fp32["pairs"], th.RESOLUTIONS)
-        if "calib_holdout_unused" in self.extra:
-            source += f" | not a source: {self.extra['calib_holdout_unused']}"
+        source += "".join(f" | not a source: {why}" for why in unused)
         self.thresholds = th.manifest_block(fp32, results, source)
         for key, r in results.items():
             self.thresholds["by_file"][key]["backend"] = r["backend"]
