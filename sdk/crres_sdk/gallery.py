@@ -781,6 +781,14 @@ class Gallery:
     def encrypted(self) -> bool:
         return self._cipher is not None
 
+    @property
+    def generation(self) -> int:
+        """The write counter, bumped by every write from any process: a cache built from the templates read
+        after this value was read stays current while it is unchanged."""
+        self._check_open()
+        with self._read() as conn:
+            return self._meta(conn, "generation", int)
+
     # ------------------------------------------------------------------------------------------- helpers
 
     def _check_open(self) -> None:
