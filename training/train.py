@@ -356,7 +356,9 @@ def keep_freed_heap() -> bool:
     mmap threshold (at most 32 MB) with a fresh mmap and unmaps it on free, so every step page-faults and
     zeroes those GB again: a four-branch Lai step spent more time in the kernel than in torch (sys 183 s,
     user 126 s). ``mallopt(3)``: M_MMAP_MAX = 0 serves large blocks from the heap, M_TRIM_THRESHOLD = -1 never
-    trims it. The process keeps its peak heap, which it reaches again at the next step anyway.
+    trims it. The cost is memory: freed blocks that a slightly larger aligned request cannot reuse stay in the
+    heap, which so grows past the peak step's need (a four-branch Lai run: 16.7 GB RSS at step 111, OOM-killed
+    beside a second run). Hence opt-in (``--keep-freed-heap``), for a run that has the machine's memory.
     Returns whether both settings were applied.
     """
     if not sys.platform.startswith("linux"):
@@ -620,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank")
     p.add_argument("--max-bad-steps", type=int, default=20, help="abort after this many consecutive NaN/inf steps")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--keep-freed-heap", action="store_true",
+                   help="CPU: keep freed memory in the heap (glibc mallopt). Up to 3x faster multi-branch steps, "
+                        "but the heap grows past the peak step's need (a four-branch Lai run reached 16.7 GB)")
     return p
 
 
@@ -641,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
     rank = int(os.environ.get("RANK", "0"))
-    if args.device == "cpu":
+    if args.keep_freed_heap and args.device == "cpu":
         keep_freed_heap()
     try:
         result = train(recipe, args.data, args.out, device=args.device, seed=args.seed, resume=args.resume,
