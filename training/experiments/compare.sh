@@ -14,7 +14,8 @@
 #   EVAL_BACKEND runtime for evaluation (default openvino: the checkpoint is exported to ONNX)
 #   THREADS      torch/OpenVINO threads per process (default 1, so two comparisons can share two cores)
 #   KEEP_FREED_HEAP=1  train with --keep-freed-heap (CPU: up to 3x faster multi-branch steps, but the heap
-#                grows: a four-branch Lai run reached 16.7 GB; only when the run has the memory to itself)
+#                stays at the peak step's size: 16.7 GB for a four-branch Lai run; only for a run that has the
+#                memory to itself)
 #
 # Common to every variant (one place, not in the paper recipes): MobileFaceNet 512-d with CosFace s=32 m=0.35,
 # SGD lr 0.05 (2 % warm-up, /10 at 9/16 and 13/16 of the run, Knoche's schedule shape), batch 64, flip and
