@@ -222,6 +222,24 @@ def test_enroll_appends_replaces_and_lists(gallery):
     assert [e.count for e in gallery.audit_log()] == [0, 2, 1, 1]
 
 
+def test_templates_by_identity_groups_every_template_and_is_rebuilt_only_after_a_write(gallery):
+    assert gallery.templates_by_identity() == {}
+    gallery.enroll("B", E[:3], [112, 14.4, 200])
+    gallery.enroll("A", E[3:5], [7, 112])
+    view = gallery.templates_by_identity()
+    assert sorted(view) == ["A", "B"]
+    for name in view:  # the same vectors and raw resolutions (not levels) as templates(), in any order
+        vectors, resolutions = view[name]
+        rows = sorted(gallery.templates(name), key=lambda r: r.resolution)
+        order = np.argsort(resolutions, kind="stable")
+        assert np.array_equal(resolutions[order], [r.resolution for r in rows])
+        assert np.array_equal(vectors[order], np.stack([r.vector for r in rows]))
+        assert vectors.dtype == np.float32 and not vectors.flags.writeable and not resolutions.flags.writeable
+    assert gallery.templates_by_identity() is view  # cached for the generation
+    gallery.remove("A")
+    assert sorted(gallery.templates_by_identity()) == ["B"]
+
+
 @pytest.mark.parametrize(("kwargs", "error", "text"), [
     ({"templates": np.ones((1, D + 1)) / math.sqrt(D + 1)}, ValueError, "dimension 9"),
     ({"templates": np.full((1, D), np.nan)}, ValueError, "NaN"),

@@ -388,6 +388,7 @@ class _Block:
     counts: np.ndarray  # (m,) rows per segment
     seg_ident: np.ndarray  # (m,) identity index per segment
     row_ident: np.ndarray  # (n,) identity index per row
+    row_resolution: np.ndarray  # (n,) px each row's template was made at (its level rounds and caps this)
     faiss_index: Any = None
 
 
@@ -403,18 +404,22 @@ class _Index:
         self.levels, level_idx = np.unique(levels_t, return_inverse=True)
         self.has_level = np.zeros((len(names), len(self.levels)), bool)
         self.has_level[ident, level_idx] = True
-        self.blocks = [self._block(lv, vectors, ident, level_idx == j) for j, lv in enumerate(self.levels)]
+        self.blocks = [self._block(lv, vectors, ident, resolutions, level_idx == j)
+                       for j, lv in enumerate(self.levels)]
         self._all: _Block | None = None  # match="all": built from the level blocks on first use
+        self._per_identity: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # built on first use
         self.lock = threading.Lock()
 
     @staticmethod
-    def _block(level: float, vectors: np.ndarray, ident: np.ndarray, mask: np.ndarray) -> _Block:
+    def _block(level: float, vectors: np.ndarray, ident: np.ndarray, resolutions: np.ndarray,
+               mask: np.ndarray) -> _Block:
         rows = np.flatnonzero(mask)
         rows = rows[np.argsort(ident[rows], kind="stable")]
         row_ident = ident[rows]
         starts = np.flatnonzero(np.r_[True, row_ident[1:] != row_ident[:-1]]) if len(rows) else np.zeros(0, int)
         counts = np.diff(np.r_[starts, len(rows)])
-        return _Block(float(level), np.ascontiguousarray(vectors[rows]), starts, counts, row_ident[starts], row_ident)
+        return _Block(float(level), np.ascontiguousarray(vectors[rows]), starts, counts, row_ident[starts], row_ident,
+                      np.asarray(resolutions, np.float64)[rows])
 
     def all_block(self) -> _Block:
         with self.lock:
@@ -422,10 +427,24 @@ class _Index:
                 if self.blocks:
                     vectors = np.concatenate([b.matrix for b in self.blocks])
                     ident = np.concatenate([b.row_ident for b in self.blocks])
+                    res = np.concatenate([b.row_resolution for b in self.blocks])
                 else:
-                    vectors, ident = np.zeros((0, 1), np.float32), np.zeros(0, np.int64)
-                self._all = self._block(math.nan, vectors, ident, np.ones(len(ident), bool))
+                    vectors, ident, res = np.zeros((0, 1), np.float32), np.zeros(0, np.int64), np.zeros(0)
+                self._all = self._block(math.nan, vectors, ident, res, np.ones(len(ident), bool))
             return self._all
+
+    def per_identity(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{name: (templates (n, D), resolutions (n,))} of every identity with templates, as read-only views of
+        one stacked copy: for matchers that score an identity's whole template set (meet-in-the-middle)."""
+        block = self.all_block()  # takes the lock itself: not held here
+        with self.lock:
+            if self._per_identity is None:
+                matrix, res = block.matrix.view(), block.row_resolution.view()
+                matrix.flags.writeable = res.flags.writeable = False  # one copy shared by every caller
+                self._per_identity = {
+                    self.names[who]: (matrix[start:start + n], res[start:start + n])
+                    for who, start, n in zip(block.seg_ident.tolist(), block.starts.tolist(), block.counts.tolist())}
+            return self._per_identity
 
     def max_block_rows(self) -> int:
         return max((len(b.row_ident) for b in self.blocks), default=0)
@@ -1145,6 +1164,12 @@ class Gallery:
                 idx = _Index(gen, [n for _, n in names_rows], ident, res, vectors)
                 self._index = idx
                 return idx
+
+    def templates_by_identity(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every identity's templates at once: {name: (vectors (n, dim) float32, resolutions (n,) px)}, read-only
+        arrays from the search index of the gallery's current generation (decrypted once per write, not per call).
+        Identities without templates are left out."""
+        return self._current_index().per_identity()
 
     def backend_for(self, fusion: str = "max", backend: str | None = None, n_probes: int = 1) -> str:
         """The backend a search of ``n_probes`` probes with this fusion would use now (``"numpy"``/``"faiss"``)."""

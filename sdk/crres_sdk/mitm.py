@@ -734,7 +734,7 @@ class MitmMatcher:
             raise ValueError(f"gallery templates have D={t.shape[1]}, the probe's have {probe.templates.shape[2]}")
         if s.dtype.kind not in "iuf" or not np.all(np.isfinite(s)):
             raise ValueError("gallery sizes must be finite numbers")
-        return t, s.astype(np.int64)
+        return t, np.rint(s).astype(np.int64)  # sizes read back as float px (a gallery's resolutions)
 
     # -------------------------------------------------------------------------------- in-memory gallery
 

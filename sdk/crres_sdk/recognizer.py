@@ -234,7 +234,6 @@ class Recognizer:
             self.gallery = Gallery(gallery, self.model_key, key=key, key_file=key_file, key_env=key_env)
         self._write_lock = threading.Lock()
         self._mitm = None
-        self._mitm_gallery: tuple[Any, int, dict] | None = None  # (gallery, generation, stacked templates)
         self.mitm_threshold = None if mitm_threshold is None else float(mitm_threshold)
         if matching == "mitm":
             from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
@@ -432,7 +431,8 @@ class Recognizer:
         hypotheses, S_max then S_add. Fused scores have no manifest thresholds: with ``mitm_threshold`` the
         decision is ``"match"`` (score > threshold) or ``"unknown"``; without it ``"ranked"`` (closed-set rank-1:
         the best candidate, never a decision)."""
-        stacked = self._mitm_gallery_templates()
+        # {name: (templates, hypothesis sizes)}: the gallery decrypts and stacks them once per write, not per frame
+        stacked = {} if self.gallery is None else self.gallery.templates_by_identity()
         for face in records:
             r = self.probe_resolution(face)
             crop = align_faces_uint8(frame, face.landmarks.astype(np.float64))
@@ -451,24 +451,6 @@ class Recognizer:
             face.extra.update(candidates=[Match(n, float(v), float(r)) for n, v in ranked], threshold=t,
                               probe_resolution=r)
         return records
-
-    def _mitm_gallery_templates(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """{identity: (template vectors, their hypothesis sizes)}, read from the gallery once per generation
-        (not once per frame: decrypting and stacking every template is O(gallery))."""
-        if self.gallery is None:
-            return {}
-        gen = self.gallery.generation  # read before the templates: a write in between only forces a rebuild
-        cached = self._mitm_gallery
-        if cached is not None and cached[0] is self.gallery and cached[1] == gen:
-            return cached[2]
-        gallery: dict[str, tuple[list, list]] = {}
-        for t in self.gallery.templates():
-            vecs, sizes = gallery.setdefault(t.identity, ([], []))
-            vecs.append(t.vector)
-            sizes.append(int(round(t.resolution)))
-        stacked = {n: (np.stack(v), np.array(r, np.int64)) for n, (v, r) in gallery.items()}
-        self._mitm_gallery = (self.gallery, gen, stacked)
-        return stacked
 
     def verify(self, image_a: Any, image_b: Any) -> Verification:
         """Same person? The largest face of each image; the threshold is taken at the lower resolution."""
