@@ -149,11 +149,14 @@ def _pick_face(boxes: np.ndarray, shape: tuple[int, int]) -> int:
     return int(np.argmax(area - 2.0 * (cx ** 2 + cy ** 2)))
 
 
-def _cache_key(root: Path, pairs_file: Path, relpaths: Sequence[str], extra: dict) -> str:
+def aligned_cache_key(root: Path, relpaths: Sequence[str], extra: dict, pairs_file: Path | None = None) -> str:
+    """Key of a cache of aligned crops of ``root/relpath`` images: alignment version, settings, list file and
+    image contents."""
     digest = hashlib.sha256()
     digest.update(ALIGN_VERSION.encode())
     digest.update(json.dumps(extra, sort_keys=True).encode())
-    digest.update(pairs_file.read_bytes())
+    if pairs_file is not None:
+        digest.update(pairs_file.read_bytes())
     for rel in relpaths:  # contents, not mtimes: a copied or re-mounted LFW keeps its cache (~1 s for 100 MB)
         data = (root / rel).read_bytes()
         digest.update(f"{rel}:{len(data)}:{hashlib.sha256(data).hexdigest()}\n".encode())
@@ -225,7 +228,7 @@ def load_lfw(root: str | Path, pairs_file: str | Path | None = None, *, cache_di
         raise FileNotFoundError(f"{len(missing)} LFW images named in {pairs_file} are missing under {images}, "
                                 f"e.g. {missing[0]}")
     extra = {"min_face": min_face, "detector": _detector_id(detector)}
-    key = _cache_key(images, pairs_file, relpaths, extra)
+    key = aligned_cache_key(images, relpaths, extra, pairs_file)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_file = cache / f"lfw_aligned_{key}.npz"
     if cache_file.is_file():
