@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.evaluation.datasets import LFW_MIN_FACE
+
 PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification")
 DEFAULT_RESOLUTIONS = "5,7,8,10,12,14,16,20,28,40,56"
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", help="input mean for a bare ONNX model: one value or r,g,b (default 127.5)")
     p.add_argument("--std", help="input std for a bare ONNX model: one value or r,g,b (default 128)")
     p.add_argument("--cache-dir", type=Path, help="aligned-crop cache (default ~/.cache/crres/eval)")
-    p.add_argument("--min-face", type=int, default=40, help="MTCNN min face for LFW alignment")
+    p.add_argument("--min-face", type=int, default=LFW_MIN_FACE, help="MTCNN min face for LFW alignment")
     p.add_argument("--limit-pairs", type=int, default=None,
                    help="evaluate only N pairs of every fold, half genuine (smoke runs; not comparable with papers)")
     p.add_argument("--no-plots", action="store_true")

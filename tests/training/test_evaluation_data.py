@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -197,9 +198,6 @@ def test_load_lfw_aligns_falls_back_to_median_landmarks_and_caches(tmp_path):
     again = load_lfw(root, cache_dir=tmp_path / "cache", detector=det, progress=False)
     assert det.calls == 6 and again.info["from_cache"] and np.array_equal(again.crops, ds.crops)
     # The key is the images' contents, not their times: a fresh copy (new mtimes) is still a cache hit.
-    import os
-    import shutil
-
     copy = shutil.copytree(root, tmp_path / "lfw_copy", copy_function=shutil.copyfile)
     os.utime(copy / "images" / "Ann" / "Ann_0001.jpg", (1e9, 1e9))
     assert load_lfw(copy, cache_dir=tmp_path / "cache", detector=det, progress=False).info["from_cache"]

@@ -84,17 +84,16 @@ def select_layout(lfw: Path, identities: int, probes_per_identity: int, seed: in
 
 def aligned_crops(lfw: Path, relpaths: list[str], cache_dir: Path, progress: bool) -> dict[str, np.ndarray]:
     """SDK-aligned 112 crops of the given LFW images, cached by (images and their bytes, alignment, detector)."""
-    from training.evaluation.datasets import _detector_id, align_images, aligned_cache_key
+    from training.evaluation.datasets import LFW_MIN_FACE, _detector_id, align_images, aligned_cache_key
 
     images = lfw / "images" if (lfw / "images").is_dir() else lfw
-    min_face = 40  # the LFW protocols' setting (training.evaluation.datasets.load_lfw)
-    key = aligned_cache_key(images, relpaths, {"min_face": min_face, "detector": _detector_id(None)})
+    key = aligned_cache_key(images, relpaths, {"min_face": LFW_MIN_FACE, "detector": _detector_id(None)})
     cache = cache_dir / f"lfw_subset_aligned_{key}.npz"
     if cache.is_file():
         with np.load(cache) as z:
             crops = z["crops"]
     else:
-        crops, _, fell_back = align_images([images / r for r in relpaths], min_face=min_face, progress=progress)
+        crops, _, fell_back = align_images([images / r for r in relpaths], min_face=LFW_MIN_FACE, progress=progress)
         print(f"aligned {len(relpaths)} images ({int(fell_back.sum())} with median landmarks: no face found)",
               flush=True)
         cache_dir.mkdir(parents=True, exist_ok=True)
