@@ -51,6 +51,30 @@ IO = {"color": "rgb", "range": [0.0, 1.0], "layout": "NCHW", "input": "lr", "out
       "dynamic": ["batch", "height", "width"]}
 
 
+RESUME_KEYS = ("model", "model_config", "optimizer", "scheduler", "generator", "step", "epoch")
+
+
+def load_resume_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load an sr-edsr ``checkpoint.pt`` for ``--resume`` with ``weights_only=True``.
+
+    A checkpoint is untrusted input: a full unpickle would run any ``__reduce__`` payload it carries. Everything
+    :func:`main` saves is tensors and primitives, so the safe loader reads it; anything else is refused with
+    SystemExit before a byte of it runs.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"--resume {path}: no such file") from None
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip/torch file), EOFError, ...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise SystemExit(f"--resume {path}: refusing to load, not a plain tensors-and-primitives sr-edsr "
+                         f"checkpoint ({type(exc).__name__}: {first})") from None
+    missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise SystemExit(f"--resume {path} is not an sr-edsr checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
 # ------------------------------------------------------------------------------------------------- data
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -200,7 +224,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(args.seed)
     step, epoch = 0, 0
     if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=False)
+        ckpt = load_resume_checkpoint(args.resume)
         if ckpt["model_config"] != model.config:
             raise SystemExit(f"--resume {args.resume} holds {ckpt['model_config']}, not {model.config}")
         model.load_state_dict(ckpt["model"])
