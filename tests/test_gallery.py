@@ -311,7 +311,7 @@ def test_audit_log_is_append_only_and_tamper_evident(tmp_path):
     raw.close()
     with Gallery(path, MODEL) as g:
         assert [e.action for e in g.audit_log()] == ["create", "remove"]
-        assert any("hash chain broken" in p for p in g.check())  # ...and the chain shows it
+        assert any("keyed chain broken" in p for p in g.check())  # ...and the chain shows it
 
 
 def test_model_binding(tmp_path):
@@ -371,7 +371,7 @@ def test_encryption_roundtrip_and_keys(tmp_path, monkeypatch):
         (m,) = g.search(secret, [112])[0]
         assert (m.identity, round(m.score, 6)) == ("A", 1.0)
         assert np.array_equal(next(g.templates("A")).vector, secret)
-        g.rename("A", "B")  # ciphertext is bound to ids, not names: still opens
+        g.rename("A", "B")  # the name is in the associated data: rename re-seals the templates
         assert g.get("B").metadata == {"employee": "Z-99-SECRET"} and g.check() == []
     stored = db_bytes(path)
     assert secret.tobytes() not in stored and E[3].tobytes() not in stored and b"Z-99-SECRET" not in stored
@@ -417,7 +417,7 @@ def test_swapped_ciphertext_rows_fail_authentication(tmp_path):
     raw.commit()
     raw.close()
     with Gallery(path, MODEL, key=key) as g:
-        with pytest.raises(GalleryKeyError, match="template 2 fails authentication"):
+        with pytest.raises(GalleryKeyError, match="template 2 of 'B' fails authentication"):
             g.search(E[0])
         assert any("template 2" in p for p in g.check())
 

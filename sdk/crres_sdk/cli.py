@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gallery", help="inspect and edit a gallery")
     gsub = p.add_subparsers(dest="action", required=True)
     for name, help_ in (("list", "identities and template counts"), ("audit", "the append-only audit log"),
-                        ("check", "integrity check (SQLite + audit hash chain)")):
+                        ("check", "integrity check (SQLite, keyed MACs of every row, keyed audit chain and head)"),
+                        ("upgrade", "upgrade a gallery of an older format in place (checked first)")):
         q = gsub.add_parser(name, help=help_)
         _gallery_args(q)
         q.add_argument("--json", action="store_true")
@@ -259,18 +260,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _open_gallery(args: argparse.Namespace, readonly: bool = False):
-    from crres_sdk.gallery import Gallery
+    from crres_sdk.gallery import Gallery, GalleryUpgradeRequired
 
     path = Path(args.gallery)
     if not path.is_file():
         raise CliError(f"no gallery at {path}")
-    return Gallery(path, None, create=False, key_file=args.key_file, key_env=args.key_env, readonly=readonly)
+    try:
+        return Gallery(path, None, create=False, key_file=args.key_file, key_env=args.key_env, readonly=readonly)
+    except GalleryUpgradeRequired:  # an older format: upgrade it (checked first), as any write command would
+        g = Gallery(path, None, create=False, key_file=args.key_file, key_env=args.key_env)
+        print(f"crres: upgraded gallery {path} to the current format (integrity key added)", file=sys.stderr)
+        return g
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
     readonly = args.action in ("list", "audit", "check", "export")
     with _open_gallery(args, readonly=readonly) as g:
-        if args.action == "list":
+        if args.action == "upgrade":
+            print(f"gallery {g.path}: current format, {len(g)} identities")
+        elif args.action == "list":
             rows = [{"name": i.name, "templates": i.n_templates, "resolutions": list(i.resolutions),
                      "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
                      "metadata": i.metadata} for i in g.identities()]

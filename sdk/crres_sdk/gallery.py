@@ -27,13 +27,30 @@ Integrity and privacy
       per source, e.g. the aligned HR crop as PNG, so the gallery can be re-embedded for a new model).
     * ``PRAGMA secure_delete=ON`` on every connection, and a WAL checkpoint (TRUNCATE) after ``remove``: the
       removed vectors are overwritten in the database file and the WAL no longer holds old copies.
+    * Integrity key (every gallery, encrypted or not): a keyed MAC (HMAC-SHA256) binds every template to its
+      vector, template id, identity id, identity *name*, resolution and source hash; every identity row to its
+      name, metadata and creation time; every thumbnail to its identity. Templates are also checked finite and
+      L2-normalised when read. Any edit made outside the gallery (bytes flipped, rows moved to another identity,
+      names swapped, a resolution changed, a template scaled or set to NaN) makes reads raise
+      :class:`GalleryIntegrityError` instead of changing answers. A plain gallery's 32-byte key is created with
+      it in ``<gallery>.integrity-key`` (owner-only; or ``integrity_key_file=``): copy it with the gallery, and
+      keep it where the database's editors cannot write if they are not trusted. An encrypted gallery derives it
+      from the encryption key.
     * Optional at-rest encryption (``key=``/``key_file=``/``key_env=``; 32-byte AES-256-GCM key, needs
       ``pip install 'crres[crypto]'``): template vectors, thumbnails and metadata are sealed with a fresh 12-byte
-      nonce each; the associated data binds a template to its identity id, template id and resolution, so rows
-      cannot be swapped or relabelled without failing authentication. Identity names and the audit log stay in
-      clear (names are the lookup key); opening an encrypted gallery without the right key fails at open.
-    * The audit table is append-only (SQLite triggers ``RAISE(ABORT)`` on ``UPDATE``/``DELETE``) and
-      hash-chained, so :meth:`Gallery.check` also detects rows removed after someone drops the triggers.
+      nonce each; the associated data binds a template to its identity id, identity name, template id and
+      resolution (metadata to its identity id and name), so rows cannot be swapped or relabelled, nor two names
+      swapped, without failing authentication. Identity names and the audit log stay in clear (names are the
+      lookup key); opening an encrypted gallery without the right key fails at open.
+    * The audit table is append-only (SQLite triggers ``RAISE(ABORT)`` on ``UPDATE``/``DELETE``) and chained
+      with the integrity key (HMAC), so it cannot be recomputed after an edit. Every write also stores a keyed
+      *head*: the last audit row and a keyed digest of the set of identity, template and thumbnail rows, so a
+      truncated audit log and rows added or deleted by raw SQL are seen. :meth:`Gallery.check` verifies all of
+      it and returns the problems (it never raises). What no file-level check can see: the whole gallery rolled
+      back to an older copy of itself together with its key.
+    * Galleries of the previous format (``crres-gallery/1``, no integrity key) are upgraded in place when
+      opened with write access (checked first: audit chain, sealed rows, finite unit templates; audited as
+      ``upgrade``); a read-only open asks for that (:class:`GalleryUpgradeRequired`).
 
 Concurrency
     One writer and many readers, across threads and processes: writes go through one connection under a lock
@@ -56,6 +73,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -83,7 +101,9 @@ __all__ = [
     "DuplicateIdentity",
     "Gallery",
     "GalleryError",
+    "GalleryIntegrityError",
     "GalleryKeyError",
+    "GalleryUpgradeRequired",
     "GalleryModelMismatch",
     "IdentityInfo",
     "Match",
@@ -97,7 +117,11 @@ __all__ = [
     "write_key_file",
 ]
 
-FORMAT = "crres-gallery/1"
+FORMAT = "crres-gallery/2"
+#: The format before integrity keys: upgraded in place by a writable open.
+FORMAT_V1 = "crres-gallery/1"
+#: Where a plain gallery's integrity key lives by default: beside the database, this suffix appended.
+INTEGRITY_KEY_SUFFIX = ".integrity-key"
 #: Level of high-resolution templates: the canonical 112 px crop.
 HR_LEVEL = 112.0
 #: ``backend="auto"`` uses FAISS for S_max only for batches of at least FAISS_MIN_PROBES probes against a gallery
@@ -128,7 +152,16 @@ class GalleryModelMismatch(GalleryError):
 
 
 class GalleryKeyError(GalleryError):
-    """An encrypted gallery was opened without its key or with the wrong one, or a key is malformed."""
+    """An encrypted gallery was opened without its key or with the wrong one, or a key is malformed; or a plain
+    gallery's integrity key file is missing or belongs to another gallery."""
+
+
+class GalleryIntegrityError(GalleryError):
+    """Stored data fails its integrity check (altered outside the gallery): reads refuse rather than answer."""
+
+
+class GalleryUpgradeRequired(GalleryError):
+    """A gallery of an older format was opened read-only; opening it once with write access upgrades it."""
 
 
 class UnknownIdentity(GalleryError, KeyError):
@@ -321,9 +354,104 @@ class _Cipher:
             raise GalleryKeyError(f"{what} fails authentication: wrong key, or the row was altered or moved") from None
 
 
-def _aad(kind: str, *parts: Any) -> bytes:
-    return f"{FORMAT}:{kind}:".encode() + b":".join(
+def _aad_v1(kind: str, *parts: Any) -> bytes:
+    """Associated data of format-1 galleries (read once, when upgrading them)."""
+    return f"{FORMAT_V1}:{kind}:".encode() + b":".join(
         struct.pack("<d", p) if isinstance(p, float) else str(p).encode() for p in parts)
+
+
+def _enc(*parts: Any) -> bytes:
+    """Unambiguous encoding of MAC / associated-data fields: each typed and length-prefixed, so a name holding
+    a separator cannot make two different rows encode alike."""
+    out = []
+    for p in parts:
+        if p is None:
+            out.append(b"n")
+        elif isinstance(p, bool):
+            out.append(b"t" if p else b"f")
+        elif isinstance(p, (int, np.integer)):
+            out.append(b"i" + struct.pack("<q", int(p)))
+        elif isinstance(p, (float, np.floating)):
+            out.append(b"d" + struct.pack("<d", float(p)))
+        else:
+            data = p.encode() if isinstance(p, str) else bytes(p)
+            out.append(b"s" + struct.pack("<I", len(data)) + data)
+    return b"".join(out)
+
+
+def _aad(kind: str, *parts: Any) -> bytes:
+    return _enc(FORMAT, kind, *parts)
+
+
+class _Integrity:
+    """The gallery integrity key's uses: row MACs, the keyed audit chain, the head, the row-set digest."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+
+    def mac(self, kind: str, *parts: Any) -> bytes:
+        return hmac.new(self.key, _enc(FORMAT, kind, *parts), hashlib.sha256).digest()
+
+    def ok(self, stored: bytes | None, kind: str, *parts: Any) -> bool:
+        return stored is not None and hmac.compare_digest(bytes(stored), self.mac(kind, *parts))
+
+    def element(self, mac: bytes | None) -> int:
+        """A row's share of the set digest (XOR of these over every live row). Keyed, so whoever deletes or adds
+        a row by SQL cannot update the digest to match."""
+        return int.from_bytes(hmac.new(self.key, b"set:" + bytes(mac or b""), hashlib.sha256).digest(), "big")
+
+    def key_check(self) -> str:
+        return self.mac("key-check").hex()
+
+    def chain(self, prev: str, rid: int, t: float, action: str, identity: str | None, count: int,
+              detail: str | None) -> str:
+        return self.mac("audit", prev, rid, t, action, identity, count, detail).hex()
+
+    def head(self, last_id: int, last_chain: str, state: str, keyed_from: int) -> str:
+        return self.mac("head", last_id, last_chain, state, keyed_from).hex()
+
+    def meta(self, fields: Mapping[str, str | None]) -> str:
+        return self.mac("meta", *[x for k in _BOUND_META for x in (k, fields.get(k))]).hex()
+
+
+#: Meta entries bound by the meta MAC (the rest are caches or covered by their own check).
+_BOUND_META = ("format", "model_name", "model_version", "model_dim", "created", "thumbnails", "encrypted")
+
+
+def _derived_integrity_key(aes_key: bytes) -> bytes:
+    """An encrypted gallery's integrity key: a PRF of its encryption key (no second secret to keep)."""
+    return hmac.new(aes_key, b"crres-gallery integrity key", hashlib.sha256).digest()
+
+
+_PENDING = "pending-upgrade"
+
+
+def _read_integrity_key(path: Path) -> tuple[bytes, bool] | None:
+    """(key, pending) from an integrity key file, None when there is none; ``pending`` marks a key written by
+    an upgrade that may not have committed."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GalleryKeyError(f"cannot read the integrity key file {path}: {exc}") from exc
+    lines = text.split()
+    return _parse_key_text(lines[0] if lines else "", f"integrity key file {path}"), _PENDING in lines[1:]
+
+
+def _write_integrity_key(path: Path, key: bytes, pending: bool = False) -> None:
+    """Atomically (temporary file, fsync, rename), owner-only."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex() + "\n" + (_PENDING + "\n" if pending else ""))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------------------------------- schema
@@ -336,7 +464,8 @@ CREATE TABLE identities (
     metadata BLOB,
     metadata_nonce BLOB,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    mac BLOB
 );
 CREATE TABLE templates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -345,7 +474,8 @@ CREATE TABLE templates (
     nonce BLOB,
     resolution REAL NOT NULL,
     source_hash TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    mac BLOB
 );
 CREATE INDEX templates_identity ON templates(identity_id);
 CREATE TABLE sources (
@@ -354,6 +484,7 @@ CREATE TABLE sources (
     source_hash TEXT NOT NULL,
     image BLOB NOT NULL,
     nonce BLOB,
+    mac BLOB,
     UNIQUE (identity_id, source_hash)
 );
 CREATE TABLE audit (
@@ -370,7 +501,7 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 
 """
 
 
-def _chain(prev: str, t: float, action: str, identity: str | None, count: int, detail: str | None) -> str:
+def _chain_v1(prev: str, t: float, action: str, identity: str | None, count: int, detail: str | None) -> str:
     payload = json.dumps([prev, repr(t), action, identity, count, detail], ensure_ascii=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -583,11 +714,13 @@ class Gallery:
             alone). Turning it on for an existing gallery is persisted and audited.
         readonly: open without write access (writes raise GalleryError).
         backend: search backend, ``"auto"`` | ``"numpy"`` | ``"faiss"``.
+        integrity_key_file: a plain gallery's integrity key (default ``<path>.integrity-key``, created with the
+            gallery when missing). Encrypted galleries derive theirs from ``key`` and take none.
     """
 
     def __init__(self, path: str | Path, model: ModelKey | None, *, create: bool = True, key: bytes | None = None,
                  key_file: str | Path | None = None, key_env: str | None = None, thumbnails: bool = False,
-                 readonly: bool = False, backend: str = "auto"):
+                 readonly: bool = False, backend: str = "auto", integrity_key_file: str | Path | None = None):
         if model is not None and not isinstance(model, ModelKey):
             raise TypeError("model must be a ModelKey (or None to open with the stored one), "
                             f"got {type(model).__name__}")
@@ -600,6 +733,14 @@ class Gallery:
         self._key = _resolve_key(key, key_file, key_env)
         # A key means an encrypted gallery (a key for a plain gallery is refused at open).
         self._cipher: _Cipher | None = None if self._key is None else _Cipher(self._key)
+        if self._key is not None and integrity_key_file is not None:
+            raise ValueError("an encrypted gallery derives its integrity key from its encryption key: "
+                             "integrity_key_file= is for plain galleries")
+        self.integrity_key_file = Path(integrity_key_file) if integrity_key_file is not None else \
+            Path(str(self.path) + INTEGRITY_KEY_SUFFIX)
+        self._integ: _Integrity | None = None if self._key is None else _Integrity(
+            _derived_integrity_key(self._key))
+        self._delta = 0  # XOR of the set-digest elements added/removed by the write in progress
         self._closed = False
         self._write_lock = threading.RLock()
         self._pool_lock = threading.Lock()
@@ -688,15 +829,43 @@ class Gallery:
             raise GalleryError(f"gallery {self.path} is open read-only")
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise GalleryError(f"gallery {self.path}: cannot start a write: {exc}") from exc
+            self._delta = 0
             try:
                 self._check_bound(conn)
                 yield conn
-                self._set_meta(conn, "generation", str(self._meta(conn, "generation", int) + 1))
+                self._finish_write(conn)
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback(conn)
+                if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, ...: say which, one line
+                    raise GalleryError(f"gallery {self.path}: write failed and was rolled back, nothing "
+                                       f"changed: {exc}") from exc
                 raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back what is still open. SQLite rolls some failures (disk full, I/O errors) back itself; a second
+        ROLLBACK would then raise "no transaction is active" and hide the real cause."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass
+
+    def _finish_write(self, conn: sqlite3.Connection) -> None:
+        """Close a write: bump the generation, fold the write's row changes into the set digest and store the
+        keyed head (last audit row + digest), all inside the write's transaction."""
+        self._set_meta(conn, "generation", str(self._meta(conn, "generation", int) + 1))
+        state = f"{int(self._meta(conn, 'state', str, '0' * 64), 16) ^ self._delta:064x}"
+        self._delta = 0
+        self._set_meta(conn, "state", state)
+        last = conn.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        self._set_meta(conn, "audit_head", self._integ.head(last[0], last[1], state,
+                                                            self._meta(conn, "audit_keyed_from", int)))
 
     # ------------------------------------------------------------------------------------------- meta
 
@@ -721,52 +890,125 @@ class Gallery:
                                        f"writer), not {self.model}; reopen it with the new model")
 
     def _is_gallery(self, conn: sqlite3.Connection) -> bool:
+        """False for an empty database; True for a gallery of this or the previous format; else GalleryError."""
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
             return False
         if "meta" not in tables or self._meta(conn, "format") is None:
             raise GalleryError(f"{self.path} is an SQLite database but not a crres gallery")
         fmt = self._meta(conn, "format")
-        if fmt != FORMAT:
-            raise GalleryError(f"{self.path} is a {fmt!r} gallery; this SDK reads {FORMAT!r}")
+        if fmt not in (FORMAT, FORMAT_V1):
+            raise GalleryError(f"{self.path} is a {fmt!r} gallery; this SDK reads {FORMAT!r} (and upgrades "
+                               f"{FORMAT_V1!r})")
         return True
 
     def _init_or_check(self, model: ModelKey | None, thumbnails: bool) -> None:
         conn = self._writer
         try:
-            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-                raise GalleryError(f"{self.path}: cannot switch the database to WAL mode")
+            self._switch_to_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
+            self._rollback(conn)
             raise GalleryError(f"{self.path} cannot be opened as a gallery: {exc}") from exc
+        self._delta = 0
         try:
-            if not self._is_gallery(conn):
-                now = time.time()
-                for statement in _SCHEMA.split(";\n"):  # not executescript: it would COMMIT our transaction
-                    if statement.strip():
-                        conn.execute(statement)
-                for k, v in {"format": FORMAT, "model_name": model.name, "model_version": model.version,
-                             "model_dim": str(model.dim), "generation": "0", "created": repr(now),
-                             "thumbnails": "1" if thumbnails else "0",
-                             "encrypted": "1" if self._key is not None else "0"}.items():
-                    self._set_meta(conn, k, v)
-                if self._cipher is not None:
-                    sealed, nonce = self._cipher.seal(_KEY_CHECK, _aad("key-check"))
-                    self._set_meta(conn, "key_check", (nonce + sealed).hex())
-                    self._set_meta(conn, "cipher", "AES-256-GCM")
-                self._audit(conn, "create", None, 0, json.dumps({"model": str(model), "thumbnails": bool(thumbnails),
-                                                                 "encrypted": self._key is not None}))
+            try:
+                is_gallery = self._is_gallery(conn)
+            except sqlite3.DatabaseError as exc:
+                raise GalleryError(f"{self.path} cannot be opened as a gallery: {exc}") from exc
+            if not is_gallery:
+                if model is None:
+                    raise ValueError(f"creating the gallery {self.path} needs a model (ModelKey)")
+                self._create(conn, model, thumbnails)
             else:
+                if self._meta(conn, "format") == FORMAT_V1:
+                    self._upgrade_v1(conn, model)
                 self._load_meta(conn, model)
                 if thumbnails and not self.stores_thumbnails:
                     self._set_meta(conn, "thumbnails", "1")
+                    self._set_meta(conn, "meta_mac", self._integ.meta(self._meta_fields(conn)))
                     self._audit(conn, "thumbnails-on", None, 0, None)
+                    self._finish_write(conn)
             self.model = self._stored_model(conn)
             self.stores_thumbnails = self._meta(conn, "thumbnails") == "1"
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
+        if self._pending_key is not None:  # the upgrade committed: the key file is the gallery's for good
+            _write_integrity_key(self.integrity_key_file, self._pending_key)
+            self._pending_key = None
+
+    _pending_key: bytes | None = None
+
+    def _switch_to_wal(self, conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+        """``PRAGMA journal_mode=WAL``, retried: two processes creating the same gallery both hold a read lock
+        when they ask for the exclusive one the switch needs, and SQLite answers one of them "database is locked"
+        at once instead of waiting (its busy handler cannot break that deadlock)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        if mode != "wal":
+            raise GalleryError(f"{self.path}: cannot switch the database to WAL mode (it stays {mode!r})")
+
+    def _create(self, conn: sqlite3.Connection, model: ModelKey, thumbnails: bool) -> None:
+        now = time.time()
+        if self._integ is None:
+            self._integ = _Integrity(self._plain_integrity_key(creating=True))
+        for statement in _SCHEMA.split(";\n"):  # not executescript: it would COMMIT our transaction
+            if statement.strip():
+                conn.execute(statement)
+        for k, v in {"format": FORMAT, "model_name": model.name, "model_version": model.version,
+                     "model_dim": str(model.dim), "generation": "0", "created": repr(now),
+                     "thumbnails": "1" if thumbnails else "0",
+                     "encrypted": "1" if self._key is not None else "0",
+                     "integrity_check": self._integ.key_check(), "audit_keyed_from": "1",
+                     "state": "0" * 64}.items():
+            self._set_meta(conn, k, v)
+        self._set_meta(conn, "meta_mac", self._integ.meta(self._meta_fields(conn)))
+        if self._cipher is not None:
+            sealed, nonce = self._cipher.seal(_KEY_CHECK, _aad("key-check"))
+            self._set_meta(conn, "key_check", (nonce + sealed).hex())
+            self._set_meta(conn, "cipher", "AES-256-GCM")
+        self._audit(conn, "create", None, 0, json.dumps({"model": str(model), "thumbnails": bool(thumbnails),
+                                                         "encrypted": self._key is not None}))
+        self._finish_write(conn)
+
+    def _plain_integrity_key(self, creating: bool = False, upgrading: bool = False) -> bytes:
+        """A plain gallery's integrity key from its key file; made (and written before the gallery commits, so
+        a concurrent opener never finds a gallery without its key) when creating or upgrading."""
+        path = self.integrity_key_file
+        found = _read_integrity_key(path)
+        if upgrading:
+            if found is not None and not found[1]:
+                raise GalleryIntegrityError(
+                    f"{self.path} is a {FORMAT_V1!r} gallery, but an integrity key for it already exists at {path}: "
+                    "it was upgraded before and has been downgraded since (tampering), or that key file belongs to "
+                    "another gallery. Move the key file away to upgrade anyway.")
+            key = found[0] if found is not None else generate_key()
+            _write_integrity_key(path, key, pending=True)
+            self._pending_key = key
+            return key
+        if found is not None:
+            return found[0]
+        if creating:
+            key = generate_key()
+            _write_integrity_key(path, key)
+            return key
+        raise GalleryKeyError(f"the integrity key of gallery {self.path} is missing: expected it in {path} "
+                              "(created with the gallery; copy it along with the gallery, or pass "
+                              "integrity_key_file=)")
+
+    def _meta_fields(self, conn: sqlite3.Connection) -> dict[str, str | None]:
+        return {k: self._meta(conn, k) for k in _BOUND_META}
 
     def _load_meta(self, conn: sqlite3.Connection, model: ModelKey | None) -> None:
         try:
@@ -774,6 +1016,10 @@ class Gallery:
                 raise GalleryError(f"{self.path} is empty, not a gallery")
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path} cannot be opened as a gallery: {exc}") from exc
+        if self._meta(conn, "format") == FORMAT_V1:
+            raise GalleryUpgradeRequired(
+                f"{self.path} is a {FORMAT_V1!r} gallery (no integrity key); open it once with write access to "
+                f"upgrade it to {FORMAT!r} (any write command, or `crres gallery upgrade --gallery {self.path}`)")
         stored = self._stored_model(conn)
         if model is not None and stored != model:
             raise GalleryModelMismatch(f"gallery {self.path} is bound to model {stored}, but was opened for model "
@@ -795,6 +1041,120 @@ class Gallery:
                 ok = False
             if not ok:
                 raise GalleryKeyError(f"wrong key for the encrypted gallery {self.path}")
+        elif self._integ is None or self._pending_key is not None:
+            self._integ = _Integrity(self._plain_integrity_key())
+        if not hmac.compare_digest(self._meta(conn, "integrity_check", str, ""), self._integ.key_check()):
+            raise GalleryKeyError(f"the integrity key in {self.integrity_key_file} is not the one of gallery "
+                                  f"{self.path}" if not encrypted else
+                                  f"gallery {self.path}: its integrity check value does not match its key (tampered)")
+        self._verify_meta(conn)
+
+    def _verify_meta(self, conn: sqlite3.Connection) -> None:
+        if not hmac.compare_digest(self._meta(conn, "meta_mac", str, ""), self._integ.meta(self._meta_fields(conn))):
+            raise GalleryIntegrityError(f"gallery {self.path}: its model binding, format or flags were altered "
+                                        "outside the gallery (meta fails its integrity check)")
+
+    def _verify_rows(self, conn: sqlite3.Connection) -> None:
+        """The audit head and the keyed digest of every row (inside the caller's snapshot): rows deleted or added
+        by SQL, or a truncated audit log, make reads refuse."""
+        self._verify_meta(conn)
+        state = self._meta(conn, "state", str, "")
+        last = conn.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone() or (0, "")
+        if not hmac.compare_digest(self._meta(conn, "audit_head", str, ""),
+                                   self._integ.head(last[0], last[1], state, self._meta(conn, "audit_keyed_from", int, 1))):
+            raise GalleryIntegrityError(f"gallery {self.path}: the audit log's head does not match (log truncated or "
+                                        "altered outside the gallery); run `crres gallery check`")
+        digest = 0
+        for table in ("identities", "templates", "sources"):
+            for (mac,) in conn.execute(f"SELECT mac FROM {table}"):
+                digest ^= self._integ.element(mac)
+        if f"{digest:064x}" != state:
+            raise GalleryIntegrityError(f"gallery {self.path}: identities, templates or thumbnails were added or "
+                                        "deleted outside the gallery; run `crres gallery check`")
+
+    def _upgrade_v1(self, conn: sqlite3.Connection, model: ModelKey | None) -> None:
+        """Upgrade a format-1 gallery in place (inside the caller's transaction): verify what format 1 could
+        (audit hash chain, sealed rows, finite unit templates), then MAC every row, reseal with the name in the
+        associated data, and continue the audit log keyed from here."""
+        stored = self._stored_model(conn)
+        if model is not None and stored != model:
+            raise GalleryModelMismatch(f"gallery {self.path} is bound to model {stored}, but was opened for model "
+                                       f"{model}")
+        encrypted = self._meta(conn, "encrypted") == "1"
+        if encrypted != (self._key is not None):
+            raise GalleryKeyError(f"gallery {self.path} is {'' if encrypted else 'not '}encrypted: "
+                                  + ("pass its key" if encrypted else "no key is needed"))
+        if any(r[1] == "mac" for r in conn.execute("PRAGMA table_info(templates)")):
+            raise GalleryIntegrityError(f"{self.path} says it is a {FORMAT_V1!r} gallery but has {FORMAT!r} tables: "
+                                        "it was downgraded outside the gallery (tampering); not upgraded")
+        problems = []
+        prev, last_id = "", 0
+        for rid, t, action, who, count, detail, chain in conn.execute(
+                "SELECT id, time, action, identity, count, detail, chain FROM audit ORDER BY id"):
+            if _chain_v1(prev, t, action, who, count, detail) != chain or rid != last_id + 1:
+                problems.append(f"audit row {rid}: hash chain broken or rows missing")
+            prev, last_id = chain, rid
+
+        def unseal_v1(blob: bytes, nonce: bytes | None, aad: bytes, what: str) -> bytes:
+            if (nonce is None) == encrypted:
+                raise GalleryIntegrityError(f"{what}: sealed state does not match the gallery")
+            return bytes(blob) if nonce is None else self._cipher.open(blob, nonce, aad, what)
+
+        if encrypted:
+            blob = bytes.fromhex(self._meta(conn, "key_check"))
+            try:
+                ok = self._cipher.open(blob[_NONCE_BYTES:], blob[:_NONCE_BYTES], _aad_v1("key-check"), "key") \
+                    == _KEY_CHECK
+            except GalleryKeyError:
+                ok = False
+            if not ok:
+                raise GalleryKeyError(f"wrong key for the encrypted gallery {self.path}")
+            sealed, nonce = self._cipher.seal(_KEY_CHECK, _aad("key-check"))
+            self._set_meta(conn, "key_check", (nonce + sealed).hex())
+        if self._integ is None:
+            self._integ = _Integrity(self._plain_integrity_key(upgrading=True))
+        for table in ("identities", "templates", "sources"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN mac BLOB")
+        names = {}
+        dim = stored.dim
+        try:
+            for ident, name, blob, nonce, created in conn.execute(
+                    "SELECT id, name, metadata, metadata_nonce, created FROM identities").fetchall():
+                names[ident] = name
+                meta = b"{}" if blob is None else unseal_v1(blob, nonce, _aad_v1("metadata", ident), "metadata")
+                self._write_identity_row(conn, ident, name, meta, created)
+            for tid, ident, blob, nonce, r, h in conn.execute(
+                    "SELECT id, identity_id, vector, nonce, resolution, source_hash FROM templates").fetchall():
+                vec = unseal_v1(blob, nonce, _aad_v1("template", ident, tid, float(r)), f"template {tid}")
+                bad = _vector_problem(vec, dim)
+                if bad:
+                    problems.append(f"template {tid}: {bad}")
+                    continue
+                if ident not in names:
+                    problems.append(f"template {tid}: belongs to no identity")
+                    continue
+                sealed, n2 = self._seal(vec, _aad("template", ident, names[ident], tid, float(r)))
+                mac = self._integ.mac("template", tid, ident, names[ident], float(r), h, vec)
+                conn.execute("UPDATE templates SET vector=?, nonce=?, mac=? WHERE id=?", (sealed, n2, mac, tid))
+                self._delta ^= self._integ.element(mac)
+            for sid, ident, h, img, nonce in conn.execute(
+                    "SELECT id, identity_id, source_hash, image, nonce FROM sources").fetchall():
+                data = unseal_v1(img, nonce, _aad_v1("source", ident, sid, h), f"thumbnail {sid}")
+                sealed, n2 = self._seal(data, _aad("source", ident, sid, h))
+                mac = self._integ.mac("source", sid, ident, h, data)
+                conn.execute("UPDATE sources SET image=?, nonce=?, mac=? WHERE id=?", (sealed, n2, mac, sid))
+                self._delta ^= self._integ.element(mac)
+        except GalleryKeyError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise GalleryIntegrityError(f"{self.path} ({FORMAT_V1!r}) fails its checks, so it was not upgraded: "
+                                        + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+        for k, v in {"format": FORMAT, "integrity_check": self._integ.key_check(),
+                     "audit_keyed_from": str(last_id + 1), "state": "0" * 64}.items():
+            self._set_meta(conn, k, v)
+        self._set_meta(conn, "meta_mac", self._integ.meta(self._meta_fields(conn)))
+        self._audit(conn, "upgrade", None, 0, json.dumps({"from": FORMAT_V1, "to": FORMAT}))
+        self._finish_write(conn)
 
     @property
     def encrypted(self) -> bool:
@@ -818,9 +1178,10 @@ class Gallery:
                detail: str | None) -> None:
         row = conn.execute("SELECT chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         t = time.time()
-        conn.execute("INSERT INTO audit(time, action, identity, count, detail, chain) VALUES (?, ?, ?, ?, ?, ?)",
-                     (t, action, identity, int(count), detail, _chain(row[0] if row else "", t, action, identity,
-                                                                      int(count), detail)))
+        rid = self._next_id(conn, "audit")
+        conn.execute("INSERT INTO audit(id, time, action, identity, count, detail, chain) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (rid, t, action, identity, int(count), detail,
+                      self._integ.chain(row[0] if row else "", rid, t, action, identity, int(count), detail)))
 
     def _next_id(self, conn: sqlite3.Connection, table: str) -> int:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
@@ -834,43 +1195,86 @@ class Gallery:
     def _unseal(self, data: bytes, nonce: bytes | None, aad: bytes, what: str) -> bytes:
         if self._cipher is None:
             if nonce is not None:
-                raise GalleryError(f"{what} is encrypted but the gallery is not marked encrypted: corrupt gallery")
+                raise GalleryIntegrityError(f"{what} is encrypted but the gallery is not marked encrypted: corrupt "
+                                            "gallery")
             return bytes(data)
         if nonce is None:
             raise GalleryKeyError(f"{what} is stored unencrypted in an encrypted gallery: tampered")
         return self._cipher.open(data, nonce, aad, what)
 
-    def _vector(self, blob: bytes, nonce: bytes | None, identity_id: int, template_id: int, res: float) -> bytes:
-        return self._unseal(blob, nonce, _aad("template", identity_id, template_id, float(res)),
-                            f"template {template_id}")
+    def _untrack(self, conn: sqlite3.Connection, table: str, where: str, params: tuple) -> None:
+        """Take rows about to be deleted out of the set digest (call before the DELETE)."""
+        for (mac,) in conn.execute(f"SELECT mac FROM {table} WHERE {where}", params):
+            self._delta ^= self._integ.element(mac)
 
-    def _metadata_out(self, blob: bytes | None, nonce: bytes | None, identity_id: int) -> dict:
-        if blob is None:
-            return {}
-        return json.loads(self._unseal(blob, nonce, _aad("metadata", identity_id), "metadata").decode())
+    def _template_bytes(self, tid: int, ident: int, name: str, blob: bytes, nonce: bytes | None, res: float,
+                        source_hash: str | None, mac: bytes | None, check_vector: bool = True) -> bytes:
+        """A template's vector bytes, authenticated (AEAD and MAC) and checked finite and unit-norm; else
+        GalleryIntegrityError / GalleryKeyError naming the template and its identity."""
+        what = f"template {tid} of {name!r}"
+        data = self._unseal(blob, nonce, _aad("template", ident, name, tid, float(res)), what)
+        if not self._integ.ok(mac, "template", tid, ident, name, float(res), source_hash, data):
+            raise GalleryIntegrityError(f"gallery {self.path}: {what} fails its integrity check (vector, identity, "
+                                        "name, resolution or source altered outside the gallery); run "
+                                        "`crres gallery check`")
+        bad = _vector_problem(data, self.model.dim) if check_vector else None
+        if bad:
+            raise GalleryIntegrityError(f"gallery {self.path}: {what}: {bad}")
+        return data
+
+    def _identity_metadata(self, ident: int, name: str, blob: bytes | None, nonce: bytes | None, created: float,
+                           mac: bytes | None) -> dict:
+        """An identity row's metadata, after checking the row's MAC (id, name, metadata, creation time)."""
+        what = f"identity {ident} ({name!r})"
+        data = b"{}" if blob is None else self._unseal(blob, nonce, _aad("metadata", ident, name), f"metadata of {what}")
+        if not self._integ.ok(mac, "identity", ident, name, float(created), data):
+            raise GalleryIntegrityError(f"gallery {self.path}: {what} fails its integrity check (name, metadata or "
+                                        "creation time altered outside the gallery); run `crres gallery check`")
+        return json.loads(data.decode())
 
     def _identity_row(self, conn: sqlite3.Connection, name: str) -> tuple | None:
-        return conn.execute("SELECT id, metadata, metadata_nonce, created FROM identities WHERE name=?",
+        return conn.execute("SELECT id, metadata, metadata_nonce, created, mac FROM identities WHERE name=?",
                             (name,)).fetchone()
+
+    def _row_metadata(self, row: tuple, name: str) -> dict:
+        return self._identity_metadata(row[0], name, row[1], row[2], row[3], row[4])
+
+    def _write_identity_row(self, conn: sqlite3.Connection, ident: int, name: str, meta: bytes, created: float,
+                            now: float | None = None, insert: bool = False) -> None:
+        """Insert or rewrite an identity row with its sealed metadata and MAC, keeping the set digest current."""
+        blob, nonce = self._seal(meta, _aad("metadata", ident, name))
+        mac = self._integ.mac("identity", ident, name, float(created), meta)
+        if insert:
+            conn.execute("INSERT INTO identities(id, name, metadata, metadata_nonce, created, updated, mac) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (ident, name, blob, nonce, created, now, mac))
+        else:
+            old = conn.execute("SELECT mac FROM identities WHERE id=?", (ident,)).fetchone()
+            if old is not None and old[0] is not None:
+                self._delta ^= self._integ.element(old[0])
+            conn.execute("UPDATE identities SET name=?, metadata=?, metadata_nonce=?, mac=?" +
+                         (", updated=?" if now is not None else "") + " WHERE id=?",
+                         (name, blob, nonce, mac) + ((now,) if now is not None else ()) + (ident,))
+        self._delta ^= self._integ.element(mac)
 
     def _insert_identity(self, conn: sqlite3.Connection, name: str, metadata: dict, created: float,
                          now: float) -> int:
         ident = self._next_id(conn, "identities")
-        blob, nonce = self._seal(json.dumps(metadata).encode(), _aad("metadata", ident))
-        conn.execute("INSERT INTO identities(id, name, metadata, metadata_nonce, created, updated) "
-                     "VALUES (?, ?, ?, ?, ?, ?)", (ident, name, blob, nonce, created, now))
+        self._write_identity_row(conn, ident, name, json.dumps(metadata).encode(), created, now, insert=True)
         return ident
 
-    def _insert_templates(self, conn: sqlite3.Connection, ident: int, vectors: np.ndarray, res: np.ndarray,
-                          hashes: Sequence[str | None], now: float) -> None:
+    def _insert_templates(self, conn: sqlite3.Connection, ident: int, name: str, vectors: np.ndarray,
+                          res: np.ndarray, hashes: Sequence[str | None], now: float) -> None:
         first = self._next_id(conn, "templates")
         rows = []
         for i, (v, r, h) in enumerate(zip(vectors, res.tolist(), hashes)):
             tid = first + i
-            blob, nonce = self._seal(v.astype("<f4").tobytes(), _aad("template", ident, tid, float(r)))
-            rows.append((tid, ident, blob, nonce, float(r), h, now))
-        conn.executemany("INSERT INTO templates(id, identity_id, vector, nonce, resolution, source_hash, created) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            data = v.astype("<f4").tobytes()
+            blob, nonce = self._seal(data, _aad("template", ident, name, tid, float(r)))
+            mac = self._integ.mac("template", tid, ident, name, float(r), h, data)
+            self._delta ^= self._integ.element(mac)
+            rows.append((tid, ident, blob, nonce, float(r), h, now, mac))
+        conn.executemany("INSERT INTO templates(id, identity_id, vector, nonce, resolution, source_hash, created, mac) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _insert_sources(self, conn: sqlite3.Connection, ident: int, images: Mapping[str, bytes]) -> int:
         added = 0
@@ -879,10 +1283,25 @@ class Gallery:
                 continue
             sid = self._next_id(conn, "sources")
             blob, nonce = self._seal(bytes(img), _aad("source", ident, sid, h))
-            conn.execute("INSERT INTO sources(id, identity_id, source_hash, image, nonce) VALUES (?, ?, ?, ?, ?)",
-                         (sid, ident, h, blob, nonce))
+            mac = self._integ.mac("source", sid, ident, h, bytes(img))
+            self._delta ^= self._integ.element(mac)
+            conn.execute("INSERT INTO sources(id, identity_id, source_hash, image, nonce, mac) VALUES (?, ?, ?, ?, ?, ?)",
+                         (sid, ident, h, blob, nonce, mac))
             added += 1
         return added
+
+    def _source_bytes(self, sid: int, ident: int, h: str, img: bytes, nonce: bytes | None, mac: bytes | None) -> bytes:
+        data = self._unseal(img, nonce, _aad("source", ident, sid, h), f"thumbnail {sid}")
+        if not self._integ.ok(mac, "source", sid, ident, h, data):
+            raise GalleryIntegrityError(f"gallery {self.path}: thumbnail {sid} fails its integrity check (altered "
+                                        "or moved outside the gallery)")
+        return data
+
+    def _delete_identity(self, conn: sqlite3.Connection, ident: int) -> None:
+        """Delete an identity with its templates and thumbnails (cascade), out of the set digest."""
+        for table, col in (("templates", "identity_id"), ("sources", "identity_id"), ("identities", "id")):
+            self._untrack(conn, table, f"{col}=?", (ident,))
+        conn.execute("DELETE FROM identities WHERE id=?", (ident,))
 
     def _check_templates(self, templates: Any, dim: int, normalize: bool, what: str = "templates") -> np.ndarray:
         arr = np.asarray(templates)
@@ -952,15 +1371,14 @@ class Gallery:
                 ident = row[0]
                 if replace:
                     action = "replace"
-                    conn.execute("DELETE FROM templates WHERE identity_id=?", (ident,))
-                    conn.execute("DELETE FROM sources WHERE identity_id=?", (ident,))
+                    for table in ("templates", "sources"):
+                        self._untrack(conn, table, "identity_id=?", (ident,))
+                        conn.execute(f"DELETE FROM {table} WHERE identity_id=?", (ident,))
                     new_meta = meta or {}
                 else:
-                    new_meta = {**self._metadata_out(row[1], row[2], ident), **(meta or {})}
-                blob, nonce = self._seal(json.dumps(new_meta).encode(), _aad("metadata", ident))
-                conn.execute("UPDATE identities SET metadata=?, metadata_nonce=?, updated=? WHERE id=?",
-                             (blob, nonce, now, ident))
-            self._insert_templates(conn, ident, vecs, res, hashes, now)
+                    new_meta = {**self._row_metadata(row, name), **(meta or {})}
+                self._write_identity_row(conn, ident, name, json.dumps(new_meta).encode(), row[3], now)
+            self._insert_templates(conn, ident, name, vecs, res, hashes, now)
             if images:
                 self._insert_sources(conn, ident, images)
             self._audit(conn, action, name, len(vecs), None)
@@ -976,7 +1394,7 @@ class Gallery:
             if row is None:
                 raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
             count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=?", (row[0],)).fetchone()[0]
-            conn.execute("DELETE FROM identities WHERE id=?", (row[0],))
+            self._delete_identity(conn, row[0])
             self._audit(conn, "remove", name, count, None)
         self.purge_wal()
         return count
@@ -1003,9 +1421,19 @@ class Gallery:
                 return
             if self._identity_row(conn, new) is not None:
                 raise DuplicateIdentity(f"cannot rename {old!r} to {new!r}: {new!r} already exists")
-            count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=?", (row[0],)).fetchone()[0]
-            conn.execute("UPDATE identities SET name=?, updated=? WHERE id=?", (new, time.time(), row[0]))
-            self._audit(conn, "rename", old, count, json.dumps({"new": new}))
+            ident = row[0]
+            meta = self._row_metadata(row, old)  # verified before it is signed under the new name
+            self._write_identity_row(conn, ident, new, json.dumps(meta).encode(), row[3], time.time())
+            # Templates carry the name in their MAC (and associated data): verify and re-sign each.
+            rows = conn.execute("SELECT id, vector, nonce, resolution, source_hash, mac FROM templates "
+                                "WHERE identity_id=?", (ident,)).fetchall()
+            for tid, blob, nonce, r, h, mac in rows:
+                data = self._template_bytes(tid, ident, old, blob, nonce, r, h, mac)
+                sealed, n2 = self._seal(data, _aad("template", ident, new, tid, float(r)))
+                mac2 = self._integ.mac("template", tid, ident, new, float(r), h, data)
+                self._delta ^= self._integ.element(mac) ^ self._integ.element(mac2)
+                conn.execute("UPDATE templates SET vector=?, nonce=?, mac=? WHERE id=?", (sealed, n2, mac2, tid))
+            self._audit(conn, "rename", old, len(rows), json.dumps({"new": new}))
 
     def set_metadata(self, name: str, metadata: dict) -> None:
         """Replace an identity's metadata."""
@@ -1014,9 +1442,8 @@ class Gallery:
             row = self._identity_row(conn, name)
             if row is None:
                 raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
-            blob, nonce = self._seal(json.dumps(meta or {}).encode(), _aad("metadata", row[0]))
-            conn.execute("UPDATE identities SET metadata=?, metadata_nonce=?, updated=? WHERE id=?",
-                         (blob, nonce, time.time(), row[0]))
+            self._row_metadata(row, name)  # a tampered row is not re-signed
+            self._write_identity_row(conn, row[0], name, json.dumps(meta or {}).encode(), row[3], time.time())
             self._audit(conn, "metadata", name, 0, None)
 
     # ------------------------------------------------------------------------------------------- reads
@@ -1043,18 +1470,20 @@ class Gallery:
 
     def identities(self) -> list[IdentityInfo]:
         """Every identity with template count, resolution levels, times, metadata; sorted by name."""
+        self._current_index()  # verifies every row and the row digest (cached until the next write)
         with self._read() as conn:
-            rows = conn.execute("SELECT id, name, metadata, metadata_nonce, created, updated FROM identities "
+            rows = conn.execute("SELECT id, name, metadata, metadata_nonce, created, updated, mac FROM identities "
                                 "ORDER BY name").fetchall()
             res: dict[int, list[float]] = {}
             for ident, r in conn.execute("SELECT identity_id, resolution FROM templates"):
                 res.setdefault(ident, []).append(r)
             thumbs = dict(conn.execute("SELECT identity_id, COUNT(*) FROM sources GROUP BY identity_id").fetchall())
         out = []
-        for ident, name, blob, nonce, created, updated in rows:
+        for ident, name, blob, nonce, created, updated, mac in rows:
             levels = tuple(float(x) for x in np.unique(resolution_level(res.get(ident, [])))) if ident in res else ()
             out.append(IdentityInfo(name, len(res.get(ident, [])), levels, created, updated,
-                                    self._metadata_out(blob, nonce, ident), thumbs.get(ident, 0)))
+                                    self._identity_metadata(ident, name, blob, nonce, created, mac),
+                                    thumbs.get(ident, 0)))
         return out
 
     def get(self, name: str) -> IdentityInfo:
@@ -1067,8 +1496,9 @@ class Gallery:
     def templates(self, name: str | None = None) -> Iterator[TemplateRecord]:
         """(identity, template id, vector, resolution, source hash) per template, decrypted; one identity or all.
         The rows are read at the call (one snapshot); vectors are decrypted as the iterator advances."""
+        self._current_index()  # rows deleted or added outside the gallery make this refuse
         with self._read() as conn:
-            sql = ("SELECT i.name, t.id, t.identity_id, t.vector, t.nonce, t.resolution, t.source_hash "
+            sql = ("SELECT i.name, t.id, t.identity_id, t.vector, t.nonce, t.resolution, t.source_hash, t.mac "
                    "FROM templates t JOIN identities i ON i.id = t.identity_id")
             if name is not None:
                 name = _check_name(name)
@@ -1078,8 +1508,8 @@ class Gallery:
             else:
                 rows = conn.execute(sql + " ORDER BY i.name, t.id").fetchall()
         def records() -> Iterator[TemplateRecord]:
-            for who, tid, ident, blob, nonce, r, h in rows:
-                vec = np.frombuffer(self._vector(blob, nonce, ident, tid, r), "<f4").astype(np.float32)
+            for who, tid, ident, blob, nonce, r, h, mac in rows:
+                vec = np.frombuffer(self._template_bytes(tid, ident, who, blob, nonce, r, h, mac), "<f4").astype(np.float32)
                 yield TemplateRecord(who, tid, vec, r, h)
 
         return records()
@@ -1091,10 +1521,9 @@ class Gallery:
             row = self._identity_row(conn, name)
             if row is None:
                 raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
-            rows = conn.execute("SELECT id, source_hash, image, nonce FROM sources WHERE identity_id=? ORDER BY id",
-                                (row[0],)).fetchall()
-        return [SourceImage(h, self._unseal(img, nonce, _aad("source", row[0], sid, h), f"thumbnail {sid}"))
-                for sid, h, img, nonce in rows]
+            rows = conn.execute("SELECT id, source_hash, image, nonce, mac FROM sources WHERE identity_id=? "
+                                "ORDER BY id", (row[0],)).fetchall()
+        return [SourceImage(h, self._source_bytes(sid, row[0], h, img, nonce, mac)) for sid, h, img, nonce, mac in rows]
 
     def audit_log(self) -> list[AuditEntry]:
         """The append-only audit trail, oldest first."""
@@ -1103,34 +1532,75 @@ class Gallery:
                 "SELECT time, action, identity, count, detail FROM audit ORDER BY id")]
 
     def check(self) -> list[str]:
-        """Integrity report: SQLite integrity and foreign keys, audit hash chain, every sealed row authenticates.
-        Returns the problems found (empty when the gallery is sound)."""
-        problems = []
+        """Integrity report; returns the problems found (empty when the gallery is sound) and never raises.
+
+        Verifies SQLite's integrity and foreign keys; the meta entries' MAC; the keyed audit chain, its row ids
+        and its stored head (a truncated log shows); every identity row's MAC and sealed metadata; every
+        template's AEAD/MAC, size, finiteness and norm; every thumbnail; and the keyed digest of the set of rows
+        (rows added or deleted by raw SQL show)."""
+        try:
+            return self._check()
+        except (sqlite3.DatabaseError, GalleryError, ValueError, OSError) as exc:
+            return [f"the gallery cannot be read: {type(exc).__name__}: {exc}"]
+
+    def _check(self) -> list[str]:
+        problems: list[str] = []
         with self._read() as conn:
             ic = [r[0] for r in conn.execute("PRAGMA integrity_check")]
             if ic != ["ok"]:
                 problems += [f"integrity_check: {m}" for m in ic]
             problems += [f"foreign key: {r}" for r in conn.execute("PRAGMA foreign_key_check")]
-            prev, expected_id = "", None
+            if not hmac.compare_digest(self._meta(conn, "meta_mac", str, ""), self._integ.meta(self._meta_fields(conn))):
+                problems.append("meta: the model binding, format or flags were altered outside the gallery")
+            keyed_from = self._meta(conn, "audit_keyed_from", int, 1)
+            prev, expected_id, last = "", None, (0, "")
             for rid, t, action, who, count, detail, chain in conn.execute(
                     "SELECT id, time, action, identity, count, detail, chain FROM audit ORDER BY id"):
-                if _chain(prev, t, action, who, count, detail) != chain:
-                    problems.append(f"audit row {rid}: hash chain broken (rows altered or removed)")
+                want = (_chain_v1(prev, t, action, who, count, detail) if rid < keyed_from else
+                        self._integ.chain(prev, rid, t, action, who, count, detail))
+                if not hmac.compare_digest(want, chain):
+                    problems.append(f"audit row {rid}: keyed chain broken (rows altered, removed or recomputed)")
                 if expected_id is not None and rid != expected_id:
                     problems.append(f"audit rows {expected_id}..{rid - 1} missing")
-                prev, expected_id = chain, rid + 1
+                prev, expected_id, last = chain, rid + 1, (rid, chain)
             seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='audit'").fetchone()
             if seq and expected_id is not None and seq[0] != expected_id - 1:
                 problems.append(f"audit rows after {expected_id - 1} missing (sequence at {seq[0]})")
-            rows = conn.execute("SELECT id, identity_id, vector, nonce, resolution FROM templates").fetchall()
-        for tid, ident, blob, nonce, r in rows:
+            state = self._meta(conn, "state", str, "")
+            if not hmac.compare_digest(self._meta(conn, "audit_head", str, ""),
+                                       self._integ.head(last[0], last[1], state, keyed_from)):
+                problems.append("audit head does not match the log: its tail was truncated, or the log or the row "
+                                "digest was altered")
+            idents = conn.execute("SELECT id, name, metadata, metadata_nonce, created, mac FROM identities").fetchall()
+            templates = conn.execute("SELECT id, identity_id, vector, nonce, resolution, source_hash, mac "
+                                     "FROM templates").fetchall()
+            sources = conn.execute("SELECT id, identity_id, source_hash, image, nonce, mac FROM sources").fetchall()
+        names, digest = {}, 0
+        for ident, name, blob, nonce, created, mac in idents:
+            names[ident] = name
+            digest ^= self._integ.element(mac)
             try:
-                data = self._vector(blob, nonce, ident, tid, r)
+                self._identity_metadata(ident, name, blob, nonce, created, mac)
+            except (GalleryError, ValueError) as exc:
+                problems.append(str(exc))
+        for tid, ident, blob, nonce, r, h, mac in templates:
+            digest ^= self._integ.element(mac)
+            if ident not in names:
+                problems.append(f"template {tid}: its identity {ident} does not exist")
+                continue
+            try:
+                self._template_bytes(tid, ident, names[ident], blob, nonce, r, h, mac)
             except GalleryError as exc:
                 problems.append(str(exc))
-                continue
-            if len(data) != 4 * self.model.dim:
-                problems.append(f"template {tid}: {len(data)} bytes, expected {4 * self.model.dim}")
+        for sid, ident, h, img, nonce, mac in sources:
+            digest ^= self._integ.element(mac)
+            try:
+                self._source_bytes(sid, ident, h, img, nonce, mac)
+            except GalleryError as exc:
+                problems.append(str(exc))
+        if f"{digest:064x}" != state:
+            problems.append("identities, templates or thumbnails were added or deleted outside the gallery (the keyed "
+                            "digest of the rows does not match)")
         return problems
 
     # ------------------------------------------------------------------------------------------- search
@@ -1149,16 +1619,34 @@ class Gallery:
                 if stored != self.model:
                     raise GalleryModelMismatch(f"gallery {self.path} is now bound to model {stored} (re-embedded), "
                                                f"not {self.model}; reopen it with the new model")
-                names_rows = conn.execute("SELECT id, name FROM identities ORDER BY id").fetchall()
-                rows = conn.execute("SELECT identity_id, id, vector, nonce, resolution FROM templates "
+                self._verify_rows(conn)
+                id_rows = conn.execute("SELECT id, name, metadata, metadata_nonce, created, mac FROM identities "
+                                       "ORDER BY id").fetchall()
+                rows = conn.execute("SELECT identity_id, id, vector, nonce, resolution, source_hash, mac FROM templates "
                                     "ORDER BY identity_id, id").fetchall()
+                for r in id_rows:  # a swapped or edited name must not answer for someone else's templates
+                    self._identity_metadata(*r)
+                names_rows = [(r[0], r[1]) for r in id_rows]
                 pos = {ident: i for i, (ident, _) in enumerate(names_rows)}
+                name_of = dict(names_rows)
                 dim = self.model.dim
-                blobs = [self._vector(blob, nonce, ident, tid, r) for ident, tid, blob, nonce, r in rows]
+                blobs = []
+                for ident, tid, blob, nonce, r, h, mac in rows:
+                    if ident not in name_of:
+                        raise GalleryIntegrityError(f"gallery {self.path}: template {tid} belongs to no identity")
+                    blobs.append(self._template_bytes(tid, ident, name_of[ident], blob, nonce, r, h, mac,
+                                                      check_vector=False))
                 if any(len(b) != 4 * dim for b in blobs):
-                    raise GalleryError(f"gallery {self.path} holds templates of the wrong size for {self.model}")
+                    raise GalleryIntegrityError(f"gallery {self.path} holds templates of the wrong size for "
+                                                f"{self.model}")
                 vectors = np.frombuffer(b"".join(blobs), "<f4").reshape(len(rows), dim)  # copied into blocks
                 del blobs
+                bad = _bad_rows(vectors)
+                if len(bad):
+                    tid = rows[bad[0]][1]
+                    raise GalleryIntegrityError(f"gallery {self.path}: template {tid} of "
+                                                f"{name_of[rows[bad[0]][0]]!r}: "
+                                                f"{_vector_problem(vectors[bad[0]].tobytes(), dim)}")
                 ident = np.fromiter((pos[r[0]] for r in rows), np.int64, len(rows))
                 res = np.fromiter((r[4] for r in rows), np.float64, len(rows))
                 idx = _Index(gen, [n for _, n in names_rows], ident, res, vectors)
@@ -1270,18 +1758,20 @@ class Gallery:
             for name in lacking:
                 row = self._identity_row(conn, name)
                 count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=?", (row[0],)).fetchone()[0]
-                conn.execute("DELETE FROM identities WHERE id=?", (row[0],))
+                self._delete_identity(conn, row[0])
                 self._audit(conn, "remove", name, count, "reembed: no source material")
+            self._untrack(conn, "templates", "1", ())
             conn.execute("DELETE FROM templates")
             total = 0
             for name, (vecs, res, hashes) in new.items():
                 ident = self._identity_row(conn, name)[0]
-                self._insert_templates(conn, ident, vecs, res, hashes, now)
+                self._insert_templates(conn, ident, name, vecs, res, hashes, now)
                 conn.execute("UPDATE identities SET updated=? WHERE id=?", (now, ident))
                 total += len(vecs)
             self._set_meta(conn, "model_name", model.name)
             self._set_meta(conn, "model_version", model.version)
             self._set_meta(conn, "model_dim", str(model.dim))
+            self._set_meta(conn, "meta_mac", self._integ.meta(self._meta_fields(conn)))
             self._audit(conn, "reembed", None, total, json.dumps({"from": str(old), "to": str(model)}))
         self.model = model
         self.purge_wal()
@@ -1293,7 +1783,8 @@ class Gallery:
         """Write a consistent snapshot of the gallery to ``path`` (itself a gallery file, same model key).
 
         An encrypted gallery's export stays encrypted under the same key unless ``decrypt=True`` is given.
-        Audited as ``export`` (``export-decrypted``) when the gallery is writable.
+        A plain (or decrypted) export gets its integrity key beside it (``<path>.integrity-key``): hand both
+        over. Audited as ``export`` (``export-decrypted``) when the gallery is writable.
         """
         path = Path(path)
         if path.resolve() == self.path.resolve():
@@ -1310,22 +1801,30 @@ class Gallery:
                 src.backup(dest)
                 n = dest.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
                 if decrypt and self._cipher is not None:
+                    # Plaintext in place of each sealed value; the MACs (over plaintext) stay valid.
                     dest.execute("PRAGMA secure_delete=ON")
                     dest.execute("BEGIN")
-                    for tid, ident, blob, nonce, r in dest.execute(
-                            "SELECT id, identity_id, vector, nonce, resolution FROM templates").fetchall():
+                    names = dict(dest.execute("SELECT id, name FROM identities").fetchall())
+                    for tid, ident, blob, nonce, r, h, mac in dest.execute(
+                            "SELECT id, identity_id, vector, nonce, resolution, source_hash, mac FROM templates"
+                    ).fetchall():
                         dest.execute("UPDATE templates SET vector=?, nonce=NULL WHERE id=?",
-                                     (self._vector(blob, nonce, ident, tid, r), tid))
-                    for sid, ident, h, img, nonce in dest.execute(
-                            "SELECT id, identity_id, source_hash, image, nonce FROM sources").fetchall():
+                                     (self._template_bytes(tid, ident, names.get(ident, ""), blob, nonce, r, h, mac),
+                                      tid))
+                    for sid, ident, h, img, nonce, mac in dest.execute(
+                            "SELECT id, identity_id, source_hash, image, nonce, mac FROM sources").fetchall():
                         dest.execute("UPDATE sources SET image=?, nonce=NULL WHERE id=?",
-                                     (self._unseal(img, nonce, _aad("source", ident, sid, h), f"thumbnail {sid}"), sid))
-                    for ident, blob, nonce in dest.execute(
-                            "SELECT id, metadata, metadata_nonce FROM identities").fetchall():
-                        meta = json.dumps(self._metadata_out(blob, nonce, ident)).encode()
+                                     (self._source_bytes(sid, ident, h, img, nonce, mac), sid))
+                    for ident, name, blob, nonce, created, mac in dest.execute(
+                            "SELECT id, name, metadata, metadata_nonce, created, mac FROM identities").fetchall():
+                        self._identity_metadata(ident, name, blob, nonce, created, mac)
+                        meta = None if blob is None else self._unseal(blob, nonce, _aad("metadata", ident, name), "")
                         dest.execute("UPDATE identities SET metadata=?, metadata_nonce=NULL WHERE id=?", (meta, ident))
                     dest.execute("UPDATE meta SET value='0' WHERE key='encrypted'")
                     dest.execute("DELETE FROM meta WHERE key IN ('key_check', 'cipher')")
+                    fields = {k: (r[0] if (r := dest.execute("SELECT value FROM meta WHERE key=?", (k,)).fetchone())
+                                  else None) for k in _BOUND_META}
+                    dest.execute("UPDATE meta SET value=? WHERE key='meta_mac'", (self._integ.meta(fields),))
                     dest.execute("COMMIT")
                 dest.execute("PRAGMA journal_mode=WAL")
                 dest.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -1333,6 +1832,8 @@ class Gallery:
                 dest.close()
         finally:
             self._reader_return(src)
+        if self._cipher is None or decrypt:
+            _write_integrity_key(Path(str(path) + INTEGRITY_KEY_SUFFIX), self._integ.key)
         os.replace(tmp, path)
         for suffix in ("-wal", "-shm"):
             Path(str(tmp) + suffix).unlink(missing_ok=True)
@@ -1343,7 +1844,8 @@ class Gallery:
         return path
 
     def import_(self, path: str | Path, on_conflict: str = "skip", *, key: bytes | None = None,
-                key_file: str | Path | None = None, key_env: str | None = None) -> dict:
+                key_file: str | Path | None = None, key_env: str | None = None,
+                integrity_key_file: str | Path | None = None) -> dict:
         """Import the identities of an exported gallery (same model) in one transaction, audited per identity.
 
         ``on_conflict`` for names present in both: ``"skip"`` (keep ours), ``"replace"`` (take theirs),
@@ -1357,11 +1859,13 @@ class Gallery:
         if not path.exists():
             raise FileNotFoundError(f"no gallery export at {path}")
         src_key = _resolve_key(key, key_file, key_env)
+        open_key = src_key or self._key
         try:
-            other = Gallery(path, None, create=False, readonly=True, key=src_key or self._key)
+            other = Gallery(path, None, create=False, readonly=True, key=open_key) if open_key is not None else \
+                Gallery(path, None, create=False, readonly=True, integrity_key_file=integrity_key_file)
         except GalleryKeyError as exc:
             if src_key is None and self._key is not None and "not encrypted" in str(exc):
-                other = Gallery(path, None, create=False, readonly=True)
+                other = Gallery(path, None, create=False, readonly=True, integrity_key_file=integrity_key_file)
             else:
                 raise
         try:
@@ -1392,19 +1896,17 @@ class Gallery:
                     ident = self._insert_identity(conn, info.name, info.metadata, info.created, now)
                     summary["imported"] += 1
                 elif on_conflict == "replace":
-                    conn.execute("DELETE FROM identities WHERE id=?", (row[0],))
+                    self._delete_identity(conn, row[0])
                     ident = self._insert_identity(conn, info.name, info.metadata, info.created, now)
                     summary["replaced"] += 1
                 else:  # merge
                     ident = row[0]
-                    merged = {**self._metadata_out(row[1], row[2], ident), **info.metadata}
-                    blob, nonce = self._seal(json.dumps(merged).encode(), _aad("metadata", ident))
-                    conn.execute("UPDATE identities SET metadata=?, metadata_nonce=?, updated=? WHERE id=?",
-                                 (blob, nonce, now, ident))
+                    merged = {**self._row_metadata(row, info.name), **info.metadata}
+                    self._write_identity_row(conn, ident, info.name, json.dumps(merged).encode(), row[3], now)
                     summary["merged"] += 1
                 if recs:
                     vecs = np.stack([r.vector for r in recs])
-                    self._insert_templates(conn, ident, vecs, np.array([r.resolution for r in recs]),
+                    self._insert_templates(conn, ident, info.name, vecs, np.array([r.resolution for r in recs]),
                                            [r.source_hash for r in recs], now)
                 images = {s.source_hash: s.image for s in thumbs.get(info.name, [])}
                 if images and self.stores_thumbnails:
@@ -1486,6 +1988,26 @@ def _check_name(name: Any) -> str:
     if len(name) > _MAX_NAME or any(ord(c) < 32 for c in name):
         raise ValueError(f"identity name must be at most {_MAX_NAME} printable characters, got {name[:40]!r}")
     return name
+
+
+def _vector_problem(data: bytes, dim: int) -> str | None:
+    """Why stored template bytes are not a finite unit vector of ``dim`` float32 (None when they are)."""
+    if len(data) != 4 * dim:
+        return f"{len(data)} bytes, expected {4 * dim} ({dim}-d float32)"
+    v = np.frombuffer(data, "<f4").astype(np.float64)
+    if not np.isfinite(v).all():
+        return "holds NaN or infinite values"
+    norm = float(np.linalg.norm(v))
+    if abs(norm - 1.0) > NORM_TOLERANCE:
+        return f"has L2 norm {norm:.6g}, not 1 (templates are stored normalised)"
+    return None
+
+
+def _bad_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows of a (n, dim) float32 matrix that are not finite unit vectors (batched: index builds)."""
+    with np.errstate(all="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+    return np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > NORM_TOLERANCE))
 
 
 def _check_resolutions(resolutions: Any, n: int, what: str = "resolutions") -> np.ndarray:
