@@ -264,6 +264,28 @@ def test_bad_enrolments_are_clear_errors_and_write_nothing(gallery, kwargs, erro
     assert gallery.enroll("A", 3 * E[:1], [112], normalize=True) == 1  # normalize=True accepts raw vectors
 
 
+@pytest.mark.parametrize("name", ["\u202eecila", "ali\u200bce", "al\u200dice", "\ufeffalice", "a\u2066lice\u2069",
+                                  "ali\u00adce", "al\tice", "alice\nbob", "al\x7fice", "al\u2028ice",
+                                  "al\ue000ice", "al\u0378ice", "al\u00a0ice", "al\u200fice"])
+def test_names_that_display_as_something_else_are_refused(gallery, name):
+    with pytest.raises(ValueError, match=r"U\+[0-9A-F]{4}") as err:
+        gallery.enroll(name, E[:1], [112])
+    assert "position" in str(err.value)
+    assert len(gallery) == 0 and name not in gallery
+    with pytest.raises(ValueError, match=r"U\+"):
+        gallery.rename("x", name)
+
+
+def test_names_are_nfc_normalised(gallery):
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    gallery.enroll(decomposed, E[:1], [112])
+    assert list(gallery) == [composed] and composed in gallery and decomposed in gallery
+    gallery.enroll(composed, E[1:2], [112])  # the same identity, appended to
+    assert gallery.get(decomposed).n_templates == 2 and len(gallery) == 1
+    gallery.enroll("\u674e\u5c0f\u9f99 \u00c5sa-\u00d8ye O'Brien", E[2:3], [112])  # ordinary text is fine
+    assert gallery.search(E[0])[0][0].identity == composed
+
+
 def test_remove_really_deletes_with_secure_delete(tmp_path):
     path = tmp_path / "g.db"
     secret = unit((0, 0.123456789), (1, 0.987654321 * 0.5), (2, 0))

@@ -81,6 +81,7 @@ import sqlite3
 import struct
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -1453,7 +1454,9 @@ class Gallery:
             return conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
+        try:
+            name = _check_name(name)
+        except (TypeError, ValueError):
             return False
         with self._read() as conn:
             return conn.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
@@ -1980,13 +1983,28 @@ def _import_faiss() -> Any:
     return faiss
 
 
+#: Unicode categories refused in names: controls, format characters (bidi overrides and isolates, zero-width
+#: spaces and joiners, BOM, soft hyphen), surrogates, private use, unassigned, line/paragraph separators. Any
+#: of them can make a name display as another ("\u202eecila" shows as "alice") or hide characters.
+_REFUSED_CATEGORIES = {"Cc": "control", "Cf": "invisible format (bidi/zero-width)", "Cs": "surrogate",
+                       "Co": "private-use", "Cn": "unassigned", "Zl": "line separator", "Zp": "paragraph separator"}
+
+
 def _check_name(name: Any) -> str:
+    """The name NFC-normalised (so composed and decomposed spellings are one identity), or a clear error."""
     if not isinstance(name, str):
         raise TypeError(f"identity name must be a string, got {type(name).__name__}")
+    name = unicodedata.normalize("NFC", name)
     if not name.strip() or name != name.strip():
         raise ValueError(f"identity name must be non-empty without leading/trailing spaces, got {name!r}")
-    if len(name) > _MAX_NAME or any(ord(c) < 32 for c in name):
-        raise ValueError(f"identity name must be at most {_MAX_NAME} printable characters, got {name[:40]!r}")
+    if len(name) > _MAX_NAME:
+        raise ValueError(f"identity name must be at most {_MAX_NAME} characters, got {len(name)}: {name[:40]!r}")
+    for i, c in enumerate(name):
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(c))
+        if kind is not None or (c.isspace() and c != " "):
+            raise ValueError(f"identity name {name[:40]!r} holds a {kind or 'non-space whitespace'} character "
+                             f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed')}) at position {i}: names must be "
+                             "printable text that displays as it reads")
     return name
 
 
