@@ -16,7 +16,9 @@ import pytest
 from crres_sdk import (BundleError, GalleryModelMismatch, ModelKey, NoFaceError, Recognizer, TEMPLATE_SIZE,
                        align_faces_uint8, load_image)
 from crres_sdk.gallery import Gallery
-from crres_sdk.recognizer import Thresholds, find_model_bundle, landmarks_from_boxes
+from crres_sdk.errors import FaceGeometryError
+from crres_sdk.recognizer import (Thresholds, check_face_geometry, crop_geometry, find_model_bundle,
+                                  landmarks_from_boxes)
 from crres_sdk.preprocess import ARCFACE_TEMPLATE
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 
@@ -62,6 +64,38 @@ def test_landmarks_from_boxes_align_the_box_square_onto_the_crop():
     # ... and not some other region (shifted by 20 px the difference is far larger).
     shifted = cv2.resize(frame[60:284, 70:294], (TEMPLATE_SIZE, TEMPLATE_SIZE), interpolation=cv2.INTER_LINEAR)
     assert np.abs(crop.astype(int) - shifted.astype(int)).mean() > 5
+
+
+def test_crop_geometry_of_a_box_is_the_box():
+    box = np.array([[50.0, 40.0, 274.0, 264.0]])
+    side, pts = crop_geometry(landmarks_from_boxes(box))
+    assert side[0] == pytest.approx(224.0)
+    assert pts[0, :, 0].min() == pytest.approx(50 + 224 / 18) and pts[0, :, 1].max() == pytest.approx(264 - 224 / 18)
+    # rotated landmarks: same side, and the grid turns with them
+    c, s_ = math.cos(0.5), math.sin(0.5)
+    lm = (landmarks_from_boxes(box)[0] - 162) @ np.array([[c, s_], [-s_, c]]) + 162
+    assert crop_geometry(lm[None])[0][0] == pytest.approx(224.0)
+
+
+@pytest.mark.parametrize(("faces", "text"), [
+    ([[5000, 5000, 5100, 5100]], "0% of its aligned crop lies inside"),        # far outside
+    ([[-90, 100, 10, 200]], "% of its aligned crop lies inside"),               # 90% off the left edge
+    ([[0, 0, 1e12, 1e12]], "over 4x the frame"),                                  # absurdly large box
+    (ASTRONAUT_LANDMARKS * 1e30, "over 4x the frame"),                            # landmarks scaled x1e30
+    (np.full((5, 2), 100.0), "degenerate landmarks"),                             # all five at one point
+    ([[100, 100, 100.0001, 100.0001]], "degenerate landmarks"),                  # a sub-pixel box
+])
+def test_faces_outside_the_frame_or_absurd_are_refused(faces, text):
+    arr = np.asarray(faces, np.float64)
+    lm = arr.reshape(-1, 5, 2) if arr.shape[-1] == 2 else landmarks_from_boxes(arr)
+    with pytest.raises(FaceGeometryError, match=text):
+        check_face_geometry((480, 640, 3), lm)
+
+
+def test_faces_partly_outside_the_frame_are_kept():
+    check_face_geometry((480, 640, 3), landmarks_from_boxes(np.array([[-40.0, 100, 60, 200]])))  # 40% outside
+    check_face_geometry((480, 640, 3), ASTRONAUT_LANDMARKS[None])
+    check_face_geometry((20, 20, 3), landmarks_from_boxes(np.array([[2.0, 2, 9, 9]])))  # a 7 px face
 
 
 def test_load_image_errors(tmp_path):
@@ -188,6 +222,28 @@ def test_caller_supplied_boxes_and_landmarks_skip_detection(rec_factory, tmp_pat
     np.testing.assert_allclose(np.linalg.norm(emb_lm, axis=1), 1.0, rtol=1e-5)
 
 
+def test_ghost_faces_are_refused_at_enrolment_and_identification(rec_factory, tmp_path):
+    """The issue's ghost: a box far outside the frame gave a template of a black crop that matched any dark
+    region at score 1.0. Enrolment and identification refuse it, and nothing is stored."""
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    astro = astronaut_bgr()
+    far = [[5000, 5000, 5100, 5100]]
+    with pytest.raises(FaceGeometryError, match="inside the frame"):
+        rec.enroll("ghost", [astro], faces=far)
+    assert len(rec.gallery) == 0 and rec.gallery.n_templates == 0
+    with pytest.raises(FaceGeometryError, match="inside the frame"):
+        rec.identify(np.zeros((480, 640, 3), np.uint8), faces=far)
+    with pytest.raises(FaceGeometryError, match="over 4x"):
+        rec.identify(astro, faces=ASTRONAUT_LANDMARKS * 1e30)
+    with pytest.raises(FaceGeometryError, match="over 4x"):
+        rec.enroll("huge", [astro], faces=[[0, 0, 1e12, 1e12]])
+    detected = rec.detect(astro)[0]
+    detected.landmarks = detected.landmarks + 1e5  # a Face record moved off the frame is checked too
+    with pytest.raises(FaceGeometryError):
+        rec.identify(astro, faces=[detected])
+    assert len(rec.gallery) == 0
+
+
 def test_verify_same_and_different(rec_factory):
     from skimage import data
 
@@ -303,8 +359,8 @@ def test_meet_in_the_middle_matching_ranks_the_enrolled_face_and_needs_its_own_g
     assert again.match_score == pytest.approx(face.match_score)
     # The gallery's templates are decrypted once per gallery generation, not per frame, and again after a write.
     decrypted = []
-    decrypt = rec.gallery._vector
-    monkeypatch.setattr(rec.gallery, "_vector", lambda *a: decrypted.append(1) or decrypt(*a))
+    decrypt = rec.gallery._template_bytes
+    monkeypatch.setattr(rec.gallery, "_template_bytes", lambda *a, **k: decrypted.append(1) or decrypt(*a, **k))
     rec.identify(scene)
     assert decrypted == []
     generation = rec.gallery.generation

@@ -32,7 +32,7 @@ import numpy as np
 from crres_sdk.backends import Session, available_backends, open_model, resolve_backend
 from crres_sdk.bundle import ModelBundle, find_bundle, load_bundle
 from crres_sdk.detector import FaceDetector
-from crres_sdk.errors import BundleError
+from crres_sdk.errors import BundleError, FaceGeometryError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
 from crres_sdk.gallery import Gallery, Match, ModelKey
@@ -300,6 +300,11 @@ class Recognizer:
             faces = [faces]
         if isinstance(faces, (list, tuple)) and all(isinstance(f, Face) for f in faces):
             records = list(faces)
+            if records:
+                marks = np.stack([np.asarray(f.landmarks, np.float64).reshape(5, 2) for f in records])
+                if not np.all(np.isfinite(marks)):
+                    raise ValueError("faces contain NaN or infinite landmarks")
+                check_face_geometry(frame.shape, marks)
         else:
             arr = np.asarray(faces, dtype=np.float64)
             if arr.ndim == 2 and arr.shape == (5, 2):
@@ -321,6 +326,7 @@ class Recognizer:
                                  f"{arr.shape}")
             if not np.all(np.isfinite(arr)):
                 raise ValueError("faces contain NaN or infinite coordinates")
+            check_face_geometry(frame.shape, landmarks)
             records = [Face(box=b.astype(np.float32), score=1.0, landmarks=lm.astype(np.float32),
                             equivalent_resolution=float(equivalent_resolution(lm)))
                        for b, lm in zip(boxes, landmarks)]
@@ -516,6 +522,55 @@ class Recognizer:
         return max(found, key=lambda f: f.width * f.height)
 
 
+#: A caller-supplied face is refused when less than this fraction of its aligned crop lies inside the frame: the
+#: rest is zero padding, and a template of a mostly black crop matches any dark region.
+MIN_CROP_INSIDE = 0.5
+#: ... or when its crop is smaller than this (px), or larger than this many times the frame's longer side.
+MIN_CROP_SIDE = 1.0
+MAX_CROP_SCALE = 4.0
+
+
+def crop_geometry(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For (N, 5, 2) landmarks: the side (px, in the image) of each face's aligned 112 crop and the image
+    coordinates of a 9 x 9 grid over the crop (N, 81, 2), from the least-squares similarity to the template."""
+    src = np.asarray(landmarks, np.float64)
+    dst = ARCFACE_TEMPLATE.astype(np.float64)
+    mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var = (xs ** 2).sum((1, 2))
+    # complex form of the 2-D similarity fit: dst - mu_d ~= z * (src - mu_s), z = s * exp(i theta)
+    zs = xs[..., 0] + 1j * xs[..., 1]
+    zd = xd[:, 0] + 1j * xd[:, 1]
+    with np.errstate(all="ignore"):
+        z = (np.conj(zs) * zd[None]).sum(1) / var
+        side = TEMPLATE_SIZE / np.abs(z)  # image px per crop side
+        g = (np.arange(9) + 0.5) / 9 * TEMPLATE_SIZE
+        grid = (g[None, :] + 1j * g[:, None]).reshape(-1)  # crop coordinates
+        pts = (grid[None] - (mu_d[0] + 1j * mu_d[1])) / z[:, None] + (mu_s[:, 0, 0] + 1j * mu_s[:, 0, 1])[:, None]
+    return side, np.stack([pts.real, pts.imag], -1)
+
+
+def check_face_geometry(frame_shape: tuple, landmarks: np.ndarray) -> None:
+    """Raise FaceGeometryError for a face whose crop lies mostly outside the frame, or whose landmarks are
+    degenerate or absurd (crop under 1 px or over 4x the frame)."""
+    h, w = frame_shape[:2]
+    side, pts = crop_geometry(landmarks)
+    for i in range(len(side)):
+        where = f"face {i} (landmarks spanning x {landmarks[i, :, 0].min():.4g}..{landmarks[i, :, 0].max():.4g}, " \
+                f"y {landmarks[i, :, 1].min():.4g}..{landmarks[i, :, 1].max():.4g}) in a {w}x{h} frame"
+        if not np.isfinite(side[i]) or side[i] < MIN_CROP_SIDE:
+            raise FaceGeometryError(f"{where}: degenerate landmarks (an aligned crop of {side[i]:.3g} px); a face "
+                                    f"needs a crop of at least {MIN_CROP_SIDE:g} px")
+        if side[i] > MAX_CROP_SCALE * max(h, w):
+            raise FaceGeometryError(f"{where}: its aligned crop would be {side[i]:.3g} px, over {MAX_CROP_SCALE:g}x "
+                                    "the frame: not a face in this frame")
+        inside = np.mean((pts[i, :, 0] >= 0) & (pts[i, :, 0] < w) & (pts[i, :, 1] >= 0) & (pts[i, :, 1] < h))
+        if inside < MIN_CROP_INSIDE:
+            raise FaceGeometryError(f"{where}: only {100 * inside:.0f}% of its aligned crop lies inside the frame "
+                                    f"(at least {100 * MIN_CROP_INSIDE:.0f}% needed); the rest would be black "
+                                    "padding, whose template matches any dark region")
+
+
 def landmarks_from_boxes(boxes: np.ndarray) -> np.ndarray:
     """(N, 5, 2) landmarks that align each (N, 4) box's largest centred square onto the 112 x 112 template."""
     boxes = np.asarray(boxes, np.float64)
@@ -557,5 +612,5 @@ def _check_frame(frame: Any) -> np.ndarray:
     return frame
 
 
-__all__ = ["DEFAULT_GALLERY_RESOLUTIONS", "NoFaceError", "Recognizer", "Thresholds", "Verification",
+__all__ = ["DEFAULT_GALLERY_RESOLUTIONS", "FaceGeometryError", "NoFaceError", "Recognizer", "Thresholds", "Verification",
            "find_model_bundle", "landmarks_from_boxes", "load_image"]
