@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import statistics
 import sys
 import time
@@ -395,12 +397,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crres_sdk.gallery import GalleryError
 
     args = build_parser().parse_args(argv)
+    if not args.debug:  # FFmpeg's per-macroblock decoder complaints would bury the one-line error we print
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         return COMMANDS[args.command](args)
     except SystemExit:
         raise
     except (CliError, BundleError, GalleryError, BackendUnavailableError, FileNotFoundError, ValueError,
-            TypeError, KeyError, RuntimeError, OSError) as exc:
+            TypeError, KeyError, RuntimeError, OSError, sqlite3.Error) as exc:
         if args.debug:
             raise
         message = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])

@@ -814,11 +814,15 @@ class Gallery:
         """A reader connection inside one read transaction (a consistent snapshot)."""
         conn = self._reader_checkout()
         try:
-            conn.execute("BEGIN")
             try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:  # a corrupt or unreadable file: one clear error, not sqlite's
+                raise GalleryError(f"gallery {self.path} cannot be read (corrupt file or I/O error): {exc}") from exc
         finally:
             self._reader_return(conn)
 
@@ -842,7 +846,7 @@ class Gallery:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback(conn)
-                if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, ...: say which, one line
+                if isinstance(exc, sqlite3.DatabaseError):  # disk full, I/O error, corrupt: say which, one line
                     raise GalleryError(f"gallery {self.path}: write failed and was rolled back, nothing "
                                        f"changed: {exc}") from exc
                 raise
@@ -1405,11 +1409,16 @@ class Gallery:
         if self._writer is None:
             return False
         with self._write_lock:
-            self._writer.execute("PRAGMA busy_timeout=2000")
             try:
-                busy = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            finally:
-                self._writer.execute("PRAGMA busy_timeout=30000")
+                self._writer.execute("PRAGMA busy_timeout=2000")
+                try:
+                    busy = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                finally:
+                    self._writer.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.DatabaseError as exc:  # the write itself is committed; say that the purge failed
+                raise GalleryError(f"gallery {self.path}: the change is committed, but its write-ahead log could not "
+                                   f"be checkpointed and truncated (old copies may remain in {self.path}-wal): "
+                                   f"{exc}") from exc
         return busy == 0
 
     def rename(self, old: str, new: str) -> None:

@@ -58,12 +58,29 @@ import numpy as np
 from crres_sdk.face import Face
 from crres_sdk.preprocess import TEMPLATE_SIZE
 
-__all__ = ["FrameSource", "IoUTracker", "Track", "TrackTemplate", "VideoPipeline", "VideoSource",
+__all__ = ["FrameSource", "IoUTracker", "Track", "TrackTemplate", "VideoDecodeError", "VideoPipeline", "VideoSource",
            "VideoSourceError", "gstreamer_available", "iou_matrix", "open_source", "resolution_weight"]
 
 
 class VideoSourceError(RuntimeError):
     """A video source that cannot be opened (missing file, unreachable stream, unsupported backend)."""
+
+
+class VideoDecodeError(VideoSourceError):
+    """A video file stopped delivering frames well before its frame count (corrupt or truncated). ``summary``
+    holds what :meth:`VideoPipeline.run` did with the frames before it (events and video up to there are kept)."""
+
+    def __init__(self, message: str, frames_read: int, frame_count: int) -> None:
+        super().__init__(message)
+        self.frames_read = frames_read
+        self.frame_count = frame_count
+        self.summary: dict | None = None
+
+
+#: A file that ends more than this many frames (or this fraction of its frame count, if more) before the count
+#: its container states is reported as corrupt; containers' counts can be off by a frame or two.
+FRAME_COUNT_SLACK = 2
+FRAME_COUNT_SLACK_FRACTION = 0.02
 
 
 # ------------------------------------------------------------------------------------------------- sources
@@ -75,7 +92,9 @@ class VideoSource:
     ``fps`` and ``frame_count`` are None when the source does not say (live cameras and streams usually have no
     frame count). File timestamps are ``index / fps`` (the container's position when fps is unknown); live
     sources are stamped with the wall clock since opening. Iteration ends at the end of a file or when a live
-    source stops delivering frames. Use as a context manager or call :meth:`close`.
+    source stops delivering frames; a file that stops well before its stated frame count (a frame that cannot
+    be decoded) raises :class:`VideoDecodeError` instead of ending quietly. Use as a context manager or call
+    :meth:`close`.
     """
 
     def __init__(self, capture: Any, description: str, *, live: bool) -> None:
@@ -95,6 +114,11 @@ class VideoSource:
         while True:
             ok, frame = self._capture.read()
             if not ok or frame is None:
+                count = self.frame_count
+                if not self.live and count and index < count - max(FRAME_COUNT_SLACK,
+                                                                   FRAME_COUNT_SLACK_FRACTION * count):
+                    raise VideoDecodeError(f"{self.description}: no frame could be decoded after frame {index} of "
+                                           f"the {count} the file states (corrupt or truncated video)", index, count)
                 return
             if frame.ndim == 2:
                 frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
@@ -602,7 +626,16 @@ class VideoPipeline:
                   "gallery_identities": None if gallery is None else len(gallery),
                   "every_n": self.every_n, "accumulate": self.accumulate,
                   "faces": "detector" if self.faces_fn is None else "caller"})
-            for index, timestamp, frame in src:
+            frames = iter(src)
+            decode_error: VideoDecodeError | None = None
+            while True:
+                try:
+                    index, timestamp, frame = next(frames)
+                except StopIteration:
+                    break
+                except VideoDecodeError as exc:  # finish the summary and outputs, then report it
+                    decode_error = exc
+                    break
                 if max_frames is not None and frames_read >= max_frames:
                     break
                 frames_read += 1
@@ -629,7 +662,13 @@ class VideoPipeline:
                 "events": None if events is None else str(events),
                 "output_video": None if output_video is None or writer is None else str(output_video),
             }
+            if decode_error is not None:
+                summary["error"] = str(decode_error)
+                emit({"type": "error", "message": str(decode_error), "frame": frames_read})
             emit({"type": "end", **summary})
+            if decode_error is not None:
+                decode_error.summary = summary
+                raise decode_error
         finally:
             bar.close()
             if writer is not None:
