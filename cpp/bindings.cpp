@@ -7,17 +7,20 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "crop.hpp"
 #include "image.hpp"
+#include "matched.hpp"
 #include "mtcnn.hpp"
 #include "parallel.hpp"
 #include "resize.hpp"
 #include "resolution.hpp"
 #include "similarity.hpp"
+#include "simd.hpp"
 #include "warp.hpp"
 
 namespace py = pybind11;
@@ -141,6 +144,34 @@ std::vector<Affine2x3> inverse_alignments(const py::handle& landmarks, const py:
     return maps;
 }
 
+// Per-face resolution across the crop's width for the matched warp. With the five-point convention (K = 5)
+// it is the equivalent resolution generalised to any crop: out_w * eye distance / the template's eye distance
+// (112 d / 35.24 for the ArcFace crop), the figure the SDK reports and picks thresholds by. Other templates
+// use the fitted map's scale.
+std::vector<double> alignment_resolutions(const py::handle& landmarks, const py::object& tmpl,
+                                          const std::vector<Affine2x3>& maps, int out_w) {
+    std::vector<double> r(maps.size());
+    std::size_t k = 0;
+    const std::vector<double> t = template_points(tmpl, k);
+    const double template_eyes = std::hypot(t[2] - t[0], t[3] - t[1]);
+    if (k != kTemplatePoints || !(template_eyes > 0.0)) {
+        for (std::size_t i = 0; i < maps.size(); ++i) r[i] = resolution_from_map(maps[i], out_w);
+        return r;
+    }
+    const std::vector<double> lm = points(landmarks, "landmarks", 3, "(N, K, 2)");
+    for (std::size_t i = 0; i < maps.size(); ++i) {
+        const double* p = lm.data() + i * 2 * k;
+        r[i] = out_w * std::hypot(p[2] - p[0], p[3] - p[1]) / template_eyes;
+    }
+    return r;
+}
+
+std::vector<double> map_resolutions(const std::vector<Affine2x3>& maps, int out_w) {
+    std::vector<double> r(maps.size());
+    for (std::size_t i = 0; i < maps.size(); ++i) r[i] = resolution_from_map(maps[i], out_w);
+    return r;
+}
+
 // Per-face dst->src maps from (N, 2, 3) src->dst matrices (cv2.warpAffine's convention).
 std::vector<Affine2x3> inverse_matrices(const py::handle& obj, std::size_t& n_faces) {
     py::array a = as_array(obj, "matrices");
@@ -179,28 +210,71 @@ PixelNormalization normalization(const std::vector<float>& mean, const std::vect
     return n;
 }
 
-py::array_t<float> warp_batch_f32(const ImageU8View& img, const std::vector<Affine2x3>& maps, int out_h, int out_w,
-                                  const PixelNormalization& norm, int threads) {
+enum class Resample { bilinear, matched };
+
+Resample resample_mode(const std::string& name) {
+    if (name == "matched") return Resample::matched;
+    if (name == "bilinear") return Resample::bilinear;
+    throw py::value_error("resample must be 'matched' or 'bilinear', got '" + name + "'");
+}
+
+// Which faces take the matched warp and the plan of each small width, built before the GIL is released so
+// the workers only read them. small_w[i] == out_w: face i takes the plain bilinear warp.
+struct WarpPlans {
+    std::vector<int> small_w;
+    std::map<int, MatchedPlan> plans;
+};
+
+WarpPlans warp_plans(Resample mode, const std::vector<double>& resolutions, int out_h, int out_w) {
+    WarpPlans p;
+    p.small_w.assign(resolutions.size(), out_w);
+    if (mode != Resample::matched) return p;
+    for (std::size_t i = 0; i < resolutions.size(); ++i) {
+        const int w = matched_width(resolutions[i], out_w);
+        p.small_w[i] = w;
+        if (w < out_w && !p.plans.count(w)) p.plans.emplace(w, make_matched_plan(out_h, out_w, w));
+    }
+    return p;
+}
+
+py::array_t<float> warp_batch_f32(const ImageU8View& img, const std::vector<Affine2x3>& maps, const WarpPlans& wp,
+                                  int out_h, int out_w, const PixelNormalization& norm, int threads) {
     const py::ssize_t n = static_cast<py::ssize_t>(maps.size());
     py::array_t<float> out({n, py::ssize_t{3}, py::ssize_t{out_h}, py::ssize_t{out_w}});
     float* dst = out.mutable_data();
     const std::size_t per_face = std::size_t(3) * out_h * out_w;
+    const int workers = resolve_threads(threads, maps.size());
+    std::vector<MatchedScratch> scratch(wp.plans.empty() ? 0 : static_cast<std::size_t>(workers));
     py::gil_scoped_release release;
-    parallel_for(maps.size(), threads, [&](std::size_t b, std::size_t e, int) {
-        for (std::size_t i = b; i < e; ++i) warp_to_chw_f32(img, maps[i], out_h, out_w, norm, dst + i * per_face);
+    parallel_for(maps.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
+        for (std::size_t i = b; i < e; ++i) {
+            if (wp.small_w[i] < out_w)
+                warp_matched_to_chw_f32(img, maps[i], wp.plans.at(wp.small_w[i]), out_h, out_w, norm,
+                                        dst + i * per_face, scratch[worker]);
+            else
+                warp_to_chw_f32(img, maps[i], out_h, out_w, norm, dst + i * per_face);
+        }
     });
     return out;
 }
 
-py::array_t<std::uint8_t> warp_batch_u8(const ImageU8View& img, const std::vector<Affine2x3>& maps, int out_h,
-                                        int out_w, bool swap_rb, int threads) {
+py::array_t<std::uint8_t> warp_batch_u8(const ImageU8View& img, const std::vector<Affine2x3>& maps,
+                                        const WarpPlans& wp, int out_h, int out_w, bool swap_rb, int threads) {
     const py::ssize_t n = static_cast<py::ssize_t>(maps.size());
     py::array_t<std::uint8_t> out({n, py::ssize_t{out_h}, py::ssize_t{out_w}, py::ssize_t{3}});
     std::uint8_t* dst = out.mutable_data();
     const std::size_t per_face = std::size_t(3) * out_h * out_w;
+    const int workers = resolve_threads(threads, maps.size());
+    std::vector<MatchedScratch> scratch(wp.plans.empty() ? 0 : static_cast<std::size_t>(workers));
     py::gil_scoped_release release;
-    parallel_for(maps.size(), threads, [&](std::size_t b, std::size_t e, int) {
-        for (std::size_t i = b; i < e; ++i) warp_to_hwc_u8(img, maps[i], out_h, out_w, swap_rb, dst + i * per_face);
+    parallel_for(maps.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
+        for (std::size_t i = b; i < e; ++i) {
+            if (wp.small_w[i] < out_w)
+                warp_matched_to_hwc_u8(img, maps[i], wp.plans.at(wp.small_w[i]), out_h, out_w, swap_rb,
+                                       dst + i * per_face, scratch[worker]);
+            else
+                warp_to_hwc_u8(img, maps[i], out_h, out_w, swap_rb, dst + i * per_face);
+        }
     });
     return out;
 }
@@ -533,47 +607,70 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("src"), py::arg("dst"),
        "Least-squares similarity (Umeyama, no reflection) mapping src (N, 2) onto dst (N, 2); returns (2, 3).");
 
+    // resample: "matched" (faces smaller than the crop: warp at their own scale, then bicubic F_up as degrade)
+    // or "bilinear" (one bilinear warp, cv2.warpAffine's result).
     m.def("align_f32", [](const py::handle& image, const py::handle& landmarks, const py::object& tmpl, int out_h,
-                          int out_w, std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads) {
+                          int out_w, std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads,
+                          const std::string& resample) {
         const ImageU8View img = frame_view(image, "image");
         require_size(out_h, "height"); require_size(out_w, "width"); require_threads(threads);
         const PixelNormalization norm = normalization(mean, std, swap_rb);
+        const Resample mode = resample_mode(resample);
         std::size_t n = 0;
         const std::vector<Affine2x3> maps = inverse_alignments(landmarks, tmpl, n);
-        return warp_batch_f32(img, maps, out_h, out_w, norm, threads);
+        const WarpPlans wp = warp_plans(
+            mode, mode == Resample::matched ? alignment_resolutions(landmarks, tmpl, maps, out_w) : std::vector<double>(n),
+            out_h, out_w);
+        return warp_batch_f32(img, maps, wp, out_h, out_w, norm, threads);
     }, py::arg("image"), py::arg("landmarks"), py::arg("template"), py::arg("height"), py::arg("width"),
-       py::arg("mean"), py::arg("std"), py::arg("swap_rb"), py::arg("threads"));
+       py::arg("mean"), py::arg("std"), py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "matched");
 
     m.def("align_u8", [](const py::handle& image, const py::handle& landmarks, const py::object& tmpl, int out_h,
-                         int out_w, bool swap_rb, int threads) {
+                         int out_w, bool swap_rb, int threads, const std::string& resample) {
         const ImageU8View img = frame_view(image, "image");
         require_size(out_h, "height"); require_size(out_w, "width"); require_threads(threads);
+        const Resample mode = resample_mode(resample);
         std::size_t n = 0;
         const std::vector<Affine2x3> maps = inverse_alignments(landmarks, tmpl, n);
-        return warp_batch_u8(img, maps, out_h, out_w, swap_rb, threads);
+        const WarpPlans wp = warp_plans(
+            mode, mode == Resample::matched ? alignment_resolutions(landmarks, tmpl, maps, out_w) : std::vector<double>(n),
+            out_h, out_w);
+        return warp_batch_u8(img, maps, wp, out_h, out_w, swap_rb, threads);
     }, py::arg("image"), py::arg("landmarks"), py::arg("template"), py::arg("height"), py::arg("width"),
-       py::arg("swap_rb"), py::arg("threads"));
+       py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "matched");
 
     m.def("warp_f32", [](const py::handle& image, const py::handle& matrices, int out_h, int out_w,
-                         std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads) {
+                         std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads,
+                         const std::string& resample) {
         const ImageU8View img = frame_view(image, "image");
         require_size(out_h, "height"); require_size(out_w, "width"); require_threads(threads);
         const PixelNormalization norm = normalization(mean, std, swap_rb);
+        const Resample mode = resample_mode(resample);
         std::size_t n = 0;
         const std::vector<Affine2x3> maps = inverse_matrices(matrices, n);
-        return warp_batch_f32(img, maps, out_h, out_w, norm, threads);
+        const WarpPlans wp = warp_plans(mode, map_resolutions(maps, out_w), out_h, out_w);
+        return warp_batch_f32(img, maps, wp, out_h, out_w, norm, threads);
     }, py::arg("image"), py::arg("matrices"), py::arg("height"), py::arg("width"), py::arg("mean"), py::arg("std"),
-       py::arg("swap_rb"), py::arg("threads"));
+       py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "matched");
 
     m.def("warp_u8", [](const py::handle& image, const py::handle& matrices, int out_h, int out_w, bool swap_rb,
-                        int threads) {
+                        int threads, const std::string& resample) {
         const ImageU8View img = frame_view(image, "image");
         require_size(out_h, "height"); require_size(out_w, "width"); require_threads(threads);
+        const Resample mode = resample_mode(resample);
         std::size_t n = 0;
         const std::vector<Affine2x3> maps = inverse_matrices(matrices, n);
-        return warp_batch_u8(img, maps, out_h, out_w, swap_rb, threads);
+        const WarpPlans wp = warp_plans(mode, map_resolutions(maps, out_w), out_h, out_w);
+        return warp_batch_u8(img, maps, wp, out_h, out_w, swap_rb, threads);
     }, py::arg("image"), py::arg("matrices"), py::arg("height"), py::arg("width"), py::arg("swap_rb"),
-       py::arg("threads"));
+       py::arg("threads"), py::arg("resample") = "matched");
+
+    m.def("simd_path", [] { return std::string(simd_path_name(simd_active())); },
+          "The vector path the kernels take now: 'avx2+fma', 'neon' or 'scalar'.");
+    m.def("simd_available", [] { return std::string(simd_path_name(simd_available())); },
+          "The best vector path built in and supported by this CPU.");
+    m.def("set_simd_enabled", &set_simd_enabled, py::arg("enabled"),
+          "Process-wide: False makes every kernel take its scalar loops (tests and benchmarks).");
 
     m.def("resize", &resize_batch, py::arg("images"), py::arg("height"), py::arg("width"), py::arg("threads"),
           "Antialiased bicubic resize of an (N, H, W, C) uint8/float32 batch (PIL / torch antialias semantics).");

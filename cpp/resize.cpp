@@ -18,13 +18,6 @@ double triangle(double x) {
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-double keys_cubic(double x) {
-    x = std::fabs(x);
-    if (x < 1.0) return ((kCubicA + 2.0) * x - (kCubicA + 3.0)) * x * x + 1.0;
-    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * kCubicA;
-    return 0.0;
-}
-
 inline std::uint8_t clip8(std::int64_t acc) {
     if (acc >= (std::int64_t{1} << kPrecisionBits << 8)) return 255;
     if (acc <= 0) return 0;
@@ -33,6 +26,13 @@ inline std::uint8_t clip8(std::int64_t acc) {
 
 
 }  // namespace
+
+double keys_cubic(double x) {
+    x = std::fabs(x);
+    if (x < 1.0) return ((kCubicA + 2.0) * x - (kCubicA + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * kCubicA;
+    return 0.0;
+}
 
 ResampleAxis make_resample_axis(int in_size, int out_size, ResampleFilter filter) {
     double (*kernel)(double) = filter == ResampleFilter::bicubic ? keys_cubic : triangle;
@@ -175,6 +175,16 @@ void resize_u8(const std::uint8_t* src, int channels, const ResampleAxis& rows, 
 void resize_f32(const float* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols, float* dst,
                 ResampleScratch& scratch) {
     resize_separable<FloatF32>(src, channels, rows, cols, dst, scratch.f32, scratch.acc_f32);
+}
+
+void resample_rows_u8(const std::uint8_t* src, std::ptrdiff_t row_len, const ResampleAxis& axis, std::uint8_t* dst,
+                      ResampleScratch& scratch) {
+    pass_vertical<FixedPointU8>(src, dst, axis, row_len, scratch.acc_i32);
+}
+
+void resample_rows_f32(const float* src, std::ptrdiff_t row_len, const ResampleAxis& axis, float* dst,
+                       ResampleScratch& scratch) {
+    pass_vertical<FloatF32>(src, dst, axis, row_len, scratch.acc_f32);
 }
 
 int degraded_side(int side, int width, int r) {

@@ -5,6 +5,7 @@
 // float32 keeps full precision (as torch does on float tensors) and is not clipped.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -41,6 +42,17 @@ void resize_u8(const std::uint8_t* src, int channels, const ResampleAxis& rows, 
                std::uint8_t* dst, ResampleScratch& scratch);
 void resize_f32(const float* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols, float* dst,
                 ResampleScratch& scratch);
+
+// One vertical pass: axis.in_size rows of `row_len` values -> axis.out_size rows (resize's second pass; on a
+// transposed image it is the first). uint8 in PIL's fixed point with its rounding, float32 unrounded; integer
+// sums do not depend on their order, so the uint8 pass equals PIL's horizontal pass on the transpose.
+void resample_rows_u8(const std::uint8_t* src, std::ptrdiff_t row_len, const ResampleAxis& axis, std::uint8_t* dst,
+                      ResampleScratch& scratch);
+void resample_rows_f32(const float* src, std::ptrdiff_t row_len, const ResampleAxis& axis, float* dst,
+                       ResampleScratch& scratch);
+
+// Keys' cubic convolution kernel with a = -0.5 (support 2): the kernel of every bicubic resampling here.
+double keys_cubic(double x);
 
 // Size of the side of a `side`-pixel axis when the crop's width is reduced to r (r applies to the width;
 // the height follows the aspect ratio, so a square crop goes to r x r).

@@ -5,8 +5,15 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__x86_64__)
+#include "resize.hpp"
+#include "simd.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CRRES_WARP_AVX2 1
 #include <immintrin.h>
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#define CRRES_WARP_NEON 1
+#include <arm_neon.h>
 #endif
 
 namespace crres {
@@ -44,15 +51,8 @@ inline bool inside_interior(const ImageU8View& src, double sx, double sy) {
 }
 
 
-// Where the CPU has AVX2+FMA (checked at run time, so the module still loads on any x86-64 and builds on
-// aarch64), interior rows are sampled 8 pixels at a time: coordinates, weights, lerps and normalisation in
-// vectors, the 4 taps of each pixel fetched with scalar 4-byte loads into a staging block (measured faster than
-// vpgatherdd here: 26 vs 38 us per face). The arithmetic is the scalar loop's (same float coordinates and
-// lerps), so both paths give the same values up to FMA rounding.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CRRES_WARP_AVX2 1
-
-// What a SIMD row writes: either normalised float planes (CHW) or interleaved uint8 (HWC).
+// What a SIMD row writes: either normalised float planes (CHW) or interleaved uint8 (HWC). Defined on every
+// architecture: the row callbacks build one whether or not a vector path is compiled in.
 struct RowOutput {
     float* planes[3] = {nullptr, nullptr, nullptr};  // per input channel, already at this row
     float scale[3] = {1.f, 1.f, 1.f}, bias[3] = {0.f, 0.f, 0.f};
@@ -60,10 +60,13 @@ struct RowOutput {
     int hwc_channel[3] = {0, 1, 2};
 };
 
-bool cpu_has_avx2_fma() {
-    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return has;
-}
+// Interior rows are sampled several pixels at a time where the build has a vector path (simd.hpp): AVX2+FMA on
+// x86-64 (8 pixels, checked at run time, so the module still loads on any x86-64) and NEON on aarch64
+// (4 pixels). Coordinates, weights, lerps and normalisation are in vectors, the 4 taps of each pixel are
+// fetched with scalar 4-byte loads into a staging block (measured faster than vpgatherdd here: 26 vs 38 us per
+// face). The arithmetic is the scalar loop's (same float coordinates and lerps), so all paths give the same
+// values up to FMA rounding.
+#ifdef CRRES_WARP_AVX2
 
 // Samples pixels [0, n8) of an interior row, n8 = out_w rounded down to 8; returns n8. Requires
 // (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets). Taps right of the anchor are loaded from anchor + 2
@@ -135,18 +138,82 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src
 }
 #endif
 
+#ifdef CRRES_WARP_NEON
+// Samples pixels [0, n4) of an interior row, n4 = out_w rounded down to 4; returns n4. Same contract and
+// arithmetic as interior_row_avx2 (truncating conversions, clamped indices, fused lerps); byte k of each
+// staged 4-byte tap is taken with a shift and mask instead of a byte shuffle.
+int interior_row_neon(const ImageU8View& src, float m0, float m3, float rx, float ry, int out_w,
+                      const RowOutput& out) {
+    const int n4 = out_w & ~3;
+    const int32x4_t max_ix = vdupq_n_s32(src.width - 2), max_iy = vdupq_n_s32(src.height - 2);
+    const int32x4_t zero = vdupq_n_s32(0), three = vdupq_n_s32(3);
+    const int32x4_t stride = vdupq_n_s32(static_cast<std::int32_t>(src.row_stride));
+    const float32x4_t vm0 = vdupq_n_f32(m0), vm3 = vdupq_n_f32(m3);
+    const float32x4_t vrx = vdupq_n_f32(rx), vry = vdupq_n_f32(ry);
+    const uint32x4_t low_byte = vdupq_n_u32(0xFFu);
+    int32x4_t shift[4];  // right shifts by 8 k bits (negative left shifts) taking byte k
+    for (int k = 0; k < 4; ++k) shift[k] = vdupq_n_s32(-8 * k);
+    alignas(16) std::int32_t offsets[4];
+    alignas(16) std::uint32_t taps[4][4];  // 00, 01 (from +2), 10, 11 (from +2) of 4 pixels
+    alignas(16) const float first_xs[4] = {0.f, 1.f, 2.f, 3.f};
+    float32x4_t xs = vld1q_f32(first_xs);
+    const float32x4_t four = vdupq_n_f32(4.f);
+    for (int x = 0; x < n4; x += 4, xs = vaddq_f32(xs, four)) {
+        const float32x4_t sx = vfmaq_f32(vrx, vm0, xs), sy = vfmaq_f32(vry, vm3, xs);
+        const int32x4_t ix = vminq_s32(vmaxq_s32(vcvtq_s32_f32(sx), zero), max_ix);
+        const int32x4_t iy = vminq_s32(vmaxq_s32(vcvtq_s32_f32(sy), zero), max_iy);
+        const float32x4_t fx = vsubq_f32(sx, vcvtq_f32_s32(ix)), fy = vsubq_f32(sy, vcvtq_f32_s32(iy));
+        vst1q_s32(offsets, vmlaq_s32(vmulq_s32(ix, three), iy, stride));
+        for (int i = 0; i < 4; ++i) {
+            const std::uint8_t* p = src.data + offsets[i];
+            std::memcpy(&taps[0][i], p, 4);
+            std::memcpy(&taps[1][i], p + 2, 4);
+            std::memcpy(&taps[2][i], p + src.row_stride, 4);
+            std::memcpy(&taps[3][i], p + src.row_stride + 2, 4);
+        }
+        const uint32x4_t g00 = vld1q_u32(taps[0]), g01 = vld1q_u32(taps[1]);
+        const uint32x4_t g10 = vld1q_u32(taps[2]), g11 = vld1q_u32(taps[3]);
+        float32x4_t v[3];
+        for (int c = 0; c < 3; ++c) {
+            const float32x4_t p00 = vcvtq_f32_u32(vandq_u32(vshlq_u32(g00, shift[c]), low_byte));
+            const float32x4_t p01 = vcvtq_f32_u32(vandq_u32(vshlq_u32(g01, shift[c + 1]), low_byte));
+            const float32x4_t p10 = vcvtq_f32_u32(vandq_u32(vshlq_u32(g10, shift[c]), low_byte));
+            const float32x4_t p11 = vcvtq_f32_u32(vandq_u32(vshlq_u32(g11, shift[c + 1]), low_byte));
+            const float32x4_t top = vfmaq_f32(p00, fx, vsubq_f32(p01, p00));
+            const float32x4_t bottom = vfmaq_f32(p10, fx, vsubq_f32(p11, p10));
+            v[c] = vfmaq_f32(top, fy, vsubq_f32(bottom, top));
+        }
+        if (out.hwc == nullptr) {
+            for (int c = 0; c < 3; ++c)
+                vst1q_f32(out.planes[c] + x, vfmaq_f32(vdupq_n_f32(out.bias[c]), v[c], vdupq_n_f32(out.scale[c])));
+        } else {
+            alignas(16) std::int32_t q[3][4];
+            const float32x4_t half = vdupq_n_f32(0.5f), hi = vdupq_n_f32(255.f), lo = vdupq_n_f32(0.f);
+            for (int c = 0; c < 3; ++c)
+                vst1q_s32(q[c], vcvtq_s32_f32(vminq_f32(vmaxq_f32(vaddq_f32(v[c], half), lo), hi)));
+            std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
+            for (int i = 0; i < 4; ++i)
+                for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+        }
+    }
+    return n4;
+}
+#endif
+
 // Visits every output pixel once, row-major: sink(y, x, v) receives v in the source's channel order.
 // Rows whose two endpoints lie inside the image are entirely inside (the map is affine and the interior is
-// convex), so they run a branch-free loop (8-wide where AVX2 is present; row_output(y) says where that
-// loop writes); the index clamp there only guards against float rounding.
+// convex), so they run a branch-free loop (vectorised where the build has a SIMD path; row_output(y) says
+// where that loop writes); the index clamp there only guards against float rounding.
 template <typename Sink, typename RowOutputFor>
 void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, Sink&& sink,
                    RowOutputFor&& row_output) {
     const bool can_fast = src.width >= 2 && src.height >= 2;
-#ifdef CRRES_WARP_AVX2
+#if defined(CRRES_WARP_AVX2) || defined(CRRES_WARP_NEON)
     const double last_byte = static_cast<double>(src.height - 1) * src.row_stride + 3.0 * src.width;
-    const bool simd = can_fast && cpu_has_avx2_fma() && src.row_stride > 0 &&
+    const bool simd = can_fast && simd_active() != SimdPath::scalar && src.row_stride > 0 &&
                       last_byte < static_cast<double>(std::numeric_limits<int>::max());
+#else
+    (void)row_output;  // no vector path in this build
 #endif
     const int max_ix = src.width - 2, max_iy = src.height - 2;
     const float m0 = static_cast<float>(m[0]), m3 = static_cast<float>(m[3]);
@@ -165,8 +232,10 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
             continue;
         }
         int x = 0;
-#ifdef CRRES_WARP_AVX2
+#if defined(CRRES_WARP_AVX2)
         if (simd) x = interior_row_avx2(src, m0, m3, rx, ry, out_w, row_output(y));
+#elif defined(CRRES_WARP_NEON)
+        if (simd) x = interior_row_neon(src, m0, m3, rx, ry, out_w, row_output(y));
 #endif
         for (; x < out_w; ++x) {
             const float sx = m0 * static_cast<float>(x) + rx, sy = m3 * static_cast<float>(x) + ry;
@@ -186,49 +255,257 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
     }
 }
 
+// Bicubic sampling (Keys a = -0.5, resize.hpp's kernel) under the map, antialiased where it shrinks: with
+// k = source pixels per output pixel > 1 the kernel is widened by k and its weights renormalised, as PIL and
+// torch do along an axis. Zeros outside the frame, as the bilinear warp.
+constexpr double kMaxCubicWidening = 8.0;
+// Shrinks by less than this factor are interpolated without widening the kernel: the matched warp shrinks by
+// r / round(r), under 2 % for every r >= 25, and the widened kernel (5 x 5 taps, per-pixel weights) costs
+// ~20x the 4 x 4 interpolation for a change in the weights of under 2 %.
+constexpr double kMinCubicWidening = 1.02;
+constexpr int kMaxCubicTaps = 4 * static_cast<int>(kMaxCubicWidening) + 1;
+
+// Weights of the integer positions strictly within 2k of `centre`, divided by their sum; writes the first
+// position and returns the count (<= kMaxCubicTaps).
+inline int cubic_weights(double centre, double k, int& first, float* w) {
+    const double support = 2.0 * k;
+    const int lo = static_cast<int>(std::floor(centre - support)) + 1;
+    const int n = std::min(static_cast<int>(std::ceil(centre + support)) - lo, kMaxCubicTaps);
+    double taps[kMaxCubicTaps];
+    double total = 0.0;
+    for (int i = 0; i < n; ++i) {
+        taps[i] = keys_cubic((lo + i - centre) / k);
+        total += taps[i];
+    }
+    for (int i = 0; i < n; ++i) w[i] = static_cast<float>(total != 0.0 ? taps[i] / total : 0.0);
+    first = lo;
+    return n;
+}
+
+#if !defined(__GNUC__) && !defined(__clang__)
+// The 4 interpolation weights of positions ix - 1 .. ix + 2 at fraction t = x - ix in [0, 1) (they sum to 1).
+inline void cubic4(float t, float w[4]) {
+    const float t0 = 1.f + t, t2 = 1.f - t, t3 = 2.f - t;
+    w[0] = ((-0.5f * t0 + 2.5f) * t0 - 4.f) * t0 + 2.f;
+    w[1] = (1.5f * t - 2.5f) * t * t + 1.f;
+    w[2] = (1.5f * t2 - 2.5f) * t2 * t2 + 1.f;
+    w[3] = ((-0.5f * t3 + 2.5f) * t3 - 4.f) * t3 + 2.f;
+}
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+// Four floats in one SSE/NEON register through the compilers' vector extension (baseline on x86-64 and aarch64).
+using F32x4 = float __attribute__((vector_size(16)));
+
+inline F32x4 load4(const float* p) {
+    F32x4 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+#endif
+
+// Sum of the 4 x 4 taps at p (rows `stride` floats apart, 3 interleaved channels) with the interpolation
+// weights of fractions tx (along a row) and ty (across rows). The 12 floats of a row are 3 vectors; the column
+// weights are applied once at the end.
+inline void cubic_taps(const float* p, std::ptrdiff_t stride, float tx, float ty, float v[3]) {
+#if defined(__GNUC__) || defined(__clang__)
+    // Keys a = -0.5 at distances 1 + t, t, 1 - t, 2 - t: the outer polynomial on lanes 0 and 3, the inner on 1, 2.
+    const F32x4 inner_lanes = {0.f, 1.f, 1.f, 0.f}, outer_lanes = {1.f, 0.f, 0.f, 1.f};
+    const F32x4 base = {1.f, 0.f, 1.f, 2.f}, sign = {1.f, 1.f, -1.f, -1.f};
+    const auto weights = [&](float t) {
+        const F32x4 d = base + sign * t;
+        const F32x4 inner = (1.5f * d - 2.5f) * d * d + 1.f;
+        const F32x4 outer = ((-0.5f * d + 2.5f) * d - 4.f) * d + 2.f;
+        return inner * inner_lanes + outer * outer_lanes;
+    };
+    const F32x4 wx = weights(tx), wy = weights(ty);
+    F32x4 a0 = {0.f, 0.f, 0.f, 0.f}, a1 = a0, a2 = a0;
+    for (int j = 0; j < 4; ++j, p += stride) {
+        a0 += wy[j] * load4(p);
+        a1 += wy[j] * load4(p + 4);
+        a2 += wy[j] * load4(p + 8);
+    }
+    a0 *= F32x4{wx[0], wx[0], wx[0], wx[1]};
+    a1 *= F32x4{wx[1], wx[1], wx[2], wx[2]};
+    a2 *= F32x4{wx[2], wx[3], wx[3], wx[3]};
+    v[0] = a0[0] + a0[3] + a1[2] + a2[1];
+    v[1] = a0[1] + a1[0] + a1[3] + a2[2];
+    v[2] = a0[2] + a1[1] + a2[0] + a2[3];
+#else
+    float wx[4], wy[4];
+    cubic4(tx, wx);
+    cubic4(ty, wy);
+    for (int c = 0; c < 3; ++c) v[c] = 0.f;
+    for (int j = 0; j < 4; ++j, p += stride)
+        for (int c = 0; c < 3; ++c) v[c] += wy[j] * (wx[0] * p[c] + wx[1] * p[3 + c] + wx[2] * p[6 + c] + wx[3] * p[9 + c]);
+#endif
+}
+
+// Source pixels [x0, x1) x [y0, y1) as floats, 3 interleaved channels: converted once per crop, so the 16
+// taps of each output pixel are plain float loads.
+struct FloatRegion {
+    int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+    std::ptrdiff_t stride = 0;  // floats per row
+    const float* data = nullptr;
+
+    bool holds(int ix, int iy) const { return ix - 1 >= x0 && ix + 2 < x1 && iy - 1 >= y0 && iy + 2 < y1; }
+    const float* at(int x, int y) const { return data + (y - y0) * stride + static_cast<std::ptrdiff_t>(x - x0) * 3; }
+};
+
+// The source bounding box of the output grid's taps (4 x 4 around each mapped centre), clipped to the frame.
+FloatRegion float_region(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, std::vector<float>& buffer) {
+    double lo_x = kCoordLimit, hi_x = -kCoordLimit, lo_y = kCoordLimit, hi_y = -kCoordLimit;
+    for (int corner = 0; corner < 4; ++corner) {
+        const double x = (corner & 1) ? out_w - 1 : 0, y = (corner & 2) ? out_h - 1 : 0;
+        const double sx = std::clamp(m[0] * x + m[1] * y + m[2], -double{kCoordLimit}, double{kCoordLimit});
+        const double sy = std::clamp(m[3] * x + m[4] * y + m[5], -double{kCoordLimit}, double{kCoordLimit});
+        lo_x = std::min(lo_x, sx), hi_x = std::max(hi_x, sx), lo_y = std::min(lo_y, sy), hi_y = std::max(hi_y, sy);
+    }
+    FloatRegion r;
+    r.x0 = static_cast<int>(std::clamp(std::floor(lo_x) - 1.0, 0.0, double(src.width)));
+    r.x1 = static_cast<int>(std::clamp(std::floor(hi_x) + 3.0, 0.0, double(src.width)));
+    r.y0 = static_cast<int>(std::clamp(std::floor(lo_y) - 1.0, 0.0, double(src.height)));
+    r.y1 = static_cast<int>(std::clamp(std::floor(hi_y) + 3.0, 0.0, double(src.height)));
+    if (r.x1 <= r.x0 || r.y1 <= r.y0) {
+        r.x1 = r.x0;  // holds() is false everywhere
+        return r;
+    }
+    r.stride = static_cast<std::ptrdiff_t>(r.x1 - r.x0) * 3;
+    buffer.resize(static_cast<std::size_t>(r.stride) * (r.y1 - r.y0));
+    for (int y = r.y0; y < r.y1; ++y) {
+        const std::uint8_t* in = src.row(y) + static_cast<std::ptrdiff_t>(r.x0) * 3;
+        float* out = buffer.data() + (y - r.y0) * r.stride;
+        for (std::ptrdiff_t i = 0; i < r.stride; ++i) out[i] = in[i];
+    }
+    r.data = buffer.data();
+    return r;
+}
+
+template <typename Sink>
+void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, double k,
+                  std::vector<float>& region_buffer, Sink&& sink) {
+    k = k < kMinCubicWidening ? 1.0 : std::min(k, kMaxCubicWidening);
+    const bool interpolating = k == 1.0;
+    // Interpolation reads 4 x 4 taps from a float copy of the face's region; widened kernels (small shrinks of
+    // tiny crops only, in the matched warp) and taps past the frame take the general loop.
+    const FloatRegion region = interpolating ? float_region(src, m, out_h, out_w, region_buffer) : FloatRegion{};
+    const float m0 = static_cast<float>(m[0]), m3 = static_cast<float>(m[3]);
+    float wx[kMaxCubicTaps], wy[kMaxCubicTaps];
+    for (int y = 0; y < out_h; ++y) {
+        // Float coordinates along the row, as the bilinear warp; truncation equals floor wherever holds() is true
+        // (coordinates >= 1 there), and the general loop recomputes in double.
+        const float rx = static_cast<float>(m[1] * y + m[2]), ry = static_cast<float>(m[4] * y + m[5]);
+        for (int x = 0; x < out_w; ++x) {
+            float v[3] = {0.f, 0.f, 0.f};
+            if (interpolating) {
+                const float fx = m0 * static_cast<float>(x) + rx, fy = m3 * static_cast<float>(x) + ry;
+                const bool finite_range = std::fabs(fx) < kCoordLimit && std::fabs(fy) < kCoordLimit;
+                const int ix = finite_range ? static_cast<int>(fx) : -1, iy = finite_range ? static_cast<int>(fy) : -1;
+                if (region.holds(ix, iy)) {
+                    cubic_taps(region.at(ix - 1, iy - 1), region.stride, fx - static_cast<float>(ix),
+                               fy - static_cast<float>(iy), v);
+                    sink(y, x, v);
+                    continue;
+                }
+            }
+            const double sx = std::clamp(m[0] * x + m[1] * y + m[2], -double{kCoordLimit}, double{kCoordLimit});
+            const double sy = std::clamp(m[3] * x + m[4] * y + m[5], -double{kCoordLimit}, double{kCoordLimit});
+            int x0 = 0, y0 = 0;
+            const int nx = cubic_weights(sx, k, x0, wx), ny = cubic_weights(sy, k, y0, wy);
+            const int i_lo = std::max(0, -x0), i_hi = std::min(nx, src.width - x0);
+            const int j_lo = std::max(0, -y0), j_hi = std::min(ny, src.height - y0);
+            for (int j = j_lo; j < j_hi; ++j) {
+                const std::uint8_t* p = src.row(y0 + j) + static_cast<std::ptrdiff_t>(x0) * 3;
+                float h[3] = {0.f, 0.f, 0.f};
+                for (int i = i_lo; i < i_hi; ++i)
+                    for (int c = 0; c < 3; ++c) h[c] += wx[i] * static_cast<float>(p[i * 3 + c]);
+                for (int c = 0; c < 3; ++c) v[c] += wy[j] * h[c];
+            }
+            sink(y, x, v);
+        }
+    }
+}
+
+// Writes normalised float planes (CHW): input channel c lands in output plane oc(c) with that channel's
+// normalisation.
+struct ChwOutput {
+    float* planes[3];
+    float scale[3], bias[3];
+    int out_w;
+
+    ChwOutput(float* out, int out_h, int width, const PixelNormalization& norm) : out_w(width) {
+        const std::ptrdiff_t plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
+        for (int c = 0; c < 3; ++c) {
+            const int oc = norm.swap_rb ? 2 - c : c;
+            planes[c] = out + oc * plane;
+            scale[c] = norm.scale[oc];
+            bias[c] = norm.bias[oc];
+        }
+    }
+    void operator()(int y, int x, const float v[3]) const {
+        const std::ptrdiff_t i = static_cast<std::ptrdiff_t>(y) * out_w + x;
+        for (int c = 0; c < 3; ++c) planes[c][i] = v[c] * scale[c] + bias[c];
+    }
+    RowOutput row(int y) const {
+        RowOutput r;
+        for (int c = 0; c < 3; ++c) {
+            r.planes[c] = planes[c] + static_cast<std::ptrdiff_t>(y) * out_w;
+            r.scale[c] = scale[c];
+            r.bias[c] = bias[c];
+        }
+        return r;
+    }
+};
+
+// Writes interleaved uint8 (HWC), rounded to nearest, channels reversed when swap_rb.
+struct HwcOutput {
+    std::uint8_t* out;
+    int out_w;
+    int channel[3];
+
+    HwcOutput(std::uint8_t* dst, int width, bool swap_rb)
+        : out(dst), out_w(width), channel{swap_rb ? 2 : 0, 1, swap_rb ? 0 : 2} {}
+    void operator()(int y, int x, const float v[3]) const {
+        std::uint8_t* p = out + (static_cast<std::ptrdiff_t>(y) * out_w + x) * 3;
+        // Bilinear weights are convex, bicubic ones overshoot: clamp before the cast.
+        for (int c = 0; c < 3; ++c) p[channel[c]] = static_cast<std::uint8_t>(std::clamp(v[c] + 0.5f, 0.f, 255.f));
+    }
+    RowOutput row(int y) const {
+        RowOutput r;
+        r.hwc = out + static_cast<std::ptrdiff_t>(y) * out_w * 3;
+        for (int c = 0; c < 3; ++c) r.hwc_channel[c] = channel[c];
+        return r;
+    }
+};
+
 }  // namespace
+
+double source_pixels_per_output_pixel(const Affine2x3& dst_to_src) {
+    return std::sqrt(std::fabs(dst_to_src[0] * dst_to_src[4] - dst_to_src[1] * dst_to_src[3]));
+}
 
 void warp_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w,
                      const PixelNormalization& norm, float* out) {
-    const std::ptrdiff_t plane = static_cast<std::ptrdiff_t>(out_h) * out_w;
-    // Input channel c lands in output plane oc(c) and takes that output channel's normalisation.
-    float* planes[3];
-    float scale[3], bias[3];
-    for (int c = 0; c < 3; ++c) {
-        const int oc = norm.swap_rb ? 2 - c : c;
-        planes[c] = out + oc * plane;
-        scale[c] = norm.scale[oc];
-        bias[c] = norm.bias[oc];
-    }
-    auto sink = [&](int y, int x, const float v[3]) {
-        const std::ptrdiff_t i = static_cast<std::ptrdiff_t>(y) * out_w + x;
-        for (int c = 0; c < 3; ++c) planes[c][i] = v[c] * scale[c] + bias[c];
-    };
-    warp_bilinear(src, dst_to_src, out_h, out_w, sink, [&](int y) {
-        RowOutput row;
-        for (int c = 0; c < 3; ++c) {
-            row.planes[c] = planes[c] + static_cast<std::ptrdiff_t>(y) * out_w;
-            row.scale[c] = scale[c];
-            row.bias[c] = bias[c];
-        }
-        return row;
-    });
+    const ChwOutput sink(out, out_h, out_w, norm);
+    warp_bilinear(src, dst_to_src, out_h, out_w, sink, [&](int y) { return sink.row(y); });
 }
 
 void warp_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w, bool swap_rb,
                     std::uint8_t* out) {
-    const int channel[3] = {swap_rb ? 2 : 0, 1, swap_rb ? 0 : 2};
-    auto sink = [&](int y, int x, const float v[3]) {
-        std::uint8_t* p = out + (static_cast<std::ptrdiff_t>(y) * out_w + x) * 3;
-        // Bilinear weights are convex, so v is within [0, 255] up to rounding; clamp before the cast.
-        for (int c = 0; c < 3; ++c) p[channel[c]] = static_cast<std::uint8_t>(std::clamp(v[c] + 0.5f, 0.f, 255.f));
-    };
-    warp_bilinear(src, dst_to_src, out_h, out_w, sink, [&](int y) {
-        RowOutput row;
-        row.hwc = out + static_cast<std::ptrdiff_t>(y) * out_w * 3;
-        for (int c = 0; c < 3; ++c) row.hwc_channel[c] = channel[c];
-        return row;
-    });
+    const HwcOutput sink(out, out_w, swap_rb);
+    warp_bilinear(src, dst_to_src, out_h, out_w, sink, [&](int y) { return sink.row(y); });
+}
+
+void warp_bicubic_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w,
+                             const PixelNormalization& norm, float* out, std::vector<float>& scratch) {
+    warp_bicubic(src, dst_to_src, out_h, out_w, source_pixels_per_output_pixel(dst_to_src), scratch,
+                 ChwOutput(out, out_h, out_w, norm));
+}
+
+void warp_bicubic_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w, bool swap_rb,
+                            std::uint8_t* out, std::vector<float>& scratch) {
+    warp_bicubic(src, dst_to_src, out_h, out_w, source_pixels_per_output_pixel(dst_to_src), scratch,
+                 HwcOutput(out, out_w, swap_rb));
 }
 
 }  // namespace crres

@@ -7,6 +7,8 @@ Conventions (DESIGN section 4):
 * Landmarks are ``(N, K, 2)`` (or ``(K, 2)`` for one face) image coordinates, K = 5 in the order left eye,
   right eye, nose, left mouth corner, right mouth corner; they are fitted to ``ARCFACE_TEMPLATE`` by a
   similarity transform (Umeyama, no reflection).
+* Faces smaller than the crop are aligned resolution-matched by default (``resample="matched"``, see
+  :data:`Resample`); ``resample="bilinear"`` gives the plain bilinear warp.
 * "Resolution r" is the papers' meaning: ``degrade(crops, r)`` = antialiased bicubic down to r x r, then
   bicubic back up (PIL / ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` semantics).
 
@@ -23,6 +25,12 @@ import numpy as np
 from crres_sdk import _core
 
 ColorOrder = Literal["bgr", "rgb"]
+#: How a face is brought to the crop. ``"matched"`` (default): a face smaller than the crop (equivalent resolution
+#: r below the crop's width) is warped at its own scale to an r-wide crop (antialiased where that shrinks) and
+#: brought up with the bicubic ``F_up`` of :func:`degrade`, so the model sees what training's
+#: ``F_up(F_down,r(I))`` gives it; faces at or above the crop size take the bilinear warp. ``"bilinear"``: one
+#: bilinear warp at every size (``cv2.warpAffine`` INTER_LINEAR, BORDER_CONSTANT 0), the behaviour before.
+Resample = Literal["matched", "bilinear"]
 
 #: The ArcFace 112 x 112 five-point template, (5, 2) float64 (read-only; defined once, in the C++ core).
 ARCFACE_TEMPLATE: np.ndarray = _core.arcface_template()
@@ -64,6 +72,12 @@ class Normalization:
 def _check_color(value: str, name: str) -> None:
     if value not in ("bgr", "rgb"):
         raise ValueError(f"{name} must be 'bgr' or 'rgb', got {value!r}")
+
+
+def _check_resample(value: str) -> str:
+    if value not in ("matched", "bilinear"):
+        raise ValueError(f"resample must be 'matched' or 'bilinear', got {value!r}")
+    return value
 
 
 def _check_threads(threads: int) -> int:
@@ -130,11 +144,14 @@ def align_faces(
     input_color: ColorOrder = "bgr",
     normalization: Normalization = Normalization(),
     threads: int = 1,
+    resample: Resample = "matched",
 ) -> np.ndarray:
     """Aligned, normalised model input: (N, 3, H, W) float32 NCHW, one fused pass per face.
 
     ``landmarks`` is (N, K, 2) or (K, 2). ``threads`` splits the batch (0 = one per hardware thread);
-    the GIL is released while the core runs.
+    the GIL is released while the core runs. ``resample``: see :data:`Resample`; a face's resolution is its
+    equivalent resolution scaled to the crop (``W * eye distance / template eye distance``: 112 d / 35.24 for
+    the ArcFace crop) with five landmarks, the alignment's scale otherwise.
     """
     _check_color(input_color, "input_color")
     out_size = _output_size(size)
@@ -142,7 +159,7 @@ def align_faces(
     out = _core.align_f32(
         image, points, _template_for(out_size, template), out_size[0], out_size[1],
         list(normalization.mean), list(normalization.std), input_color != normalization.color,
-        _check_threads(threads),
+        _check_threads(threads), _check_resample(resample),
     )
     return out[0] if single else out
 
@@ -156,15 +173,20 @@ def align_faces_uint8(
     input_color: ColorOrder = "bgr",
     output_color: ColorOrder = "bgr",
     threads: int = 1,
+    resample: Resample = "matched",
 ) -> np.ndarray:
-    """Aligned crops as (N, H, W, 3) uint8 (for storage or display), rounded to nearest."""
+    """Aligned crops as (N, H, W, 3) uint8 (for storage or display), rounded to nearest.
+
+    With ``resample="matched"`` a small face's crop is its r-wide uint8 crop brought up by PIL's BICUBIC (bit
+    for bit), as ``degrade`` brings up its r x r intermediate.
+    """
     _check_color(input_color, "input_color")
     _check_color(output_color, "output_color")
     out_size = _output_size(size)
     points, single = _landmarks_batch(landmarks)
     out = _core.align_u8(
         image, points, _template_for(out_size, template), out_size[0], out_size[1],
-        input_color != output_color, _check_threads(threads),
+        input_color != output_color, _check_threads(threads), _check_resample(resample),
     )
     return out[0] if single else out
 
@@ -182,14 +204,18 @@ def warp_faces(
     input_color: ColorOrder = "bgr",
     normalization: Normalization = Normalization(),
     threads: int = 1,
+    resample: Resample = "matched",
 ) -> np.ndarray:
-    """Like :func:`align_faces` with caller-supplied (N, 2, 3) source->crop matrices (cv2.warpAffine's)."""
+    """Like :func:`align_faces` with caller-supplied (N, 2, 3) source->crop matrices (cv2.warpAffine's).
+
+    A face's resolution for ``resample="matched"`` is the crop width over the matrix's scale.
+    """
     _check_color(input_color, "input_color")
     out_size = _output_size(size)
     m, single = _matrices(matrices)
     out = _core.warp_f32(
         image, m, out_size[0], out_size[1], list(normalization.mean), list(normalization.std),
-        input_color != normalization.color, _check_threads(threads),
+        input_color != normalization.color, _check_threads(threads), _check_resample(resample),
     )
     return out[0] if single else out
 
@@ -202,13 +228,15 @@ def warp_faces_uint8(
     input_color: ColorOrder = "bgr",
     output_color: ColorOrder = "bgr",
     threads: int = 1,
+    resample: Resample = "matched",
 ) -> np.ndarray:
     """Like :func:`align_faces_uint8` with caller-supplied (N, 2, 3) source->crop matrices."""
     _check_color(input_color, "input_color")
     _check_color(output_color, "output_color")
     out_size = _output_size(size)
     m, single = _matrices(matrices)
-    out = _core.warp_u8(image, m, out_size[0], out_size[1], input_color != output_color, _check_threads(threads))
+    out = _core.warp_u8(image, m, out_size[0], out_size[1], input_color != output_color, _check_threads(threads),
+                        _check_resample(resample))
     return out[0] if single else out
 
 

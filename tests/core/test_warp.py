@@ -1,5 +1,8 @@
 """Fused align/warp vs cv2.warpAffine (bilinear, BORDER_CONSTANT 0) and vs the unfused pipeline.
 
+These hold the bilinear warp, ``resample="bilinear"``: the default, ``"matched"``, takes it only for faces at or
+above the crop size (tests/core/test_matched.py covers smaller faces).
+
 Tolerance: OpenCV >= 4.11 interpolates in float32 like the core, so uint8 results agree within 1 grey level
 (rounding of values that land within float error of .5). Float results agree within 1e-2 grey levels on small
 images and 5e-2 on Full-HD frames, where float32 source coordinates carry ~1e-4 px of rounding.
@@ -45,10 +48,10 @@ def test_matches_cv2_warp_affine(seed, h, w, out_h, out_w, scale, angle):
     rng = np.random.default_rng(seed)
     frame = random_frame(rng, h, w)
     m = similarity(scale, angle, rng.uniform(-w, w), rng.uniform(-h, h))
-    ours_u8 = warp_faces_uint8(frame, m, size=(out_h, out_w))
+    ours_u8 = warp_faces_uint8(frame, m, size=(out_h, out_w), resample="bilinear")
     assert ours_u8.shape == (out_h, out_w, 3) and ours_u8.dtype == np.uint8
     assert np.abs(ours_u8.astype(int) - cv_warp(frame, m, (out_h, out_w))).max() <= 1
-    ours_f32 = warp_faces(frame, m, size=(out_h, out_w), normalization=RAW)
+    ours_f32 = warp_faces(frame, m, size=(out_h, out_w), normalization=RAW, resample="bilinear")
     expected = cv_warp(frame, m, (out_h, out_w), np.float32).transpose(2, 0, 1)
     np.testing.assert_allclose(ours_f32, expected, atol=1e-2)
 
@@ -58,7 +61,7 @@ def test_interior_fast_path_and_borders_match_cv2_on_a_full_hd_frame():
     frame = random_frame(rng, 1080, 1920)
     landmarks = face_landmarks(rng, (1080, 1920), 32)
     landmarks[:4] -= [1900, 0]  # a few faces leaving the frame on the left
-    crops = align_faces_uint8(frame, landmarks)
+    crops = align_faces_uint8(frame, landmarks, resample="bilinear")
     for crop, lm in zip(crops, landmarks):
         expected = cv_warp(frame, estimate_similarity(lm), (112, 112))
         assert np.abs(crop.astype(int) - expected).max() <= 1
@@ -69,7 +72,7 @@ def test_fused_normalisation_equals_unfused_pipeline():
     frame = random_frame(rng, 480, 640)
     landmarks = face_landmarks(rng, (480, 640), 8)
     norm = Normalization(color="rgb", mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4))
-    ours = align_faces(frame, landmarks, normalization=norm)
+    ours = align_faces(frame, landmarks, normalization=norm, resample="bilinear")
     assert ours.shape == (8, 3, 112, 112) and ours.dtype == np.float32
     for got, lm in zip(ours, landmarks):
         crop = cv_warp(frame, estimate_similarity(lm), (112, 112), np.float32)[:, :, ::-1]  # BGR -> RGB
@@ -81,10 +84,10 @@ def test_colour_order_and_uint8_variant_agree_with_float():
     rng = np.random.default_rng(5)
     frame = random_frame(rng, 200, 200)
     lm = face_landmarks(rng, (200, 200), 1, scale=(0.8, 1.2))[0]
-    bgr = align_faces_uint8(frame, lm)
-    rgb = align_faces_uint8(frame, lm, output_color="rgb")
+    bgr = align_faces_uint8(frame, lm, resample="bilinear")
+    rgb = align_faces_uint8(frame, lm, output_color="rgb", resample="bilinear")
     np.testing.assert_array_equal(rgb, bgr[:, :, ::-1])
-    raw = align_faces(frame, lm, normalization=RAW)  # BGR planes, no normalisation
+    raw = align_faces(frame, lm, normalization=RAW, resample="bilinear")  # BGR planes, no normalisation
     np.testing.assert_array_equal(np.clip(np.floor(raw + 0.5), 0, 255).astype(np.uint8).transpose(1, 2, 0), bgr)
 
 
@@ -125,7 +128,7 @@ def test_identity_alignment_returns_the_crop():
 def test_custom_output_size_scales_the_template():
     rng = np.random.default_rng(6)
     crop = random_frame(rng, 112, 112)
-    big = align_faces_uint8(crop, ARCFACE_TEMPLATE, size=224)
+    big = align_faces_uint8(crop, ARCFACE_TEMPLATE, size=224, resample="bilinear")
     expected = cv_warp(crop, np.array([[2.0, 0, 0], [0, 2.0, 0]]), (224, 224))
     assert np.abs(big.astype(int) - expected).max() <= 1
 
@@ -169,8 +172,11 @@ def test_no_read_past_the_last_pixel():
         oy = 37 - 1 - 1e-3 * rng.uniform(1.5, 3.0) - last
         matrices.append([[s, 0.0, -s * ox], [0.0, s, -s * oy]])
     matrices = np.array(matrices)
-    got = warp_faces_uint8(frame, matrices)
-    warp_faces(frame, matrices)
+    got = warp_faces_uint8(frame, matrices, resample="bilinear")
+    warp_faces(frame, matrices, resample="bilinear")
     for m, crop in zip(matrices, got):
         assert np.abs(crop.astype(int) - cv_warp(frame, m, (112, 112))).max() <= 1
+    # These faces are 18-36 px: the matched warp reads a float copy of their region and the frame's border.
+    warp_faces_uint8(frame, matrices)
+    warp_faces(frame, matrices)
     del keep_alive
