@@ -43,8 +43,17 @@ def test_demo_end_to_end(tmp_path):
     assert rows[0]["detected"]
     assert rows[0]["detector"]["identity"] == "astronaut"
     assert rows[0]["boxes"]["identity"] == "astronaut"
-    # An 8 px face is beyond MTCNN (12 px window); the caller-supplied boxes path still reports a decision.
-    assert not rows[-1]["detected"] and rows[-1]["boxes"]["decision"] in ("match", "unknown")
+    # An 8 px face is beyond MTCNN (12 px window); the caller-supplied boxes path still scores it against the
+    # gallery and decides by the manifest's threshold at its resolution: match exactly when score > threshold,
+    # and a match can only name the person shown.
+    last = rows[-1]["boxes"]
+    assert not rows[-1]["detected"]
+    assert isinstance(last["score"], float) and -1.0 <= last["score"] <= 1.0
+    assert isinstance(last["threshold"], float)
+    assert last["decision"] == ("match" if last["score"] > last["threshold"] else "unknown")
+    assert (last["identity"] is not None) == (last["decision"] == "match")
+    assert last["identity"] in (None, "astronaut")
+    assert last["astronaut_score"] is not None and last["best_distractor_score"] is not None
     assert summary["detection"]["lost_below_px"] is not None
     # Events: JSON lines with a start, a face per detected frame and an end that is the run's summary.
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]

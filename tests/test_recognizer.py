@@ -19,7 +19,7 @@ from crres_sdk.gallery import Gallery
 from crres_sdk.errors import FaceGeometryError
 from crres_sdk.recognizer import (Thresholds, check_face_geometry, crop_geometry, find_model_bundle,
                                   landmarks_from_boxes)
-from crres_sdk.preprocess import ARCFACE_TEMPLATE
+from crres_sdk.preprocess import ARCFACE_TEMPLATE, equivalent_resolution
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 
 
@@ -209,10 +209,21 @@ def test_caller_supplied_boxes_and_landmarks_skip_detection(rec_factory, tmp_pat
     by_landmarks = rec.identify(astro, faces=ASTRONAUT_LANDMARKS)
     assert len(by_landmarks) == 1 and by_landmarks[0].identity == "astronaut"
     detected = rec.detect(astro)[0]
-    # The box that the detected landmarks' aligned crop covers -> the same crop -> the same embedding.
     emb_lm = rec.embed(astro, [detected])
-    square = np.concatenate([detected.landmarks.min(0), detected.landmarks.max(0)])
-    assert rec.faces_from(astro, square[None])[0].equivalent_resolution > 0
+    # A box and the landmarks it stands for (landmarks_from_boxes) are the same crop: the same embedding.
+    side, _ = crop_geometry(detected.landmarks[None].astype(np.float64))
+    centre = detected.landmarks.astype(np.float64).mean(0) - (ARCFACE_TEMPLATE.mean(0) - TEMPLATE_SIZE / 2) * (
+        side[0] / TEMPLATE_SIZE)
+    box = np.concatenate([centre - side[0] / 2, centre + side[0] / 2])[None]
+    emb_box = rec.embed(astro, box)
+    np.testing.assert_allclose(emb_box, rec.embed(astro, landmarks_from_boxes(box)), atol=1e-6)
+    # That box covers the detected landmarks' crop (same centre and size, only the small head roll differs), so
+    # its embedding is nearly the detector's; a box moved by half its side is a different crop and is not.
+    moved = box + np.array([side[0] / 2, 0, side[0] / 2, 0])
+    near, far = float(emb_box[0] @ emb_lm[0]), float(rec.embed(astro, moved)[0] @ emb_lm[0])
+    assert near > 0.9 and far < near - 0.2, (near, far)
+    assert rec.faces_from(astro, box)[0].equivalent_resolution == pytest.approx(
+        equivalent_resolution(landmarks_from_boxes(box))[0])
     # A grey frame has no face, but a caller box on it still gets a (non-matching) answer, not an error.
     grey = np.full((200, 200, 3), 128, np.uint8)
     assert rec.identify(grey) == []
