@@ -13,7 +13,7 @@ SANITIZE_BUILD := build/sanitize
 # Built from PyPI's facenet-pytorch wheel by our own converter; never committed (see export/detector_bundle.py).
 DETECTOR_BUNDLE := models/mtcnn/manifest.json
 
-.PHONY: setup test test-sanitize bench demo clean
+.PHONY: setup test test-sanitize test-cpp test-aarch64 bench demo clean
 
 setup: $(STAMP) $(DETECTOR_BUNDLE)
 
@@ -46,6 +46,17 @@ test-sanitize: setup
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	HYPOTHESIS_PROFILE=sanitize \
 	$(PY) -m pytest tests/core -q -p no:cacheprovider
+
+# C++ tests of the core's kernels (cpp/tests/test_core.cpp), no Python needed: every vector path and the scalar
+# loops against a double-precision reference. test-aarch64 cross-compiles the kernels with Debian's
+# g++-aarch64-linux-gnu and runs the tests (NEON path) under qemu-user, installing both with apt-get when
+# missing; AARCH64_ARGS=--skip-if-unavailable makes a machine without them skip with the reason (CI).
+test-cpp:
+	cpp/tests/run.sh native
+
+AARCH64_ARGS ?=
+test-aarch64:
+	cpp/tests/run.sh aarch64 $(AARCH64_ARGS)
 
 LFW ?= ../shared/data/lfw
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds cpp/tests/test_core.cpp with the core's kernels (the sources of CMakeLists.txt's crres_kernels) and
+# runs it.
+#   cpp/tests/run.sh native     host g++: the build's vector path (AVX2+FMA on x86-64) and its scalar loops
+#   cpp/tests/run.sh aarch64 [--skip-if-unavailable]
+#       Debian's aarch64-linux-gnu-g++ (static binary, NEON path) run under qemu-aarch64. Installs
+#       g++-aarch64-linux-gnu and qemu-user with apt-get when they are missing. With --skip-if-unavailable
+#       (CI), a machine that cannot get them prints why and exits 0 instead of failing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+target=${1:-native}
+skip_ok=0
+[[ "${2:-}" == "--skip-if-unavailable" ]] && skip_ok=1
+flags=(-std=c++17 -O3 -Wall -Wextra -Wpedantic -Werror -Icpp -pthread)
+mapfile -t kernels < <(sed -n '/add_library(crres_kernels/,/)/p' CMakeLists.txt | grep -o 'cpp/[A-Za-z0-9_]*\.cpp')
+[[ ${#kernels[@]} -gt 0 ]] || { echo "no kernel sources found in CMakeLists.txt" >&2; exit 1; }
+
+unavailable() {
+    if [[ $skip_ok == 1 ]]; then
+        echo "test-aarch64 SKIPPED: $*"
+        exit 0
+    fi
+    echo "test-aarch64: $*" >&2
+    exit 1
+}
+
+case "$target" in
+native)
+    out=build/cpp-tests/test_core
+    mkdir -p "$(dirname "$out")"
+    ${CXX:-g++} "${flags[@]}" cpp/tests/test_core.cpp "${kernels[@]}" -o "$out"
+    "$out"
+    ;;
+aarch64)
+    cxx=${AARCH64_CXX:-aarch64-linux-gnu-g++}
+    qemu=${QEMU_AARCH64:-qemu-aarch64}
+    if ! command -v "$cxx" >/dev/null || ! command -v "$qemu" >/dev/null; then
+        echo "aarch64 tools missing, installing g++-aarch64-linux-gnu and qemu-user (missing: $(command -v "$cxx" >/dev/null || echo "$cxx ")$(command -v "$qemu" >/dev/null || echo "$qemu"))"
+        if ! command -v apt-get >/dev/null; then
+            unavailable "$cxx / $qemu missing and there is no apt-get to install them"
+        fi
+        sudo_cmd=()
+        if [[ $(id -u) != 0 ]]; then
+            command -v sudo >/dev/null && sudo -n true 2>/dev/null \
+                || unavailable "$cxx / $qemu missing and apt-get needs root (no passwordless sudo)"
+            sudo_cmd=(sudo -n)
+        fi
+        "${sudo_cmd[@]}" apt-get update -qq || unavailable "apt-get update failed (no network or mirror?)"
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user \
+            >/dev/null || unavailable "apt-get install g++-aarch64-linux-gnu qemu-user failed"
+    fi
+    out=build/aarch64/test_core
+    mkdir -p "$(dirname "$out")"
+    # Static, so qemu-user needs no aarch64 sysroot at run time.
+    "$cxx" "${flags[@]}" -static cpp/tests/test_core.cpp "${kernels[@]}" -o "$out"
+    "$qemu" "$out"
+    ;;
+*)
+    echo "usage: $0 native | aarch64 [--skip-if-unavailable]" >&2
+    exit 2
+    ;;
+esac
