@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="bundle version (default: ckpt-<sha256 prefix of the checkpoint>)")
     p.add_argument("--trt-version", default="10", help="TensorRT major[.minor] the jetson engine is built for")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
+    p.add_argument("--signing-key", help="Ed25519 private key (PEM, export/signing.py keygen): sign the bundle")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines while embedding LFW")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -228,7 +229,7 @@ class Exporter:
     # --- driver ------------------------------------------------------------------------------------------
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        for stale in ("manifest.json", "parity_report.json"):
+        for stale in ("manifest.json", "parity_report.json", "manifest.sig"):
             # a failed rebuild must not leave an old, valid-looking bundle (nor a success an old failure report)
             (self.out / stale).unlink(missing_ok=True)
         LOG.info("target %s: %s", self.args.target, self.spec["description"])
@@ -761,6 +762,10 @@ class Exporter:
         from crres_sdk.bundle import load_bundle
 
         load_bundle(self.out, task="face-embedding")
+        if a.signing_key:  # Ed25519 over the manifest (and so every file's sha256): see export/signing.py
+            from export.signing import sign_bundle
+
+            LOG.info("signed: %s", sign_bundle(self.out, a.signing_key))
         LOG.info("bundle written: %s (%s)", self.out / "manifest.json",
                  ", ".join(f"{rt}:{'/'.join(r)}" for rt, r in self.files.items()))
 

@@ -10,12 +10,26 @@ file paths may not leave the bundle folder. The same schema serves detector and 
       "files": {"onnx": {"pnet": {"path": "pnet.onnx", "sha256": "..."}, ...}, "openvino": {...}, ...},
       ... task-specific keys (embedding_dim, thresholds, calibration, parity, source, licence) ...
     }
+
+Thresholds (``"thresholds"``: ``resolutions`` and ``far: {rate: [one per resolution]}``, optionally per model file
+in ``by_file``) are checked, not trusted: resolutions positive and strictly increasing, every false-accept rate a
+number in (0, 1), every threshold a cosine in (0, 1] (a threshold at or below 0 would accept about half of all
+impostor pairs, which no calibration at a false-accept rate below 0.5 gives), and at each resolution a stricter
+rate never has a lower threshold. ``tar`` values, when present, lie in [0, 1].
+
+Signatures: ``export/signing.py`` signs a bundle with Ed25519 at export (``manifest.sig`` beside the manifest;
+the manifest holds every file's sha256, so it covers the files). A deployment pins the exporter's public key with
+``load_bundle(..., public_key=...)`` (``Recognizer(public_key=...)``) or, for every bundle the process loads, the
+environment variable ``CRRES_BUNDLE_PUBLIC_KEY`` (64 hex characters, or a file holding them); a pinned key makes
+unsigned bundles, bundles signed by any other key (re-signed) and bundles altered after signing fail to load.
+Needs ``cryptography`` (``pip install 'crres[crypto]'``) only when a key is pinned.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +40,62 @@ from crres_sdk.preprocess import Normalization
 
 FORMAT = "crres-bundle/1"
 TASKS = ("face-detection", "face-embedding", "resolution-estimation")
+SIGNATURE_FILE = "manifest.sig"
+SIGNATURE_FORMAT = "crres-bundle-signature/1"
+#: Environment variable that pins the bundle signing public key for every bundle the process loads.
+PUBLIC_KEY_ENV = "CRRES_BUNDLE_PUBLIC_KEY"
+
+
+def signed_payload(manifest_bytes: bytes) -> bytes:
+    """What is signed: the manifest file's exact bytes behind a domain-separation prefix."""
+    return SIGNATURE_FORMAT.encode() + b"\n" + manifest_bytes
+
+
+def parse_public_key(value: str | bytes | os.PathLike) -> bytes:
+    """A 32-byte Ed25519 public key from raw bytes, 64 hex characters, or a file holding the hex."""
+    if isinstance(value, (bytes, bytearray)) and len(value) == 32:
+        return bytes(value)
+    text = value.decode("ascii", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+    candidate = text.strip()
+    if len(candidate) != 64 and Path(candidate).expanduser().is_file():
+        candidate = Path(candidate).expanduser().read_text().strip()
+    try:
+        raw = bytes.fromhex(candidate)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise BundleError(f"a bundle public key must be 32 bytes as 64 hex characters (or a file holding them), "
+                          f"got {text[:80]!r}")
+    return raw
+
+
+def _verify_signature(root: Path, manifest_bytes: bytes, public_key: bytes) -> None:
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError as exc:
+        raise BundleError("verifying bundle signatures needs the 'cryptography' package: pip install 'crres[crypto]'") \
+            from exc
+    sig_path = root / SIGNATURE_FILE
+    if not sig_path.is_file():
+        raise BundleError(f"bundle {root} is not signed ({SIGNATURE_FILE} missing), but a bundle public key is pinned: "
+                          "refusing it")
+    try:
+        sig = json.loads(sig_path.read_text())
+        signature = bytes.fromhex(sig["signature"])
+        signer = bytes.fromhex(sig.get("public_key", ""))
+        if sig.get("format") != SIGNATURE_FORMAT or sig.get("algorithm") != "ed25519" or len(signature) != 64:
+            raise ValueError("not an Ed25519 bundle signature")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{sig_path} is not a valid bundle signature: {exc}") from None
+    if signer and signer != public_key:
+        raise BundleError(f"bundle {root} is signed by key {signer.hex()[:16]}..., not the pinned key "
+                          f"{public_key.hex()[:16]}... (re-signed by someone else): refusing it")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, signed_payload(manifest_bytes))
+    except InvalidSignature:
+        raise BundleError(f"bundle {root}: its signature does not verify with the pinned key (the manifest was "
+                          "altered after signing, or re-signed): refusing it") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -71,16 +141,23 @@ class ModelBundle:
         return self.root / files[target][role]["path"]
 
 
-def load_bundle(root: str | Path, *, task: str | None = None, verify: bool = True) -> ModelBundle:
-    """Read and validate ``root/manifest.json``; with ``verify`` check every listed file's sha256."""
+def load_bundle(root: str | Path, *, task: str | None = None, verify: bool = True,
+                public_key: str | bytes | os.PathLike | None = None) -> ModelBundle:
+    """Read and validate ``root/manifest.json``; with ``verify`` check every listed file's sha256. With a pinned
+    ``public_key`` (or ``$CRRES_BUNDLE_PUBLIC_KEY``) the bundle must carry a valid signature by that key."""
     root = Path(root).expanduser().resolve()
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise BundleError(f"{root} is not a model bundle: {manifest_path} is missing")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = manifest_path.read_bytes()  # verified and parsed from the same bytes
+        manifest = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if public_key is None and os.environ.get(PUBLIC_KEY_ENV):
+        public_key = os.environ[PUBLIC_KEY_ENV]
+    if public_key is not None:
+        _verify_signature(root, raw, parse_public_key(public_key))
     _validate(manifest, manifest_path)
     if task is not None and manifest["task"] != task:
         raise BundleError(f"{root} holds a {manifest['task']!r} model, expected {task!r}")
@@ -131,6 +208,56 @@ def _validate(m: Any, where: Path) -> None:
             if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)
                     and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
                 fail(f"files.{target}.{role} must be {{path: str, sha256: 64 hex chars}}")
+    if m.get("thresholds") is not None:
+        _validate_thresholds(m["thresholds"], fail)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate_thresholds(spec: Any, fail) -> None:
+    if not isinstance(spec, dict):
+        fail("thresholds must be an object")
+    if spec.get("metric", "cosine") != "cosine":
+        fail(f"thresholds.metric must be 'cosine', got {spec.get('metric')!r}")
+    res = spec.get("resolutions")
+    if not (isinstance(res, list) and res and all(_number(r) and r >= 1 for r in res)):
+        fail("thresholds.resolutions must be a non-empty list of finite numbers >= 1 (px)")
+    if any(b <= a for a, b in zip(res, res[1:])):
+        fail(f"thresholds.resolutions must be strictly increasing, got {res}")
+    tables = {"thresholds": spec}
+    by_file = spec.get("by_file", {})
+    if not isinstance(by_file, dict):
+        fail("thresholds.by_file must be an object of model file -> {far: ...}")
+    tables.update({f"thresholds.by_file.{k}": v for k, v in by_file.items()})
+    for where, table in tables.items():
+        if not isinstance(table, dict) or not isinstance(table.get("far"), dict) or not table["far"]:
+            fail(f"{where}.far must be a non-empty object of false-accept rate -> thresholds")
+        rates = []
+        for rate, values in table["far"].items():
+            try:
+                r = float(rate)
+            except ValueError:
+                r = math.nan
+            if not 0.0 < r < 1.0:
+                fail(f"{where}.far key {rate!r} must be a false-accept rate in (0, 1)")
+            if not (isinstance(values, list) and len(values) == len(res)):
+                fail(f"{where}.far[{rate!r}] must hold one threshold per resolution ({len(res)})")
+            for px, v in zip(res, values):
+                if not (_number(v) and 0.0 < v <= 1.0):
+                    fail(f"{where}.far[{rate!r}] at {px} px is {v!r}: a cosine threshold must lie in (0, 1] (at or "
+                         "below 0 about half of all impostor pairs would match)")
+            rates.append((r, rate, values))
+        rates.sort()
+        for (r1, k1, v1), (r2, k2, v2) in zip(rates, rates[1:]):  # r1 < r2: r1 is the stricter rate
+            for px, a, b in zip(res, v1, v2):
+                if a < b - 1e-9:
+                    fail(f"{where}: the threshold at FAR {k1} ({a}) is below the one at the looser FAR {k2} ({b}) at "
+                         f"{px} px; a stricter false-accept rate needs a threshold at least as high")
+        for rate, values in (table.get("tar") or {}).items():
+            if not (isinstance(values, list) and all(_number(v) and 0.0 <= v <= 1.0 for v in values)):
+                fail(f"{where}.tar[{rate!r}] must be a list of rates in [0, 1]")
 
 
 #: Bundles the repository builds or ships live in <repo>/models/<name> (editable installs and checkouts).

@@ -72,12 +72,14 @@ class FaceDetector:
         factor: float | None = None,
         threads: int | None = None,
         estimate_resolution: bool | None = None,
+        public_key: str | bytes | None = None,
     ) -> None:
         if isinstance(min_face, bool) or not isinstance(min_face, (int, np.integer)):
             raise TypeError(f"min_face must be an int, got {type(min_face).__name__}")
         if min_face < MIN_FACE:
             raise ValueError(f"min_face must be >= {MIN_FACE} px (P-Net's receptive field), got {min_face}")
-        self.bundle: ModelBundle = load_bundle(find_detector_bundle(bundle), task="face-detection")
+        self.bundle: ModelBundle = load_bundle(find_detector_bundle(bundle), task="face-detection",
+                                               public_key=public_key)
         defaults = self.bundle.manifest.get("detector", {})
         self.min_face = int(min_face)
         self.factor = float(defaults.get("pyramid_factor", 0.709) if factor is None else factor)

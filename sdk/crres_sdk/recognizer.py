@@ -133,6 +133,9 @@ class Recognizer:
         fusion: score fusion over an identity's templates at the chosen level, ``"max"`` (S_max) or ``"add"``.
         gallery_resolutions: resolutions of the degraded templates stored at enrolment.
         key / key_file / key_env: at-rest encryption key for the gallery (see :class:`Gallery`).
+        public_key: pin the bundle signing key (Ed25519, 64 hex characters or a file): the embedding and
+            detector bundles must be signed by it (``export/signing.py``), else BundleError. Pins every bundle
+            of the process, the resolution estimator's too, when set as ``$CRRES_BUNDLE_PUBLIC_KEY``.
         threads: CPU threads per inference call (None = backend default).
         batch_size: faces per inference call.
         matching: ``"plain"`` (one template per gallery resolution level, manifest thresholds) or ``"mitm"``
@@ -172,6 +175,7 @@ class Recognizer:
         mitm_chains: int | None = 50,
         sr_models: Sequence[str | os.PathLike] | None = None,
         mitm_threshold: float | None = None,
+        public_key: str | bytes | None = None,
     ) -> None:
         if precision not in ("auto", "fp32", "int8"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}")
@@ -187,7 +191,7 @@ class Recognizer:
         levels = sorted({int(r) for r in gallery_resolutions})
         if any(not 1 <= r < TEMPLATE_SIZE for r in levels):
             raise ValueError(f"gallery_resolutions must lie in [1, {TEMPLATE_SIZE}), got {list(gallery_resolutions)}")
-        self.bundle: ModelBundle = load_bundle(find_model_bundle(model), task="face-embedding")
+        self.bundle: ModelBundle = load_bundle(find_model_bundle(model), task="face-embedding", public_key=public_key)
         manifest = self.bundle.manifest
         if manifest.get("input", {}).get("size") not in (None, [TEMPLATE_SIZE, TEMPLATE_SIZE]):
             raise BundleError(f"model {self.bundle.name!r} takes {manifest['input']['size']} input; the SDK aligns "
@@ -214,7 +218,7 @@ class Recognizer:
             self.detector = detector
         elif detector is None or isinstance(detector, dict):
             kwargs = {"backend": "auto" if self.backend == "tensorrt" else self.backend, "threads": threads,
-                      "estimate_resolution": estimate_resolution, **(detector or {})}
+                      "estimate_resolution": estimate_resolution, "public_key": public_key, **(detector or {})}
             self.detector = FaceDetector(**kwargs)
         else:
             raise TypeError(f"detector must be a FaceDetector, a dict of its arguments or None, got "
