@@ -18,10 +18,10 @@ double triangle(double x) {
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-inline std::uint8_t clip8(std::int64_t acc) {
-    if (acc >= (std::int64_t{1} << kPrecisionBits << 8)) return 255;
-    if (acc <= 0) return 0;
-    return static_cast<std::uint8_t>(acc >> kPrecisionBits);
+// PIL's clip8 (>= 256 << 22 -> 255, <= 0 -> 0, else acc >> 22) without branches, so loops over it vectorise:
+// the arithmetic shift maps (-2^22, 0] to -1 or 0, both clamped to 0.
+inline std::uint8_t clip8(std::int32_t acc) {
+    return static_cast<std::uint8_t>(std::min(std::max(acc >> kPrecisionBits, 0), 255));
 }
 
 

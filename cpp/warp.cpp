@@ -282,74 +282,32 @@ inline int cubic_weights(double centre, double k, int& first, float* w) {
     return n;
 }
 
-#if !defined(__GNUC__) && !defined(__clang__)
-// The 4 interpolation weights of positions ix - 1 .. ix + 2 at fraction t = x - ix in [0, 1) (they sum to 1).
-inline void cubic4(float t, float w[4]) {
-    const float t0 = 1.f + t, t2 = 1.f - t, t3 = 2.f - t;
-    w[0] = ((-0.5f * t0 + 2.5f) * t0 - 4.f) * t0 + 2.f;
-    w[1] = (1.5f * t - 2.5f) * t * t + 1.f;
-    w[2] = (1.5f * t2 - 2.5f) * t2 * t2 + 1.f;
-    w[3] = ((-0.5f * t3 + 2.5f) * t3 - 4.f) * t3 + 2.f;
-}
-#endif
+// Keys a = -0.5 at distance d: the inner piece (d < 1) and the outer piece (1 <= d < 2). Templates, so the
+// same code runs on floats and on vectors of floats.
+template <typename T>
+inline T keys_inner(T d) { return (1.5f * d - 2.5f) * d * d + 1.f; }
+template <typename T>
+inline T keys_outer(T d) { return ((-0.5f * d + 2.5f) * d - 4.f) * d + 2.f; }
 
-#if defined(__GNUC__) || defined(__clang__)
-// Four floats in one SSE/NEON register through the compilers' vector extension (baseline on x86-64 and aarch64).
-using F32x4 = float __attribute__((vector_size(16)));
-
-inline F32x4 load4(const float* p) {
-    F32x4 v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-#endif
-
-// Sum of the 4 x 4 taps at p (rows `stride` floats apart, 3 interleaved channels) with the interpolation
-// weights of fractions tx (along a row) and ty (across rows). The 12 floats of a row are 3 vectors; the column
-// weights are applied once at the end.
-inline void cubic_taps(const float* p, std::ptrdiff_t stride, float tx, float ty, float v[3]) {
-#if defined(__GNUC__) || defined(__clang__)
-    // Keys a = -0.5 at distances 1 + t, t, 1 - t, 2 - t: the outer polynomial on lanes 0 and 3, the inner on 1, 2.
-    const F32x4 inner_lanes = {0.f, 1.f, 1.f, 0.f}, outer_lanes = {1.f, 0.f, 0.f, 1.f};
-    const F32x4 base = {1.f, 0.f, 1.f, 2.f}, sign = {1.f, 1.f, -1.f, -1.f};
-    const auto weights = [&](float t) {
-        const F32x4 d = base + sign * t;
-        const F32x4 inner = (1.5f * d - 2.5f) * d * d + 1.f;
-        const F32x4 outer = ((-0.5f * d + 2.5f) * d - 4.f) * d + 2.f;
-        return inner * inner_lanes + outer * outer_lanes;
-    };
-    const F32x4 wx = weights(tx), wy = weights(ty);
-    F32x4 a0 = {0.f, 0.f, 0.f, 0.f}, a1 = a0, a2 = a0;
-    for (int j = 0; j < 4; ++j, p += stride) {
-        a0 += wy[j] * load4(p);
-        a1 += wy[j] * load4(p + 4);
-        a2 += wy[j] * load4(p + 8);
-    }
-    a0 *= F32x4{wx[0], wx[0], wx[0], wx[1]};
-    a1 *= F32x4{wx[1], wx[1], wx[2], wx[2]};
-    a2 *= F32x4{wx[2], wx[3], wx[3], wx[3]};
-    v[0] = a0[0] + a0[3] + a1[2] + a2[1];
-    v[1] = a0[1] + a1[0] + a1[3] + a2[2];
-    v[2] = a0[2] + a1[1] + a2[0] + a2[3];
-#else
-    float wx[4], wy[4];
-    cubic4(tx, wx);
-    cubic4(ty, wy);
-    for (int c = 0; c < 3; ++c) v[c] = 0.f;
-    for (int j = 0; j < 4; ++j, p += stride)
-        for (int c = 0; c < 3; ++c) v[c] += wy[j] * (wx[0] * p[c] + wx[1] * p[3 + c] + wx[2] * p[6 + c] + wx[3] * p[9 + c]);
-#endif
+// The 4 interpolation weights of positions i - 1 .. i + 2 at fraction t = x - i in [0, 1) (they sum to 1).
+template <typename T>
+inline void cubic4(T t, T w[4]) {
+    w[0] = keys_outer(1.f + t);
+    w[1] = keys_inner(t);
+    w[2] = keys_inner(1.f - t);
+    w[3] = keys_outer(2.f - t);
 }
 
-// Source pixels [x0, x1) x [y0, y1) as floats, 3 interleaved channels: converted once per crop, so the 16
-// taps of each output pixel are plain float loads.
+// Source pixels [x0, x1) x [y0, y1) as floats, 4 per pixel (the 3 channels and a 0), converted once per crop:
+// a pixel is then one 4-float vector and the 16 taps of an output pixel are 16 vector loads and FMAs.
 struct FloatRegion {
     int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
     std::ptrdiff_t stride = 0;  // floats per row
     const float* data = nullptr;
 
+    // Whether the 4 x 4 taps around (ix, iy) (ix - 1 .. ix + 2) are in the region.
     bool holds(int ix, int iy) const { return ix - 1 >= x0 && ix + 2 < x1 && iy - 1 >= y0 && iy + 2 < y1; }
-    const float* at(int x, int y) const { return data + (y - y0) * stride + static_cast<std::ptrdiff_t>(x - x0) * 3; }
+    const float* at(int x, int y) const { return data + (y - y0) * stride + static_cast<std::ptrdiff_t>(x - x0) * 4; }
 };
 
 // The source bounding box of the output grid's taps (4 x 4 around each mapped centre), clipped to the frame.
@@ -370,59 +328,136 @@ FloatRegion float_region(const ImageU8View& src, const Affine2x3& m, int out_h, 
         r.x1 = r.x0;  // holds() is false everywhere
         return r;
     }
-    r.stride = static_cast<std::ptrdiff_t>(r.x1 - r.x0) * 3;
+    const int w = r.x1 - r.x0;
+    r.stride = static_cast<std::ptrdiff_t>(w) * 4;
     buffer.resize(static_cast<std::size_t>(r.stride) * (r.y1 - r.y0));
     for (int y = r.y0; y < r.y1; ++y) {
         const std::uint8_t* in = src.row(y) + static_cast<std::ptrdiff_t>(r.x0) * 3;
         float* out = buffer.data() + (y - r.y0) * r.stride;
-        for (std::ptrdiff_t i = 0; i < r.stride; ++i) out[i] = in[i];
+        for (int i = 0; i < w; ++i, in += 3, out += 4) {
+            out[0] = in[0];
+            out[1] = in[1];
+            out[2] = in[2];
+            out[3] = 0.f;
+        }
     }
     r.data = buffer.data();
     return r;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+// Four floats / ints in one SSE or NEON register through the compilers' vector extension (both baseline ISAs).
+using F32x4 = float __attribute__((vector_size(16)));
+using I32x4 = std::int32_t __attribute__((vector_size(16)));
+
+inline F32x4 load4(const float* p) {
+    F32x4 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// One output pixel from the 4 x 4 pixels at p (rows `stride` floats apart): v = sum_j wy[j] sum_i wx[i] P(i, j).
+inline F32x4 cubic_pixel(const float* p, std::ptrdiff_t stride, const float wx[4], const float wy[4]) {
+    F32x4 v = {0.f, 0.f, 0.f, 0.f};
+    for (int j = 0; j < 4; ++j, p += stride)
+        v += wy[j] * (wx[0] * load4(p) + wx[1] * load4(p + 4) + wx[2] * load4(p + 8) + wx[3] * load4(p + 12));
+    return v;
+}
+#endif
+
+// Interpolated pixel at (fx, fy) whose taps are in the region (region.holds(ix, iy), ix/iy the truncations).
+inline void interpolate(const FloatRegion& region, float fx, float fy, int ix, int iy, float v[3]) {
+    float wx[4], wy[4];
+    cubic4(fx - static_cast<float>(ix), wx);
+    cubic4(fy - static_cast<float>(iy), wy);
+    const float* p = region.at(ix - 1, iy - 1);
+#if defined(__GNUC__) || defined(__clang__)
+    const F32x4 out = cubic_pixel(p, region.stride, wx, wy);
+    for (int c = 0; c < 3; ++c) v[c] = out[c];
+#else
+    for (int c = 0; c < 3; ++c) v[c] = 0.f;
+    for (int j = 0; j < 4; ++j, p += region.stride)
+        for (int c = 0; c < 3; ++c) v[c] += wy[j] * (wx[0] * p[c] + wx[1] * p[4 + c] + wx[2] * p[8 + c] + wx[3] * p[12 + c]);
+#endif
+}
+
+// Samples one output pixel with zeros outside the frame, the kernel widened by k >= 1 (the general path:
+// borders, shrinking maps, coordinates out of float range).
+inline void sample_general(const ImageU8View& src, double sx, double sy, double k, float v[3]) {
+    float wx[kMaxCubicTaps], wy[kMaxCubicTaps];
+    sx = std::clamp(sx, -double{kCoordLimit}, double{kCoordLimit});
+    sy = std::clamp(sy, -double{kCoordLimit}, double{kCoordLimit});
+    int x0 = 0, y0 = 0;
+    const int nx = cubic_weights(sx, k, x0, wx), ny = cubic_weights(sy, k, y0, wy);
+    const int i_lo = std::max(0, -x0), i_hi = std::min(nx, src.width - x0);
+    const int j_lo = std::max(0, -y0), j_hi = std::min(ny, src.height - y0);
+    for (int c = 0; c < 3; ++c) v[c] = 0.f;
+    for (int j = j_lo; j < j_hi; ++j) {
+        const std::uint8_t* p = src.row(y0 + j) + static_cast<std::ptrdiff_t>(x0) * 3;
+        float h[3] = {0.f, 0.f, 0.f};
+        for (int i = i_lo; i < i_hi; ++i)
+            for (int c = 0; c < 3; ++c) h[c] += wx[i] * static_cast<float>(p[i * 3 + c]);
+        for (int c = 0; c < 3; ++c) v[c] += wy[j] * h[c];
+    }
 }
 
 template <typename Sink>
 void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, double k,
                   std::vector<float>& region_buffer, Sink&& sink) {
     k = k < kMinCubicWidening ? 1.0 : std::min(k, kMaxCubicWidening);
-    const bool interpolating = k == 1.0;
-    // Interpolation reads 4 x 4 taps from a float copy of the face's region; widened kernels (small shrinks of
-    // tiny crops only, in the matched warp) and taps past the frame take the general loop.
-    const FloatRegion region = interpolating ? float_region(src, m, out_h, out_w, region_buffer) : FloatRegion{};
+    if (k > 1.0) {  // widened kernel: tiny crops only (matched.hpp), per-pixel weights
+        for (int y = 0; y < out_h; ++y)
+            for (int x = 0; x < out_w; ++x) {
+                float v[3];
+                sample_general(src, m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5], k, v);
+                sink(y, x, v);
+            }
+        return;
+    }
+    // Interpolation reads 4 x 4 taps from a float copy of the face's region; taps past the frame take the
+    // general path. Float coordinates along a row, as the bilinear warp; truncation equals floor wherever
+    // holds() is true (coordinates >= 1 there).
+    const FloatRegion region = float_region(src, m, out_h, out_w, region_buffer);
     const float m0 = static_cast<float>(m[0]), m3 = static_cast<float>(m[3]);
-    float wx[kMaxCubicTaps], wy[kMaxCubicTaps];
+    const auto truncate = [](float f) { return std::fabs(f) < kCoordLimit ? static_cast<int>(f) : -1; };
+    const auto pixel = [&](int y, int x, float rx, float ry) {
+        const float fx = m0 * static_cast<float>(x) + rx, fy = m3 * static_cast<float>(x) + ry;
+        const int ix = truncate(fx), iy = truncate(fy);
+        float v[3];
+        if (region.holds(ix, iy))
+            interpolate(region, fx, fy, ix, iy, v);
+        else
+            sample_general(src, m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5], 1.0, v);
+        sink(y, x, v);
+    };
     for (int y = 0; y < out_h; ++y) {
-        // Float coordinates along the row, as the bilinear warp; truncation equals floor wherever holds() is true
-        // (coordinates >= 1 there), and the general loop recomputes in double.
         const float rx = static_cast<float>(m[1] * y + m[2]), ry = static_cast<float>(m[4] * y + m[5]);
-        for (int x = 0; x < out_w; ++x) {
-            float v[3] = {0.f, 0.f, 0.f};
-            if (interpolating) {
-                const float fx = m0 * static_cast<float>(x) + rx, fy = m3 * static_cast<float>(x) + ry;
-                const bool finite_range = std::fabs(fx) < kCoordLimit && std::fabs(fy) < kCoordLimit;
-                const int ix = finite_range ? static_cast<int>(fx) : -1, iy = finite_range ? static_cast<int>(fy) : -1;
-                if (region.holds(ix, iy)) {
-                    cubic_taps(region.at(ix - 1, iy - 1), region.stride, fx - static_cast<float>(ix),
-                               fy - static_cast<float>(iy), v);
-                    sink(y, x, v);
-                    continue;
-                }
+        int x = 0;
+#if defined(__GNUC__) || defined(__clang__)
+        // 4 pixels at a time: coordinates and the 8 weight polynomials in vectors across the pixels. Along a row
+        // the truncated coordinates are monotone, so the first and last pixel bound the group's taps.
+        for (; x + 4 <= out_w; x += 4) {
+            const F32x4 xs = {float(x), float(x + 1), float(x + 2), float(x + 3)};
+            const F32x4 fx = m0 * xs + rx, fy = m3 * xs + ry;
+            const int ix0 = truncate(fx[0]), iy0 = truncate(fy[0]), ix3 = truncate(fx[3]), iy3 = truncate(fy[3]);
+            if (!region.holds(ix0, iy0) || !region.holds(ix3, iy3)) {
+                for (int i = 0; i < 4; ++i) pixel(y, x + i, rx, ry);
+                continue;
             }
-            const double sx = std::clamp(m[0] * x + m[1] * y + m[2], -double{kCoordLimit}, double{kCoordLimit});
-            const double sy = std::clamp(m[3] * x + m[4] * y + m[5], -double{kCoordLimit}, double{kCoordLimit});
-            int x0 = 0, y0 = 0;
-            const int nx = cubic_weights(sx, k, x0, wx), ny = cubic_weights(sy, k, y0, wy);
-            const int i_lo = std::max(0, -x0), i_hi = std::min(nx, src.width - x0);
-            const int j_lo = std::max(0, -y0), j_hi = std::min(ny, src.height - y0);
-            for (int j = j_lo; j < j_hi; ++j) {
-                const std::uint8_t* p = src.row(y0 + j) + static_cast<std::ptrdiff_t>(x0) * 3;
-                float h[3] = {0.f, 0.f, 0.f};
-                for (int i = i_lo; i < i_hi; ++i)
-                    for (int c = 0; c < 3; ++c) h[c] += wx[i] * static_cast<float>(p[i * 3 + c]);
-                for (int c = 0; c < 3; ++c) v[c] += wy[j] * h[c];
+            const I32x4 ix = __builtin_convertvector(fx, I32x4), iy = __builtin_convertvector(fy, I32x4);
+            F32x4 wx[4], wy[4];
+            cubic4(fx - __builtin_convertvector(ix, F32x4), wx);
+            cubic4(fy - __builtin_convertvector(iy, F32x4), wy);
+            for (int i = 0; i < 4; ++i) {
+                const float wxi[4] = {wx[0][i], wx[1][i], wx[2][i], wx[3][i]};
+                const float wyi[4] = {wy[0][i], wy[1][i], wy[2][i], wy[3][i]};
+                const F32x4 out = cubic_pixel(region.at(ix[i] - 1, iy[i] - 1), region.stride, wxi, wyi);
+                const float v[3] = {out[0], out[1], out[2]};
+                sink(y, x + i, v);
             }
-            sink(y, x, v);
         }
+#endif
+        for (; x < out_w; ++x) pixel(y, x, rx, ry);
     }
 }
 
