@@ -9,6 +9,6 @@ Every model maps an ``(N, 3, S, S)`` float tensor (``S = model.input_size``) to 
 from training.models.registry import get_model, list_models, register_model
 
 # Imported for their @register_model side effects.
-from training.models import iresnet, lai_resnet, mobilefacenet, tiny, waveresnet  # noqa: E402,F401
+from training.models import dlib_resnet, iresnet, lai_resnet, mobilefacenet, tiny, waveresnet  # noqa: E402,F401
 
 __all__ = ["get_model", "list_models", "register_model"]
