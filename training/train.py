@@ -45,9 +45,13 @@ from training import losses as L
 from training.data import NORMALISATION, build_dataset, normalise
 from training.heads import get_head
 from training.models import get_model
+from training.pretrained import initialise
+from training.teacher_cache import IndexedDataset, class_means, teacher_embeddings
 from training.recipes import Recipe, get_recipe, list_recipes
 
 CHECKPOINT_FORMAT = "crres-training-checkpoint"
+#: Cached embeddings of the pretrained network per dataset (keyed by weights and file list; shared by runs).
+TEACHER_CACHE_DIR = Path(os.environ.get("CRRES_CACHE", Path.home() / ".cache" / "crres")) / "teacher"
 CHECKPOINT_VERSION = 1
 
 
@@ -155,12 +159,18 @@ class TrainStep(nn.Module):
     """
 
     def __init__(self, recipe: Recipe, model: nn.Module, head: nn.Module,
-                 teacher: tuple[nn.Module, nn.Module] | None = None) -> None:
+                 teacher: tuple[nn.Module, nn.Module] | None = None,
+                 teacher_cache: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.recipe, self.model, self.head = recipe, model, head
         self._teacher = teacher  # a plain tuple: not registered, never trained, not in DDP
         if recipe.method == "lu_kd" and teacher is None:
             raise ValueError("the lu_kd method needs a teacher")
+        # Frozen pretrained network's embeddings of every crop and its flip (training.teacher_cache).
+        self._cache = teacher_cache
+        if recipe.method == "frozen_siamese" and teacher_cache is None:
+            raise ValueError("the frozen_siamese method needs the pretrained network's cached embeddings "
+                             "(a recipe with init=...)")
         self.autocast = False
 
     def _embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
@@ -174,9 +184,11 @@ class TrainStep(nn.Module):
             return out[0].float(), [s.float() for s in out[1]]
         return out.float()
 
-    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(augmented batch, which samples were flipped)."""
         r = self.recipe
         n = x.shape[0]
+        mask = torch.zeros(n, dtype=torch.bool, device=x.device)
         if r.flip:
             mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
@@ -187,7 +199,7 @@ class TrainStep(nn.Module):
             x = x * bright
             gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
             x = (gray + sat * (x - gray)).clamp(0, 1)
-        return x
+        return x, mask
 
     def _lr_sizes(self, n: int, hr: int, gen: torch.Generator) -> torch.Tensor:
         r, kw = self.recipe, self.recipe.sampler_kwargs
@@ -207,11 +219,24 @@ class TrainStep(nn.Module):
             return D.sample_uniform_range(n, int(kw.get("lo", 8)), kw.get("hi"), hr, gen)
         raise ValueError(f"sampler {r.sampler!r} does not give one size per sample")
 
-    def forward(self, x01: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def forward(self, x01: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,
+                index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         r = self.recipe
         n, hr = x01.shape[0], x01.shape[-1]
         with torch.no_grad():
-            x = self._augment(x01, gen)
+            x, flipped = self._augment(x01, gen)
+        if r.method == "frozen_siamese":
+            # Knoche eq. 7 with the HR branch replaced by the frozen pretrained network (issue 17): its cached
+            # HR embedding of the same (possibly flipped) crop is f_HR; the trained network's branch sees the
+            # crop at a sampled resolution (112 included, so its own HR embedding stays tied to the teacher's).
+            if index is None:
+                raise ValueError("frozen_siamese needs the batch's dataset indices")
+            idx = index.cpu()
+            with torch.no_grad():
+                f_hr = torch.where(flipped.cpu()[:, None], self._cache["hr_flip"][idx], self._cache["hr"][idx])
+                x_lr = D.degrade_batch(x, self._lr_sizes(n, hr, gen))
+            f_lr = self._embed(x_lr)
+            return L.knoche_siamese_loss(self.head, f_hr.to(f_lr), f_lr, labels, **r.loss_kwargs)
         if r.method == "batch":
             with torch.no_grad():
                 x = D.degrade_batch(x, self._lr_sizes(n, hr, gen))
@@ -402,6 +427,17 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     num_classes = dataset.num_classes
     head = get_head(recipe.head, model.embedding_dim, num_classes, **recipe.head_kwargs)
 
+    cache = None
+    if recipe.init:
+        # Start from a pretrained network (training.pretrained); on resume the checkpoint overwrites it below.
+        initialise(model, recipe.init, recipe.model)
+    if recipe.init or recipe.method == "frozen_siamese":
+        # The starting network, frozen: its embeddings of every crop (and flip), computed once per dataset.
+        cache = teacher_embeddings(model, dataset, TEACHER_CACHE_DIR, progress=progress and rank == 0)
+        if recipe.init and not resume:
+            with torch.no_grad():  # class centres where the pretrained network already puts each class
+                head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+
     teacher = None
     if recipe.method == "lu_kd":
         if not recipe.teacher:
@@ -416,7 +452,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
         if dev.type == "cpu":
             t_model.to(memory_format=torch.channels_last)
 
-    step_module = TrainStep(recipe, model, head, teacher).to(dev)
+    step_module = TrainStep(recipe, model, head, teacher, cache).to(dev)
     if dev.type == "cpu":  # weights in NHWC to match the channels_last inputs of TrainStep._embed
         model.to(memory_format=torch.channels_last)
     step_module.autocast = dev.type == "cuda"
@@ -468,7 +504,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     # Persistent workers are forked once, while this process is small. Re-forked at every epoch from a process
     # that holds a two-branch step's activations (~6 GB on CPU), a worker's copy-on-write pages grew to 6.3 GB
     # and the kernel's OOM killer ended the run at the epoch boundary (twice, docs/results.md section 4.1).
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
+    loader = DataLoader(IndexedDataset(dataset), batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
                         generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
     logger = Logger(out, enabled=rank == 0, progress=progress, append=bool(resume))
 
@@ -512,7 +548,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
         step_module.train()
         bar = _progress(steps_per_epoch, skip, f"epoch {epoch + 1}/{recipe.epochs}", rank == 0 and progress)
         in_epoch = skip
-        for images, labels in loader:
+        for images, labels, index in loader:
             if max_steps is not None and step >= max_steps:
                 stop = True
                 break
@@ -525,7 +561,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
             opt.zero_grad(set_to_none=True)
             # A non-finite forward would also poison BatchNorm's running statistics: keep a copy.
             saved = [b.detach().clone() for b in buffers]
-            parts = net(images, labels, gen)
+            parts = net(images, labels, gen, index)
             loss = parts["loss"]
             # Agree on finiteness (and average the logged loss) across ranks before backward.
             stats = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float()])

@@ -27,6 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {"model": "tiny_test_net", "model_kwargs": {"num_features": 16}}
 
 
+@pytest.fixture(autouse=True)
+def _private_teacher_cache(tmp_path, monkeypatch):
+    """Runs that cache embeddings of their starting network write them here, not under ~/.cache."""
+    monkeypatch.setattr(T, "TEACHER_CACHE_DIR", tmp_path / "teacher-cache")
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     """4 identities x 3 images: 3 steps per epoch at batch 4."""
@@ -34,7 +40,8 @@ def synth(tmp_path_factory) -> Path:
 
 
 def _tiny(name: str, **kw) -> Recipe:
-    return get_recipe(name, **{**TINY, "batch_size": 4, "epochs": 2, **kw})
+    # A pretrained init belongs to its own model; the tiny stand-in starts from random weights.
+    return get_recipe(name, **{**TINY, "batch_size": 4, "epochs": 2, **kw}).replace(init=None)
 
 
 def test_recipes_cover_the_issue_and_cite_papers():
@@ -91,7 +98,8 @@ def test_every_recipe_takes_two_steps(name, synth, teacher_ckpt, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
     expected_parts = {"batch": {"ce"}, "siamese": {"ce_hr", "ce_lr", "dist"}, "ling": {"ce_hr", "ce_lr", "dist"},
-                      "lai": {"cls", "triplet"}, "lu_kd": {"arcface", "distill", "wavesim"}}[recipe.method]
+                      "lai": {"cls", "triplet"}, "lu_kd": {"arcface", "distill", "wavesim"},
+                      "frozen_siamese": {"ce_hr", "ce_lr", "dist"}}[recipe.method]
     assert expected_parts <= set(rows[0])
 
 
@@ -277,3 +285,37 @@ def test_keep_freed_heap_reuses_a_steps_memory_instead_of_faulting_it_in_again()
     if applied != "True":
         pytest.skip("not glibc: mallopt unavailable")
     assert default > 100_000 and kept < default / 5  # measured: 0-37,632 kept, 326,172 default
+
+
+def test_frozen_siamese_reads_the_cached_embedding_of_the_crop_as_flipped(synth, tmp_path):
+    """ST-M1 with a frozen HR branch: f_HR is the cache row of the same crop, flipped when the crop was.
+
+    The cache is computed from the starting weights; with no degradation (r = 112 only) and the network in eval
+    mode, the trained branch then reproduces every cached row, so the feature distance is ~0 only if each
+    flipped crop is paired with its flipped row (a wrong pairing gives a clearly positive distance)."""
+    from training.data import build_dataset
+    from training.teacher_cache import class_means, teacher_embeddings
+
+    recipe = _tiny("dlib_st_m1", sampler_kwargs={"fraction": 1.0, "sizes": [112]}, color_jitter=0.0)
+    model = get_model(recipe.model, **recipe.model_kwargs).eval()
+    dataset = build_dataset(synth)
+    cache = teacher_embeddings(model, dataset, tmp_path / "cache", progress=False)
+    assert cache["hr"].shape == (len(dataset), 16)
+    assert not torch.allclose(cache["hr"], cache["hr_flip"])  # the synthetic patterns are not symmetric
+    head = T.get_head(recipe.head, 16, dataset.num_classes, **recipe.head_kwargs)
+    step = T.TrainStep(recipe, model, head, None, cache).eval()
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
+    flips = []
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        flips.append(int((torch.rand(len(dataset), generator=torch.Generator().manual_seed(seed)) < 0.5).sum()))
+        parts = step(images, labels, gen, torch.arange(len(dataset)))
+        assert float(parts["dist"].detach()) < 1e-5
+    assert 0 < min(flips) and max(flips) < len(dataset)  # some crops flipped, some not
+    wrong = step(images.flip(-1), labels, torch.Generator().manual_seed(0), torch.arange(len(dataset)))
+    assert float(wrong["dist"].detach()) > 1e-3
+    # Class means: the normalised mean of each class's unit embeddings.
+    means = class_means(cache["hr"], cache["labels"], dataset.num_classes)
+    unit = torch.nn.functional.normalize(cache["hr"], dim=1)
+    assert torch.allclose(means[1], unit[cache["labels"] == 1].mean(0), atol=1e-6)

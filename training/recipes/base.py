@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: The training step a recipe runs (``training.train.TrainStep``).
-METHODS = ("batch", "siamese", "ling", "lai", "lu_kd")
+METHODS = ("batch", "siamese", "ling", "lai", "lu_kd", "frozen_siamese")
 
 
 @dataclass
@@ -49,6 +49,8 @@ class Recipe:
     color_jitter: float = 0.0                     # max relative brightness/saturation change
     # Distillation (wave_kd): the teacher is a final checkpoint of training.train.
     teacher: str | None = None
+    # Pretrained initialisation (training.pretrained.INITIALISERS), e.g. "dlib"; also caches its embeddings.
+    init: str | None = None
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
