@@ -4,6 +4,15 @@
 records sorted by score. The three networks come from the detector bundle that ``make setup`` builds
 (``export/detector_bundle.py``); the pyramid, P-Net decoding, NMS, box regression, squaring, candidate
 crops and landmark decoding run in ``crres_sdk._core``.
+
+Large images: frames above :data:`MAX_IMAGE_PIXELS` (100 MP) are refused with ImageTooLargeError. Detection runs
+on a working copy of at most :data:`DETECT_MAX_PIXELS` (4K UHD, 8.3 MP; ``max_pixels=``), area-downscaled, and
+the boxes and landmarks are mapped back to the full frame, where alignment and embedding then work at full
+resolution. On a larger photo the smallest face found grows accordingly: ``min_face`` in the working copy, i.e.
+``max(min_face, 12 / s)`` px of the original for a downscale ``s`` (29 px on a 48 MP photo). Peak RSS of one
+``Recognizer.identify`` (``python benchmarks/bench_giant_images.py --json bench-results/giant.json``, 2-core VM,
+ONNX Runtime, 1 thread): 12 MP 2379 -> 1562 MiB (9.5 -> 6.4 s), 48 MP 8986 -> 1757 MiB (34.1 -> 6.9 s), before ->
+after the working copy; what remains is mostly the MTCNN pyramid over the 8.3 MP copy.
 """
 
 from __future__ import annotations
@@ -12,18 +21,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import math
+
+import cv2
 import numpy as np
 
 from crres_sdk import _core
 from crres_sdk.backends import open_model
 from crres_sdk.bundle import ModelBundle, find_bundle, load_bundle
-from crres_sdk.errors import BundleError
+from crres_sdk.errors import BundleError, ImageTooLargeError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
 from crres_sdk.preprocess import equivalent_resolution
 
 #: Smallest face the networks can see: P-Net's 12 x 12 receptive field.
 MIN_FACE = 12
+#: Largest frame the SDK accepts (pixels): 100 MP, 300 MB as uint8 BGR. Larger ones raise ImageTooLargeError.
+MAX_IMAGE_PIXELS = 100_000_000
+#: Detection runs on a copy of at most this many pixels (4K UHD); faces are mapped back to the full frame.
+DETECT_MAX_PIXELS = 3840 * 2160
+
+
+def check_image_size(height: int, width: int, what: str = "image") -> None:
+    """ImageTooLargeError for more than MAX_IMAGE_PIXELS pixels."""
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(f"{what} is {width}x{height} = {height * width / 1e6:.1f} MP, over the SDK's limit "
+                                 f"of {MAX_IMAGE_PIXELS / 1e6:g} MP (crres_sdk.detector.MAX_IMAGE_PIXELS); downscale "
+                                 "it first")
 BUNDLE_ENV = "CRRES_DETECTOR_BUNDLE"
 
 
@@ -73,11 +97,15 @@ class FaceDetector:
         threads: int | None = None,
         estimate_resolution: bool | None = None,
         public_key: str | bytes | None = None,
+        max_pixels: int = DETECT_MAX_PIXELS,
     ) -> None:
         if isinstance(min_face, bool) or not isinstance(min_face, (int, np.integer)):
             raise TypeError(f"min_face must be an int, got {type(min_face).__name__}")
         if min_face < MIN_FACE:
             raise ValueError(f"min_face must be >= {MIN_FACE} px (P-Net's receptive field), got {min_face}")
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 144:
+            raise ValueError(f"max_pixels must be an int >= 144 (12 x 12), got {max_pixels!r}")
+        self.max_pixels = int(max_pixels)
         self.bundle: ModelBundle = load_bundle(find_detector_bundle(bundle), task="face-detection",
                                                public_key=public_key)
         defaults = self.bundle.manifest.get("detector", {})
@@ -109,9 +137,26 @@ class FaceDetector:
         return list(self._norm.mean), list(self._norm.std), self._norm.color != "bgr"
 
     def detect_arrays(self, frame: np.ndarray) -> Detections:
+        """Raw detections in full-frame coordinates; frames over ``max_pixels`` are detected on a downscaled
+        working copy (see the module docstring)."""
+        if not _is_frame_like(frame) or frame.shape[0] * frame.shape[1] <= self.max_pixels:
+            return self._detect_arrays(frame, self.min_face)
+        h, w = frame.shape[:2]
+        check_image_size(h, w, "frame")
+        s = math.sqrt(self.max_pixels / (h * w))
+        size = (max(1, int(w * s)), max(1, int(h * s)))
+        work = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)  # area: no aliasing, like a camera's binning
+        sx, sy = size[0] / w, size[1] / h
+        found = self._detect_arrays(work, max(MIN_FACE, self.min_face * min(sx, sy)))
+        del work
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        return Detections((found.boxes / scale).astype(np.float32), found.scores,
+                          (found.landmarks / np.array([sx, sy], np.float32)).astype(np.float32))
+
+    def _detect_arrays(self, frame: np.ndarray, min_face: float) -> Detections:
         mean, std, swap = self._norm_args()
         # An empty scale list still validates the frame in the core.
-        scales = pyramid_scales(*frame.shape[:2], self.min_face, self.factor) if _is_frame_like(frame) else []
+        scales = pyramid_scales(*frame.shape[:2], min_face, self.factor) if _is_frame_like(frame) else []
         levels = _core.mtcnn_pyramid(frame, scales, mean, std, swap, self._core_threads)
         t1, t2, t3 = self.thresholds
         stage1 = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 
 from crres_sdk.backends import Session, available_backends, open_model, resolve_backend
 from crres_sdk.bundle import ModelBundle, find_bundle, load_bundle
-from crres_sdk.detector import FaceDetector
+from crres_sdk.detector import FaceDetector, check_image_size
 from crres_sdk.errors import BundleError, FaceGeometryError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
@@ -591,6 +592,9 @@ def load_image(image: Any) -> np.ndarray:
         if not path.is_file():
             raise FileNotFoundError(f"image file {path} does not exist")
         data = np.fromfile(path, np.uint8)
+        size = image_size_from_header(data[:1 << 16].tobytes())
+        if size is not None:  # before decoding: a 30000 x 30000 JPEG would take 2.7 GB to find out
+            check_image_size(size[1], size[0], str(path))
         frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if frame is None:
             raise ValueError(f"{path} is not a readable image (corrupt or unsupported format)")
@@ -599,6 +603,8 @@ def load_image(image: Any) -> np.ndarray:
         raise TypeError(f"image must be a numpy array or a file path, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim in (2, 3):
+        check_image_size(image.shape[0], image.shape[1])
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] == 4:
@@ -613,7 +619,34 @@ def _check_frame(frame: Any) -> np.ndarray:
         raise ValueError(f"frame must be a uint8 H x W x 3 BGR array, got {frame.dtype} {frame.shape}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"frame is empty ({frame.shape})")
+    check_image_size(frame.shape[0], frame.shape[1], "frame")
     return frame
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def image_size_from_header(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding; None for other formats or no header."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in _JPEG_SOF:
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
 
 
 __all__ = ["DEFAULT_GALLERY_RESOLUTIONS", "FaceGeometryError", "NoFaceError", "Recognizer", "Thresholds", "Verification",
