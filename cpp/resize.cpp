@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 namespace crres {
 namespace {
@@ -130,6 +131,16 @@ CRRES_CLONES void accumulate_row(const float* in, float w, float* acc, std::ptrd
 template <typename Traits, typename T>
 void pass_vertical(const T* src, T* dst, const ResampleAxis& axis, std::ptrdiff_t row_len,
                    std::vector<typename Traits::Acc>& acc) {
+    if constexpr (std::is_same_v<typename Traits::Acc, T>) {  // float: accumulate in the output row itself
+        for (int o = 0; o < axis.out_size; ++o) {
+            const auto* k = Traits::weights(axis, o);
+            T* out = dst + o * row_len;
+            std::fill(out, out + row_len, Traits::zero());
+            for (int i = 0; i < axis.count[o]; ++i)
+                accumulate_row(src + (axis.first[o] + i) * row_len, k[i], out, row_len);
+        }
+        return;
+    }
     acc.resize(static_cast<std::size_t>(row_len));
     for (int o = 0; o < axis.out_size; ++o) {
         const auto* k = Traits::weights(axis, o);
