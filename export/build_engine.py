@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-backend", default="onnxruntime", choices=("onnxruntime", "openvino"),
                    help="runtime that evaluates the ONNX files (parity, thresholds); OpenVINO IRs always run on "
                         "openvino (default onnxruntime)")
+    p.add_argument("--thresholds-from-lfw", action="store_true",
+                   help="also take threshold pairs from LFW (off: LFW is the accuracy set; thresholds come from "
+                        "held-out --calib identities)")
     p.add_argument("--holdout-max", type=int, default=512,
                    help="most held-out --calib crops used for parity and threshold pairs (default 512)")
     p.add_argument("--threshold-probes", type=int, default=1000,
@@ -179,9 +182,10 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     if len(files) < 2:
         raise ExportError(f"--calib {args.calib} has {len(files)} image; need at least 2 (one is held out)")
     lfw = _resolve_lfw(args.lfw)
-    if lfw is None and identity_labels(files, args.calib) is None:
+    if identity_labels(files, args.calib) is None and (lfw is None or not args.thresholds_from_lfw):
         raise ExportError(f"per-resolution thresholds need identities: --calib {args.calib} has no identity "
-                          "sub-folders (at least 2) and LFW is off; use --calib DIR/<identity>/*.png or --lfw DIR")
+                          "sub-folders (at least 2); use --calib DIR/<identity>/*.png (held-out identities), or "
+                          "--thresholds-from-lfw with --lfw DIR (LFW then stops being a held-out accuracy set)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} exists and is not a folder")
@@ -599,8 +603,13 @@ class Exporter:
         return set(self.ckpt.get("classes") or [])
 
     def _training_identity_overlap(self, names: list[str]) -> tuple[int, int]:
+        """(LFW people the checkpoint was trained on, its training identities), by source identity name: a class
+        folder ``glint_Tom_Hanks`` is LFW's ``Tom_Hanks`` (older checkpoints hold only the folder names)."""
+        from training.data import source_identity
+
         classes = self._training_identities()
-        return len(set(names) & classes), len(classes)
+        sources = set(self.ckpt.get("class_sources") or [source_identity(c) for c in classes])
+        return len(set(names) & sources), len(classes)
 
     def _threshold_sources(self) -> tuple[list, list[str]]:
         """(the pair sources of the thresholds, why each offered source that is not one was left out)."""
@@ -626,7 +635,9 @@ class Exporter:
             else:
                 unused.append(f"{what}: fewer than 2 identities left, not a threshold source")
                 LOG.warning("thresholds: %s", unused[-1])
-        if self.lfw is not None:
+        if self.lfw is not None and not a.thresholds_from_lfw:
+            unused.append("LFW: the accuracy set, never a threshold source (--thresholds-from-lfw overrides)")
+        if self.lfw is not None and a.thresholds_from_lfw:
             ds = self.lfw.ds
             names = [n.split("/")[0] for n in ds.image_names]
             overlap, n_train = self._training_identity_overlap(names)
@@ -639,8 +650,8 @@ class Exporter:
             sources.append(PairSource(
                 "lfw", ds.crops, self.lfw.identities, gallery, probes,
                 f"LFW View-2 images ({self.lfw.info['root']}, aligned with crres_sdk), {len(set(names))} "
-                f"identities, {overlap} of them named like one of the checkpoint's {n_train} training "
-                "identities (LFW is not in the CelebA/Glint360K training crops)"))
+                f"identities, {overlap} of them among the checkpoint's {n_train} training identities (by source "
+                "name); LFW then also reports accuracy, so its figures are not held out"))
         return sources, unused
 
     def step_thresholds(self) -> None:
@@ -650,7 +661,8 @@ class Exporter:
         sources, unused = self._threshold_sources()
         if not sources:
             raise ExportError("no identity-labelled pairs for the thresholds (need --calib identity sub-folders "
-                              "with >= 2 held-out identities the checkpoint was not trained on, or --lfw)")
+                              "with >= 2 held-out identities the checkpoint was not trained on, or "
+                              "--thresholds-from-lfw)")
         files = {"onnx/fp32": (self.fp32, self.args.eval_backend), **self.shipped}
         results = {}
         for key, (path, backend) in files.items():

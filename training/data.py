@@ -44,6 +44,20 @@ NORMALISATION = {"color": "rgb", "mean": [127.5, 127.5, 127.5], "std": [128.0, 1
                  "input_range": "0-255", "layout": "NCHW"}
 
 
+#: Folder-name prefixes of the training sets (training/experiments/make_data.sh, split_identities.py).
+SOURCE_PREFIXES = {"celeba_": "celeba", "glint_": "glint360k"}
+
+
+def source_identity(class_name: str) -> str:
+    """The person a training class is, as named by its source data set (``glint_Tom_Hanks`` -> ``Tom_Hanks``).
+
+    Overlap checks against LFW compare these, never the prefixed folder names (which never match)."""
+    for prefix in SOURCE_PREFIXES:
+        if class_name.startswith(prefix):
+            return class_name[len(prefix):]
+    return class_name
+
+
 def normalise(x01: torch.Tensor) -> torch.Tensor:
     """[0, 1] RGB batch -> model input ``(255 x - 127.5) / 128``."""
     return (x01 * 255.0 - 127.5) / 128.0

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 
 from training import degradations as D
 from training import losses as L
-from training.data import NORMALISATION, build_dataset, normalise
+from training.data import NORMALISATION, build_dataset, normalise, source_identity
 from training.heads import get_head
 from training.models import get_model
 from training.pretrained import initialise
@@ -521,6 +521,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
             "head_name": recipe.head, "head_kwargs": recipe.to_dict()["head_kwargs"],
             "num_classes": int(num_classes), "head_state_dict": head.state_dict(),
             "classes": [str(c) for c in getattr(dataset, "classes", [])],
+            "class_sources": [source_identity(str(c)) for c in getattr(dataset, "classes", [])],
             "epoch": epoch_done, "epoch_step": in_epoch, "step": step, "bad_steps": bad_total,
             "total_steps": total_steps, "seed": seed, "world_size": world,
         }
