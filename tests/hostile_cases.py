@@ -44,13 +44,16 @@ def open_gallery(path: Path, encrypted: bool, model: ModelKey | None = MODEL) ->
 
 def answers(g: Gallery) -> dict:
     """Everything a user reads, to compare before and after an edit; a GalleryError in a read is recorded."""
+    probes, res = np.stack([p for p, _ in PROBES]), [r for _, r in PROBES]
+    reads = {
+        "names": lambda: (list(g), len(g), g.n_templates, "alice" in g, "mallory" in g),
+        "search": lambda: [[(m.identity, round(m.score, 5), m.template_resolution) for m in ms]
+                           for ms in g.search(probes, res, top_k=3)],
+        "identities": lambda: [(i.name, i.n_templates, i.resolutions, i.metadata) for i in g.identities()],
+        "templates": lambda: [(r.identity, r.resolution, r.vector.tobytes()) for r in g.templates()],
+    }
     out = {}
-    for what, fn in (("search", lambda: [[(m.identity, round(m.score, 5), m.template_resolution) for m in ms]
-                                         for ms in g.search(np.stack([p for p, _ in PROBES]),
-                                                            [r for _, r in PROBES], top_k=3)]),
-                     ("identities", lambda: [(i.name, i.n_templates, i.resolutions, i.metadata)
-                                             for i in g.identities()]),
-                     ("templates", lambda: [(r.identity, r.resolution, r.vector.tobytes()) for r in g.templates()])):
+    for what, fn in reads.items():
         try:
             out[what] = fn()
         except GalleryError as exc:

@@ -1458,7 +1458,11 @@ class Gallery:
 
     # ------------------------------------------------------------------------------------------- reads
 
+    # Reads that answer from the database first pass the verified index (cached per write): rows added, deleted
+    # or renamed outside the gallery make them raise GalleryIntegrityError rather than list them.
+
     def __len__(self) -> int:
+        self._current_index()
         with self._read() as conn:
             return conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
 
@@ -1467,16 +1471,19 @@ class Gallery:
             name = _check_name(name)
         except (TypeError, ValueError):
             return False
+        self._current_index()
         with self._read() as conn:
             return conn.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
 
     def __iter__(self) -> Iterator[str]:
+        self._current_index()
         with self._read() as conn:
             names = [r[0] for r in conn.execute("SELECT name FROM identities ORDER BY name")]
         return iter(names)
 
     @property
     def n_templates(self) -> int:
+        self._current_index()
         with self._read() as conn:
             return conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
 
