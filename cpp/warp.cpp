@@ -255,6 +255,12 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
     }
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CRRES_INLINE inline __attribute__((always_inline))
+#else
+#define CRRES_INLINE inline
+#endif
+
 // Bicubic sampling (Keys a = -0.5, resize.hpp's kernel) under the map, antialiased where it shrinks: with
 // k = source pixels per output pixel > 1 the kernel is widened by k and its weights renormalised, as PIL and
 // torch do along an axis. Zeros outside the frame, as the bilinear warp.
@@ -285,13 +291,13 @@ inline int cubic_weights(double centre, double k, int& first, float* w) {
 // Keys a = -0.5 at distance d: the inner piece (d < 1) and the outer piece (1 <= d < 2). Templates, so the
 // same code runs on floats and on vectors of floats.
 template <typename T>
-inline T keys_inner(T d) { return (1.5f * d - 2.5f) * d * d + 1.f; }
+CRRES_INLINE T keys_inner(T d) { return (1.5f * d - 2.5f) * d * d + 1.f; }
 template <typename T>
-inline T keys_outer(T d) { return ((-0.5f * d + 2.5f) * d - 4.f) * d + 2.f; }
+CRRES_INLINE T keys_outer(T d) { return ((-0.5f * d + 2.5f) * d - 4.f) * d + 2.f; }
 
 // The 4 interpolation weights of positions i - 1 .. i + 2 at fraction t = x - i in [0, 1) (they sum to 1).
 template <typename T>
-inline void cubic4(T t, T w[4]) {
+CRRES_INLINE void cubic4(T t, T w[4]) {
     w[0] = keys_outer(1.f + t);
     w[1] = keys_inner(t);
     w[2] = keys_inner(1.f - t);
@@ -311,7 +317,8 @@ struct FloatRegion {
 };
 
 // The source bounding box of the output grid's taps (4 x 4 around each mapped centre), clipped to the frame.
-FloatRegion float_region(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, std::vector<float>& buffer) {
+CRRES_INLINE FloatRegion float_region(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w,
+                                      std::vector<float>& buffer) {
     double lo_x = kCoordLimit, hi_x = -kCoordLimit, lo_y = kCoordLimit, hi_y = -kCoordLimit;
     for (int corner = 0; corner < 4; ++corner) {
         const double x = (corner & 1) ? out_w - 1 : 0, y = (corner & 2) ? out_h - 1 : 0;
@@ -350,14 +357,14 @@ FloatRegion float_region(const ImageU8View& src, const Affine2x3& m, int out_h, 
 using F32x4 = float __attribute__((vector_size(16)));
 using I32x4 = std::int32_t __attribute__((vector_size(16)));
 
-inline F32x4 load4(const float* p) {
+CRRES_INLINE F32x4 load4(const float* p) {
     F32x4 v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
 
 // One output pixel from the 4 x 4 pixels at p (rows `stride` floats apart): v = sum_j wy[j] sum_i wx[i] P(i, j).
-inline F32x4 cubic_pixel(const float* p, std::ptrdiff_t stride, const float wx[4], const float wy[4]) {
+CRRES_INLINE F32x4 cubic_pixel(const float* p, std::ptrdiff_t stride, const float wx[4], const float wy[4]) {
     F32x4 v = {0.f, 0.f, 0.f, 0.f};
     for (int j = 0; j < 4; ++j, p += stride)
         v += wy[j] * (wx[0] * load4(p) + wx[1] * load4(p + 4) + wx[2] * load4(p + 8) + wx[3] * load4(p + 12));
@@ -366,7 +373,7 @@ inline F32x4 cubic_pixel(const float* p, std::ptrdiff_t stride, const float wx[4
 #endif
 
 // Interpolated pixel at (fx, fy) whose taps are in the region (region.holds(ix, iy), ix/iy the truncations).
-inline void interpolate(const FloatRegion& region, float fx, float fy, int ix, int iy, float v[3]) {
+CRRES_INLINE void interpolate(const FloatRegion& region, float fx, float fy, int ix, int iy, float v[3]) {
     float wx[4], wy[4];
     cubic4(fx - static_cast<float>(ix), wx);
     cubic4(fy - static_cast<float>(iy), wy);
@@ -401,9 +408,10 @@ inline void sample_general(const ImageU8View& src, double sx, double sy, double 
     }
 }
 
+// Always inlined, so each caller compiles the loops for its own target (the AVX2+FMA wrappers below).
 template <typename Sink>
-void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, double k,
-                  std::vector<float>& region_buffer, Sink&& sink) {
+CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, double k,
+                               std::vector<float>& region_buffer, const Sink& sink) {
     k = k < kMinCubicWidening ? 1.0 : std::min(k, kMaxCubicWidening);
     if (k > 1.0) {  // widened kernel: tiny crops only (matched.hpp), per-pixel weights
         for (int y = 0; y < out_h; ++y)
@@ -513,6 +521,31 @@ struct HwcOutput {
     }
 };
 
+#ifdef CRRES_WARP_AVX2
+// The bicubic warp compiled for AVX2+FMA (3-operand and fused vector arithmetic: ~30 % fewer instructions per
+// pixel than the x86-64 baseline build), used where simd_active() says so.
+__attribute__((target("avx2,fma"))) void warp_bicubic_avx2(const ImageU8View& src, const Affine2x3& m, int out_h,
+                                                            int out_w, double k, std::vector<float>& region,
+                                                            const ChwOutput& sink) {
+    warp_bicubic(src, m, out_h, out_w, k, region, sink);
+}
+__attribute__((target("avx2,fma"))) void warp_bicubic_avx2(const ImageU8View& src, const Affine2x3& m, int out_h,
+                                                            int out_w, double k, std::vector<float>& region,
+                                                            const HwcOutput& sink) {
+    warp_bicubic(src, m, out_h, out_w, k, region, sink);
+}
+#endif
+
+template <typename Sink>
+void warp_bicubic_dispatch(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w,
+                           std::vector<float>& region, const Sink& sink) {
+    const double k = source_pixels_per_output_pixel(m);
+#ifdef CRRES_WARP_AVX2
+    if (simd_active() == SimdPath::avx2) return warp_bicubic_avx2(src, m, out_h, out_w, k, region, sink);
+#endif
+    warp_bicubic(src, m, out_h, out_w, k, region, sink);
+}
+
 }  // namespace
 
 double source_pixels_per_output_pixel(const Affine2x3& dst_to_src) {
@@ -533,14 +566,12 @@ void warp_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src, int out
 
 void warp_bicubic_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w,
                              const PixelNormalization& norm, float* out, std::vector<float>& scratch) {
-    warp_bicubic(src, dst_to_src, out_h, out_w, source_pixels_per_output_pixel(dst_to_src), scratch,
-                 ChwOutput(out, out_h, out_w, norm));
+    warp_bicubic_dispatch(src, dst_to_src, out_h, out_w, scratch, ChwOutput(out, out_h, out_w, norm));
 }
 
 void warp_bicubic_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w, bool swap_rb,
                             std::uint8_t* out, std::vector<float>& scratch) {
-    warp_bicubic(src, dst_to_src, out_h, out_w, source_pixels_per_output_pixel(dst_to_src), scratch,
-                 HwcOutput(out, out_w, swap_rb));
+    warp_bicubic_dispatch(src, dst_to_src, out_h, out_w, scratch, HwcOutput(out, out_w, swap_rb));
 }
 
 }  // namespace crres
