@@ -47,7 +47,9 @@ Integrity and privacy
       *head*: the last audit row and a keyed digest of the set of identity, template and thumbnail rows, so a
       truncated audit log and rows added or deleted by raw SQL are seen. :meth:`Gallery.check` verifies all of
       it and returns the problems (it never raises). What no file-level check can see: the whole gallery rolled
-      back to an older copy of itself together with its key.
+      back to an older copy of itself together with its key. Cost (512-d, 100k templates, 2-core VM under load):
+      the first search after a write verifies every row, 3.1-3.7 s instead of 1.3-2.2 s; enrolment 5.3-6.7 s
+      instead of 4.5-4.7 s; searches between writes are unchanged (the verified index is cached).
     * Galleries of the previous format (``crres-gallery/1``, no integrity key) are upgraded in place when
       opened with write access (checked first: audit chain, sealed rows, finite unit templates; audited as
       ``upgrade``); a read-only open asks for that (:class:`GalleryUpgradeRequired`).
@@ -361,12 +363,25 @@ def _aad_v1(kind: str, *parts: Any) -> bytes:
         struct.pack("<d", p) if isinstance(p, float) else str(p).encode() for p in parts)
 
 
+_U32, _I64, _F64 = struct.Struct("<I").pack, struct.Struct("<q").pack, struct.Struct("<d").pack
+
+
 def _enc(*parts: Any) -> bytes:
     """Unambiguous encoding of MAC / associated-data fields: each typed and length-prefixed, so a name holding
     a separator cannot make two different rows encode alike."""
     out = []
     for p in parts:
-        if p is None:
+        t = type(p)  # fast paths first: this runs for every row written, read and checked
+        if t is str:
+            data = p.encode()
+            out.append(b"s" + _U32(len(data)) + data)
+        elif t is int:
+            out.append(b"i" + _I64(p))
+        elif t is float:
+            out.append(b"d" + _F64(p))
+        elif t is bytes:
+            out.append(b"s" + _U32(len(p)) + p)
+        elif p is None:
             out.append(b"n")
         elif isinstance(p, bool):
             out.append(b"t" if p else b"f")
@@ -391,7 +406,7 @@ class _Integrity:
         self.key = key
 
     def mac(self, kind: str, *parts: Any) -> bytes:
-        return hmac.new(self.key, _enc(FORMAT, kind, *parts), hashlib.sha256).digest()
+        return hmac.digest(self.key, _enc(FORMAT, kind, *parts), "sha256")  # one-shot C path: per-row cost
 
     def ok(self, stored: bytes | None, kind: str, *parts: Any) -> bool:
         return stored is not None and hmac.compare_digest(bytes(stored), self.mac(kind, *parts))
@@ -399,7 +414,7 @@ class _Integrity:
     def element(self, mac: bytes | None) -> int:
         """A row's share of the set digest (XOR of these over every live row). Keyed, so whoever deletes or adds
         a row by SQL cannot update the digest to match."""
-        return int.from_bytes(hmac.new(self.key, b"set:" + bytes(mac or b""), hashlib.sha256).digest(), "big")
+        return int.from_bytes(hmac.digest(self.key, b"set:" + bytes(mac or b""), "sha256"), "big")
 
     def key_check(self) -> str:
         return self.mac("key-check").hex()
@@ -1217,7 +1232,8 @@ class Gallery:
         """A template's vector bytes, authenticated (AEAD and MAC) and checked finite and unit-norm; else
         GalleryIntegrityError / GalleryKeyError naming the template and its identity."""
         what = f"template {tid} of {name!r}"
-        data = self._unseal(blob, nonce, _aad("template", ident, name, tid, float(res)), what)
+        data = self._unseal(blob, nonce, _aad("template", ident, name, tid, float(res)) if nonce is not None else b"",
+                            what)
         if not self._integ.ok(mac, "template", tid, ident, name, float(res), source_hash, data):
             raise GalleryIntegrityError(f"gallery {self.path}: {what} fails its integrity check (vector, identity, "
                                         "name, resolution or source altered outside the gallery); run "
@@ -1274,7 +1290,7 @@ class Gallery:
         for i, (v, r, h) in enumerate(zip(vectors, res.tolist(), hashes)):
             tid = first + i
             data = v.astype("<f4").tobytes()
-            blob, nonce = self._seal(data, _aad("template", ident, name, tid, float(r)))
+            blob, nonce = self._seal(data, _aad("template", ident, name, tid, float(r)) if self._cipher else b"")
             mac = self._integ.mac("template", tid, ident, name, float(r), h, data)
             self._delta ^= self._integ.element(mac)
             rows.append((tid, ident, blob, nonce, float(r), h, now, mac))
