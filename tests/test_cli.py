@@ -100,3 +100,31 @@ def test_verify_command(photos):
     assert r.returncode == 0 and "same person" in r.stdout, r.stdout + r.stderr
     r = crres("verify", photos / "small.png", photos / "people" / "nobody" / "grey.png")
     assert r.returncode == 1 and "no face" in r.stderr
+
+
+def test_gallery_commands_on_an_old_a_tampered_and_a_moved_key_gallery(tmp_path):
+    """Issue 19: a format-1 gallery is upgraded by the first command (said on stderr); tampering makes `check`
+    list problems and exit 1; a key kept elsewhere is named with --integrity-key-file."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    shutil.copy(Path(__file__).with_name("data") / "gallery_v1_plain.db", db)
+    r = crres("gallery", "list", "--gallery", db)
+    assert r.returncode == 0 and "upgraded gallery" in r.stderr and "alice" in r.stdout and "bobby" in r.stdout
+    r = crres("gallery", "check", "--gallery", db)
+    assert r.returncode == 0 and r.stdout.strip() == "ok"
+    raw = sqlite3.connect(db)
+    raw.execute("UPDATE templates SET resolution=7 WHERE id=1")
+    raw.commit()
+    raw.close()
+    r = crres("gallery", "check", "--gallery", db, "--json")
+    assert r.returncode == 1 and any("template 1 of 'alice'" in p for p in json.loads(r.stdout)["problems"])
+    r = crres("gallery", "list", "--gallery", db)
+    assert r.returncode == 1 and "fails its integrity check" in r.stderr and "Traceback" not in r.stderr
+    moved = tmp_path / "vault.key"
+    Path(f"{db}.integrity-key").rename(moved)
+    r = crres("gallery", "audit", "--gallery", db)
+    assert r.returncode == 1 and "integrity key" in r.stderr and "missing" in r.stderr
+    r = crres("gallery", "audit", "--gallery", db, "--integrity-key-file", moved, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[-1]["action"] == "upgrade"

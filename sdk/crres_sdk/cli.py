@@ -46,6 +46,8 @@ def _gallery_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--gallery", required=required, help="gallery database file (SQLite)")
     p.add_argument("--key-file", help="AES-256 key file of an encrypted gallery")
     p.add_argument("--key-env", help="environment variable holding the gallery key (hex or base64)")
+    p.add_argument("--integrity-key-file", help="a plain gallery's integrity key, when not beside it "
+                                                "(default GALLERY.integrity-key)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +137,8 @@ def _recognizer(args: argparse.Namespace, gallery: bool = True):
     return Recognizer(args.model, backend=args.backend, device=args.device, precision=args.precision,
                       threads=args.threads, detector={"min_face": args.min_face},
                       gallery=args.gallery if gallery else None,
-                      key_file=getattr(args, "key_file", None), key_env=getattr(args, "key_env", None))
+                      key_file=getattr(args, "key_file", None), key_env=getattr(args, "key_env", None),
+                      integrity_key_file=getattr(args, "integrity_key_file", None))
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -267,10 +270,13 @@ def _open_gallery(args: argparse.Namespace, readonly: bool = False):
     path = Path(args.gallery)
     if not path.is_file():
         raise CliError(f"no gallery at {path}")
+    keys = {"key_file": args.key_file, "key_env": args.key_env}
+    if args.integrity_key_file:
+        keys["integrity_key_file"] = args.integrity_key_file
     try:
-        return Gallery(path, None, create=False, key_file=args.key_file, key_env=args.key_env, readonly=readonly)
+        return Gallery(path, None, create=False, readonly=readonly, **keys)
     except GalleryUpgradeRequired:  # an older format: upgrade it (checked first), as any write command would
-        g = Gallery(path, None, create=False, key_file=args.key_file, key_env=args.key_env)
+        g = Gallery(path, None, create=False, **keys)
         print(f"crres: upgraded gallery {path} to the current format (integrity key added)", file=sys.stderr)
         return g
 

@@ -134,6 +134,8 @@ class Recognizer:
         fusion: score fusion over an identity's templates at the chosen level, ``"max"`` (S_max) or ``"add"``.
         gallery_resolutions: resolutions of the degraded templates stored at enrolment.
         key / key_file / key_env: at-rest encryption key for the gallery (see :class:`Gallery`).
+        integrity_key_file: a plain gallery's integrity key when kept away from the gallery (default: beside it,
+            ``<gallery>.integrity-key``, created with it).
         public_key: pin the bundle signing key (Ed25519, 64 hex characters or a file): the embedding and
             detector bundles must be signed by it (``export/signing.py``), else BundleError. Pins every bundle
             of the process, the resolution estimator's too, when set as ``$CRRES_BUNDLE_PUBLIC_KEY``.
@@ -177,6 +179,7 @@ class Recognizer:
         sr_models: Sequence[str | os.PathLike] | None = None,
         mitm_threshold: float | None = None,
         public_key: str | bytes | None = None,
+        integrity_key_file: str | os.PathLike | None = None,
     ) -> None:
         if precision not in ("auto", "fp32", "int8"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}")
@@ -236,7 +239,8 @@ class Recognizer:
                 raise GalleryModelMismatch(f"gallery {gallery.path} is bound to {gallery.model}, this recognizer "
                                            f"runs {self.model_key}")
         else:
-            self.gallery = Gallery(gallery, self.model_key, key=key, key_file=key_file, key_env=key_env)
+            self.gallery = Gallery(gallery, self.model_key, key=key, key_file=key_file, key_env=key_env,
+                                   integrity_key_file=integrity_key_file)
         self._write_lock = threading.Lock()
         self._mitm = None
         self.mitm_threshold = None if mitm_threshold is None else float(mitm_threshold)
