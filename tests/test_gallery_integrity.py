@@ -193,3 +193,29 @@ def test_downgraded_gallery_is_not_silently_upgraded(tmp_path):
     hc.TAMPER_CASES["downgrade the format"](path, False)
     with pytest.raises(GalleryError, match="downgraded"):
         Gallery(path, hc.MODEL)
+
+
+def test_upgrade_interrupted_after_its_commit_is_finished_on_the_next_open(tmp_path, monkeypatch):
+    import crres_sdk.gallery as gm
+
+    path = tmp_path / "old.db"
+    shutil.copy(DATA / "gallery_v1_plain.db", path)
+    real = gm._write_integrity_key
+
+    def die_after_commit(p, key, pending=False):
+        if not pending:
+            raise KeyboardInterrupt("killed after the upgrade committed")
+        real(p, key, pending)
+
+    monkeypatch.setattr(gm, "_write_integrity_key", die_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        Gallery(path, None)
+    monkeypatch.undo()
+    key_file = Path(str(path) + INTEGRITY_KEY_SUFFIX)
+    assert "pending" in key_file.read_text()  # the marker survived the 'crash'
+    with Gallery(path, None) as g:  # upgraded already: opens, and clears the marker
+        assert g.check() == [] and list(g) == ["alice", "bobby"]
+    assert "pending" not in key_file.read_text()
+    hc.TAMPER_CASES["downgrade the format"](path, False)  # so a later downgrade is refused again
+    with pytest.raises(GalleryError, match="downgraded"):
+        Gallery(path, None)

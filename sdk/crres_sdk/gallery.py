@@ -1068,6 +1068,10 @@ class Gallery:
                                   f"{self.path}" if not encrypted else
                                   f"gallery {self.path}: its integrity check value does not match its key (tampered)")
         self._verify_meta(conn)
+        if not encrypted and not self.readonly and self._pending_key is None:
+            found = _read_integrity_key(self.integrity_key_file)
+            if found is not None and found[1]:  # an upgrade committed but died before clearing the marker
+                _write_integrity_key(self.integrity_key_file, found[0])
 
     def _verify_meta(self, conn: sqlite3.Connection) -> None:
         if not hmac.compare_digest(self._meta(conn, "meta_mac", str, ""), self._integ.meta(self._meta_fields(conn))):
