@@ -5,8 +5,13 @@ a (16, 3, 112, 112) float32 RGB (x - 127.5) / 128 batch. Implementations, measur
   opencv       (baseline) per face cv2.estimateAffinePartial2D + cv2.warpAffine + numpy normalise/transpose
   insightface  per face skimage SimilarityTransform + cv2.warpAffine (InsightFace norm_crop), then one
                cv2.dnn.blobFromImages (InsightFace's ArcFaceONNX.get_feat)
-  crres        crres_sdk.align_faces (one C++ call: fit, warp, swap, normalise, NCHW)
-  crres_uint8  crres_sdk.align_faces_uint8 (HWC uint8 crops, for storage)
+  crres        crres_sdk.align_faces (one C++ call: fit, warp, swap, normalise, NCHW), resample="matched" (the
+               default: the faces smaller than the crop, ~1/4 here, are warped at their own scale with bicubic
+               sampling and brought up with degrade's bicubic F_up)
+  crres_bilinear  the same with resample="bilinear" (one bilinear warp per face, what the baselines compute)
+  crres_uint8  crres_sdk.align_faces_uint8 (HWC uint8 crops, for storage), matched
+Small faces: 16 faces at r = 12-100 px (all smaller than the crop) in the same frame, crres (matched) against
+crres_bilinear as baseline: the cost of resolution matching where it applies.
 Degrade: 64 uint8 112x112x3 crops, each down to r in {7, 14, 28, 56} and back up:
   pil          (baseline) PIL resize(BICUBIC) down and up (the definition the core reproduces bit-exactly)
   opencv       cv2.resize INTER_CUBIC down and up (not antialiased: a different, cheaper operation)
@@ -32,17 +37,17 @@ from skimage.transform import SimilarityTransform
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 
-from crres_sdk import ARCFACE_TEMPLATE, align_faces, align_faces_uint8, degrade  # noqa: E402
+from crres_sdk import ARCFACE_TEMPLATE, _core, align_faces, align_faces_uint8, degrade  # noqa: E402
 
 N_FACES = 16
 N_CROPS = 64
 SIZES = (7, 14, 28, 56)
 
 
-def face_landmarks(rng: np.random.Generator, n: int) -> np.ndarray:
+def face_landmarks(rng: np.random.Generator, n: int, scale: tuple[float, float] = (0.3, 3.0)) -> np.ndarray:
     out = []
     for _ in range(n):
-        s, a = rng.uniform(0.3, 3.0), rng.uniform(-0.6, 0.6)
+        s, a = rng.uniform(*scale), rng.uniform(-0.6, 0.6)
         rot = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
         centre = np.array([rng.uniform(200, 1720), rng.uniform(200, 880)])
         out.append((ARCFACE_TEMPLATE - 56.0) @ rot.T + centre)
@@ -71,7 +76,8 @@ def bench_align(repeats: int, threads_list: list[int]) -> list[Record]:
         return cv2.dnn.blobFromImages(crops, 1.0 / 128.0, (112, 112), (127.5, 127.5, 127.5), swapRB=True)
 
     reference = opencv()
-    assert np.abs(align_faces(frame, landmarks) - reference).max() < 0.02, "crres disagrees with the baseline"
+    assert np.abs(align_faces(frame, landmarks, resample="bilinear") - reference).max() < 0.02, \
+        "crres disagrees with the baseline"
     assert np.abs(insightface() - reference).max() < 0.02, "insightface pipeline disagrees with the baseline"
 
     records = []
@@ -81,6 +87,7 @@ def bench_align(repeats: int, threads_list: list[int]) -> list[Record]:
             "opencv": opencv,
             "insightface": insightface,
             "crres": lambda: align_faces(frame, landmarks, threads=threads),
+            "crres_bilinear": lambda: align_faces(frame, landmarks, threads=threads, resample="bilinear"),
             "crres_uint8": lambda: align_faces_uint8(frame, landmarks, threads=threads),
         }
         for name, fn in impls.items():
@@ -88,6 +95,21 @@ def bench_align(repeats: int, threads_list: list[int]) -> list[Record]:
             records.append(Record("align", f"{N_FACES}faces_1920x1080", name, threads, med, p90,
                                   baseline=None if name == "opencv" else "opencv",
                                   extra={"items": N_FACES, "unit": "per call; per face = median_s / items"}))
+    # Faces smaller than the crop only: what resolution matching costs where it applies.
+    small = face_landmarks(rng, N_FACES, scale=(12 / 112, 100 / 112))
+    for threads in threads_list:
+        impls = {
+            "crres_bilinear": lambda: align_faces(frame, small, threads=threads, resample="bilinear"),
+            "crres": lambda: align_faces(frame, small, threads=threads),
+            "crres_uint8_bilinear": lambda: align_faces_uint8(frame, small, threads=threads, resample="bilinear"),
+            "crres_uint8": lambda: align_faces_uint8(frame, small, threads=threads),
+        }
+        for name, fn in impls.items():
+            med, p90 = time_call(fn, repeats)
+            base = None if name == "crres_bilinear" else "crres_bilinear"
+            records.append(Record("align", f"{N_FACES}faces_r12-100_1920x1080", name, threads, med, p90,
+                                  baseline=base, extra={"items": N_FACES, "resample": "matched" if
+                                                        name in ("crres", "crres_uint8") else "bilinear"}))
     return records
 
 
@@ -152,6 +174,7 @@ def main() -> None:
     fill_speedups(records)
     for r in records:
         r.extra.update(machine())
+        r.extra["core_simd"] = _core.simd_path()  # the core's vector path: avx2+fma, neon or scalar
     report(records, args.json, unit="us", per="/item")
 
 
