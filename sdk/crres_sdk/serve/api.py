@@ -73,32 +73,38 @@ class BodyLimit:
             except ValueError:
                 return await _error(400, "bad_request", "invalid Content-Length")(scope, receive, send)
         seen = 0
-        started = False
+        exceeded = False
+        replaced = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge()
+                if seen > self.limit:  # stop reading; whatever the app answers becomes the 413 below
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def limited_send(message: dict) -> None:
+            nonlocal replaced
+            if exceeded:
+                if message["type"] == "http.response.start" and not replaced:
+                    replaced = True
+                    await too_big(scope, receive, send)
+                return
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            await self.app(scope, limited_receive, limited_send)
+        except Exception:
+            if not exceeded:
+                raise
+            if not replaced:
+                replaced = True
                 await too_big(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -170,12 +170,36 @@ def run(cfg: ServeConfig, *, log_level: str = "info") -> int:
     config = uvicorn.Config(app, host=api.host, port=api.port, log_level=log_level, ssl_certfile=api.tls_cert,
                             ssl_keyfile=api.tls_key, timeout_graceful_shutdown=30, access_log=False,
                             lifespan="on")
-    server = uvicorn.Server(config)
+    server = _Server(config)
     try:
         server.run()
     finally:
         service.stop()
     return 0 if server.started else 1
+
+
+def _server_class() -> type:
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a SIGTERM/SIGINT that ended in a graceful shutdown exits with status 0
+        instead of being raised again at the process (uvicorn re-raises it for the default handler)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+    return Server
+
+
+def _Server(config: Any) -> Any:  # noqa: N802 (a class made on first use: uvicorn is imported lazily)
+    return _server_class()(config)
 
 
 async def _in_thread(fn: Any) -> None:
