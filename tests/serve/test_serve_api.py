@@ -199,3 +199,32 @@ def test_cameras_live_view_and_metrics(service):
     assert 'crres_camera_up{camera="door"} 1' in text
     processed = [line for line in text.splitlines() if line.startswith("crres_camera_frames_processed_total")]
     assert int(float(processed[0].split()[-1])) >= 1
+
+
+def test_unknown_person_is_grouped_and_enrolled_from_her_crops(service, demo):
+    http = service.http
+    status, ids = http.request("GET", "/api/identities")
+    for p in ids:  # nobody enrolled: she passes as unknown
+        http.request("DELETE", f"/api/identities/{p['name']}")
+    deadline = time.monotonic() + 60
+    groups = []
+    while time.monotonic() < deadline:
+        status, body = http.request("GET", "/api/unknown")
+        groups = body["groups"]
+        if groups:
+            break
+        time.sleep(0.5)
+    assert groups, "no unknown group formed within 60 s"
+    assert body["thumbnails"] is True
+    g = groups[0]
+    assert g["cameras"] == ["door"] and g["tracks"] >= 1 and 1 <= g["crops"] <= 3 and g["resolution"] > 20
+    status, jpg = http.request("GET", f"/api/unknown/{g['id']}/crops/0.jpg")
+    assert status == 200 and cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).shape == (112, 112, 3)
+    status, body = http.request("POST", f"/api/unknown/{g['id']}/enroll", fields={"name": "from-unknown"})
+    assert status == 201 and body["templates_added"] > 0, body
+    status, body = http.request("GET", "/api/unknown")
+    assert g["id"] not in [x["id"] for x in body["groups"]]
+    status, body = http.request("POST", "/api/identify", files=[("file", "a.png", png(demo[1]))])
+    face = max(body["faces"], key=lambda f: f["box"][2] - f["box"][0])
+    assert face["identity"] == "from-unknown", face  # enrolled from the camera's crops, she is named in a photo
+    http.request("DELETE", "/api/identities/from-unknown")

@@ -12,6 +12,7 @@ doubling up to 30 s, reset by the first good frame); a file without ``loop`` end
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -58,8 +59,7 @@ class CameraReader:
         self.retry_at: float | None = None
         self.width: int | None = None
         self.height: int | None = None
-        self._rate_t: float | None = None
-        self.input_fps = 0.0
+        self._times: collections.deque = collections.deque(maxlen=50)
 
     # ------------------------------------------------------------------------------------------- consumer side
 
@@ -166,7 +166,11 @@ class CameraReader:
         self._stop.wait(delay)
 
     def _rate(self, now: float) -> None:
-        if self._rate_t is not None and now > self._rate_t:
-            inst = 1.0 / (now - self._rate_t)
-            self.input_fps = inst if self.input_fps == 0 else 0.9 * self.input_fps + 0.1 * inst
-        self._rate_t = now
+        self._times.append(now)
+
+    @property
+    def input_fps(self) -> float:
+        """Frames decoded per second over the last (up to) 50 frames of the last 5 s."""
+        now = time.time()
+        times = [t for t in list(self._times) if now - t <= 5.0]
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
