@@ -36,14 +36,15 @@ namespace {
 // The map of the transposed small crop: its pixel (x, y) is the small crop's (y, x).
 Affine2x3 transposed(const Affine2x3& m) { return {m[1], m[0], m[2], m[4], m[3], m[5]}; }
 
-// rows x cols elements of `channels` values -> cols x rows.
-template <typename T>
-void transpose(const T* src, int rows, int cols, int channels, T* dst) {
-    for (int y = 0; y < rows; ++y)
-        for (int x = 0; x < cols; ++x)
-            for (int c = 0; c < channels; ++c)
-                dst[(static_cast<std::size_t>(x) * rows + y) * channels + c] =
-                    src[(static_cast<std::size_t>(y) * cols + x) * channels + c];
+// rows x cols elements of C values -> cols x rows.
+template <int C, typename T>
+void transpose(const T* __restrict src, int rows, int cols, T* __restrict dst) {
+    for (int x = 0; x < cols; ++x) {
+        T* out = dst + static_cast<std::ptrdiff_t>(x) * rows * C;
+        const T* in = src + static_cast<std::ptrdiff_t>(x) * C;
+        for (int y = 0; y < rows; ++y, in += static_cast<std::ptrdiff_t>(cols) * C)
+            for (int c = 0; c < C; ++c) out[y * C + c] = in[c];
+    }
 }
 
 }  // namespace
@@ -64,7 +65,7 @@ void warp_matched_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src
     for (int c = 0; c < 3; ++c) {
         resample_rows_f32(scratch.small_f32.data() + c * small_plane, sh, plan.cols, scratch.mid_f32.data(),
                           scratch.resample);
-        transpose(scratch.mid_f32.data(), out_w, sh, 1, scratch.mid_t_f32.data());
+        transpose<1>(scratch.mid_f32.data(), out_w, sh, scratch.mid_t_f32.data());
         resample_rows_f32(scratch.mid_t_f32.data(), out_w, plan.rows, out + c * plane, scratch.resample);
     }
 }
@@ -80,7 +81,7 @@ void warp_matched_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src,
                            scratch.small_u8.data(), scratch.region);
     resample_rows_u8(scratch.small_u8.data(), std::ptrdiff_t{sh} * 3, plan.cols, scratch.mid_u8.data(),
                      scratch.resample);
-    transpose(scratch.mid_u8.data(), out_w, sh, 3, scratch.mid_t_u8.data());
+    transpose<3>(scratch.mid_u8.data(), out_w, sh, scratch.mid_t_u8.data());
     resample_rows_u8(scratch.mid_t_u8.data(), std::ptrdiff_t{out_w} * 3, plan.rows, out, scratch.resample);
 }
 

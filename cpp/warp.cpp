@@ -408,8 +408,93 @@ inline void sample_general(const ImageU8View& src, double sx, double sy, double 
     }
 }
 
+#ifdef CRRES_WARP_AVX2
+// Keys a = -0.5, inner piece 1.5 d^3 - 2.5 d^2 + 1 and outer piece ((-0.5 d + 2.5) d - 4) d + 2, 8 lanes.
+__attribute__((target("avx2,fma"))) inline __m256 inner(__m256 d) {
+    const __m256 a = _mm256_fmsub_ps(_mm256_set1_ps(1.5f), d, _mm256_set1_ps(2.5f));
+    return _mm256_fmadd_ps(_mm256_mul_ps(a, d), d, _mm256_set1_ps(1.f));
+}
+__attribute__((target("avx2,fma"))) inline __m256 outer(__m256 d) {
+    const __m256 a = _mm256_fmadd_ps(_mm256_set1_ps(-0.5f), d, _mm256_set1_ps(2.5f));
+    return _mm256_fmadd_ps(_mm256_fmsub_ps(a, d, _mm256_set1_ps(4.f)), d, _mm256_set1_ps(2.f));
+}
+
+// Bicubic interpolation of 8 consecutive output pixels of a row straight from the uint8 frame, when all their
+// taps are inside it (else returns false and writes nothing). Per tap row, each pixel's 4 taps (12 bytes) are
+// one 16-byte load; an 8 x 16 byte transpose (20 unpacks) turns them into the 12 tap columns x channels as
+// 8-lane vectors, weighted with the pixels' own weights in FMAs.
+__attribute__((target("avx2,fma"))) bool bicubic_group_avx2(const ImageU8View& src, float m0, float m3, float rx,
+                                                             float ry, int x, const RowOutput& out) {
+    const __m256 xs = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(x)),
+                                    _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f));
+    const __m256 fx = _mm256_fmadd_ps(_mm256_set1_ps(m0), xs, _mm256_set1_ps(rx));
+    const __m256 fy = _mm256_fmadd_ps(_mm256_set1_ps(m3), xs, _mm256_set1_ps(ry));
+    const __m256i ix = _mm256_cvttps_epi32(fx), iy = _mm256_cvttps_epi32(fy);  // INT_MIN when out of range
+    alignas(32) std::int32_t ixs[8], iys[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ixs), ix);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(iys), iy);
+    // Truncation is monotone along the row, so the first and last pixel bound the group. Taps ix - 1 .. ix + 2
+    // and the 16-byte load from ix - 1 stay inside the frame's rows iy - 1 .. iy + 2.
+    for (int i : {0, 7})
+        if (ixs[i] < 1 || ixs[i] > src.width - 5 || iys[i] < 1 || iys[i] > src.height - 3) return false;
+    const __m256 tx = _mm256_sub_ps(fx, _mm256_cvtepi32_ps(ix)), ty = _mm256_sub_ps(fy, _mm256_cvtepi32_ps(iy));
+    const __m256 one = _mm256_set1_ps(1.f), two = _mm256_set1_ps(2.f);
+    const __m256 wx[4] = {outer(_mm256_add_ps(one, tx)), inner(tx), inner(_mm256_sub_ps(one, tx)),
+                          outer(_mm256_sub_ps(two, tx))};
+    const __m256 wy[4] = {outer(_mm256_add_ps(one, ty)), inner(ty), inner(_mm256_sub_ps(one, ty)),
+                          outer(_mm256_sub_ps(two, ty))};
+    const std::uint8_t* base[8];
+    for (int i = 0; i < 8; ++i) base[i] = src.row(iys[i] - 1) + static_cast<std::ptrdiff_t>(ixs[i] - 1) * 3;
+    __m256 v[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int j = 0; j < 4; ++j) {
+        const std::ptrdiff_t off = j * src.row_stride;
+        __m128i b[8];
+        for (int i = 0; i < 8; ++i) b[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base[i] + off));
+        // Transpose: col[k] holds byte k of the 8 pixels' blocks (byte 3 i + c: tap column i, channel c).
+        const __m128i a0 = _mm_unpacklo_epi8(b[0], b[1]), a1 = _mm_unpackhi_epi8(b[0], b[1]);
+        const __m128i a2 = _mm_unpacklo_epi8(b[2], b[3]), a3 = _mm_unpackhi_epi8(b[2], b[3]);
+        const __m128i a4 = _mm_unpacklo_epi8(b[4], b[5]), a5 = _mm_unpackhi_epi8(b[4], b[5]);
+        const __m128i a6 = _mm_unpacklo_epi8(b[6], b[7]), a7 = _mm_unpackhi_epi8(b[6], b[7]);
+        const __m128i c0 = _mm_unpacklo_epi16(a0, a2), c1 = _mm_unpackhi_epi16(a0, a2), c2 = _mm_unpacklo_epi16(a1, a3);
+        const __m128i c4 = _mm_unpacklo_epi16(a4, a6), c5 = _mm_unpackhi_epi16(a4, a6), c6 = _mm_unpacklo_epi16(a5, a7);
+        const __m128i pairs[6] = {_mm_unpacklo_epi32(c0, c4), _mm_unpackhi_epi32(c0, c4), _mm_unpacklo_epi32(c1, c5),
+                                  _mm_unpackhi_epi32(c1, c5), _mm_unpacklo_epi32(c2, c6), _mm_unpackhi_epi32(c2, c6)};
+        __m256 col[12];
+        for (int k = 0; k < 6; ++k) {
+            col[2 * k] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(pairs[k]));
+            col[2 * k + 1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(pairs[k], pairs[k])));
+        }
+        for (int c = 0; c < 3; ++c) {
+            __m256 h = _mm256_mul_ps(wx[0], col[c]);
+            h = _mm256_fmadd_ps(wx[1], col[3 + c], h);
+            h = _mm256_fmadd_ps(wx[2], col[6 + c], h);
+            h = _mm256_fmadd_ps(wx[3], col[9 + c], h);
+            v[c] = _mm256_fmadd_ps(wy[j], h, v[c]);
+        }
+    }
+    if (out.hwc == nullptr) {
+        for (int c = 0; c < 3; ++c)
+            _mm256_storeu_ps(out.planes[c] + x, _mm256_fmadd_ps(v[c], _mm256_set1_ps(out.scale[c]),
+                                                                _mm256_set1_ps(out.bias[c])));
+    } else {
+        alignas(32) std::int32_t q[3][8];
+        const __m256 half = _mm256_set1_ps(0.5f), hi = _mm256_set1_ps(255.f);
+        for (int c = 0; c < 3; ++c) {
+            const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[c], half), _mm256_setzero_ps()), hi);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(q[c]), _mm256_cvttps_epi32(r));
+        }
+        std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
+        for (int i = 0; i < 8; ++i)
+            for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+    }
+    return true;
+}
+#endif
+
 // Always inlined, so each caller compiles the loops for its own target (the AVX2+FMA wrappers below).
-template <typename Sink>
+// Avx2Groups: interpolate 8 pixels at a time from the uint8 frame (bicubic_group_avx2); only the AVX2+FMA
+// wrapper instantiates it.
+template <bool Avx2Groups, typename Sink>
 CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, double k,
                                std::vector<float>& region_buffer, const Sink& sink) {
     k = k < kMinCubicWidening ? 1.0 : std::min(k, kMaxCubicWidening);
@@ -425,13 +510,21 @@ CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int o
     // Interpolation reads 4 x 4 taps from a float copy of the face's region; taps past the frame take the
     // general path. Float coordinates along a row, as the bilinear warp; truncation equals floor wherever
     // holds() is true (coordinates >= 1 there).
-    const FloatRegion region = float_region(src, m, out_h, out_w, region_buffer);
+    // With Avx2Groups the float copy is made only when a pixel needs it (borders, rows under 8 pixels).
+    FloatRegion region;
+    bool have_region = false;
+    const auto need_region = [&] {
+        if (!have_region) region = float_region(src, m, out_h, out_w, region_buffer);
+        have_region = true;
+    };
+    if (!Avx2Groups) need_region();
     const float m0 = static_cast<float>(m[0]), m3 = static_cast<float>(m[3]);
     const auto truncate = [](float f) { return std::fabs(f) < kCoordLimit ? static_cast<int>(f) : -1; };
     const auto pixel = [&](int y, int x, float rx, float ry) {
         const float fx = m0 * static_cast<float>(x) + rx, fy = m3 * static_cast<float>(x) + ry;
         const int ix = truncate(fx), iy = truncate(fy);
         float v[3];
+        need_region();
         if (region.holds(ix, iy))
             interpolate(region, fx, fy, ix, iy, v);
         else
@@ -441,6 +534,20 @@ CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int o
     for (int y = 0; y < out_h; ++y) {
         const float rx = static_cast<float>(m[1] * y + m[2]), ry = static_cast<float>(m[4] * y + m[5]);
         int x = 0;
+#ifdef CRRES_WARP_AVX2
+        if constexpr (Avx2Groups) {
+            if (out_w >= 8) {
+                // Groups at 0, 8, ...; the last one ends at out_w, recomputing a few pixels rather than leaving a
+                // tail.
+                const RowOutput row = sink.row(y);
+                for (; x < out_w; x += 8) {
+                    if (bicubic_group_avx2(src, m0, m3, rx, ry, std::min(x, out_w - 8), row)) continue;
+                    for (int i = x; i < std::min(x + 8, out_w); ++i) pixel(y, i, rx, ry);
+                }
+                continue;
+            }
+        }
+#endif
 #if defined(__GNUC__) || defined(__clang__)
         // 4 pixels at a time: coordinates and the 8 weight polynomials in vectors across the pixels. Along a row
         // the truncated coordinates are monotone, so the first and last pixel bound the group's taps.
@@ -527,12 +634,12 @@ struct HwcOutput {
 __attribute__((target("avx2,fma"))) void warp_bicubic_avx2(const ImageU8View& src, const Affine2x3& m, int out_h,
                                                             int out_w, double k, std::vector<float>& region,
                                                             const ChwOutput& sink) {
-    warp_bicubic(src, m, out_h, out_w, k, region, sink);
+    warp_bicubic<true>(src, m, out_h, out_w, k, region, sink);
 }
 __attribute__((target("avx2,fma"))) void warp_bicubic_avx2(const ImageU8View& src, const Affine2x3& m, int out_h,
                                                             int out_w, double k, std::vector<float>& region,
                                                             const HwcOutput& sink) {
-    warp_bicubic(src, m, out_h, out_w, k, region, sink);
+    warp_bicubic<true>(src, m, out_h, out_w, k, region, sink);
 }
 #endif
 
@@ -543,7 +650,7 @@ void warp_bicubic_dispatch(const ImageU8View& src, const Affine2x3& m, int out_h
 #ifdef CRRES_WARP_AVX2
     if (simd_active() == SimdPath::avx2) return warp_bicubic_avx2(src, m, out_h, out_w, k, region, sink);
 #endif
-    warp_bicubic(src, m, out_h, out_w, k, region, sink);
+    warp_bicubic<false>(src, m, out_h, out_w, k, region, sink);
 }
 
 }  // namespace
