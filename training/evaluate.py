@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face", type=int, default=LFW_MIN_FACE, help="MTCNN min face for LFW alignment")
     p.add_argument("--limit-pairs", type=int, default=None,
                    help="evaluate only N pairs of every fold, half genuine (smoke runs; not comparable with papers)")
+    p.add_argument("--exclude-identities", metavar="NAMES|@FILE",
+                   help="drop LFW pairs showing any of these people (comma-separated, or @FILE one per line), "
+                        "e.g. the LFW people a model was trained on")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -102,7 +105,13 @@ def run(args: argparse.Namespace) -> dict:
         ds = datasets.load_bin(args.bin)
     full_pairs = ds.n_pairs
     kept_pairs = None  # indices into the full pair list, so per-pair protocol files can be subset alike
+    if args.exclude_identities:
+        spec = args.exclude_identities
+        text = Path(spec[1:]).read_text() if spec.startswith("@") else spec.replace(",", "\n")
+        ds, kept_pairs = datasets.exclude_identities(ds, {n.strip() for n in text.splitlines() if n.strip()})
     if args.limit_pairs:
+        if kept_pairs is not None:
+            raise SystemExit("error: --limit-pairs and --exclude-identities do not combine")
         ds, kept_pairs = datasets.limit_pairs(ds, args.limit_pairs)
     cache = protocols.EmbeddingCache(ds.crops, embedder, flip=args.flip, progress=progress)
     results: dict = {"model": {**embedder.describe(), "path": str(args.model)},

@@ -206,3 +206,17 @@ def test_load_lfw_aligns_falls_back_to_median_landmarks_and_caches(tmp_path):
     cv2.imwrite(str(root / "images" / "Cid" / "Cid_0001.jpg"), np.full((250, 250, 3), 7, np.uint8))
     load_lfw(root, cache_dir=tmp_path / "cache", detector=det, progress=False)
     assert det.calls == 12
+
+
+def test_exclude_identities_drops_every_pair_showing_a_trained_person():
+    from training.evaluation.datasets import PairDataset, exclude_identities
+
+    crops = np.zeros((5, 8, 8, 3), np.uint8)
+    names = ["Ann/Ann_0001.jpg", "Ann/Ann_0002.jpg", "Bob/Bob_0001.jpg", "Cy/Cy_0001.jpg", "Cy/Cy_0002.jpg"]
+    pairs = np.array([[0, 1], [3, 4], [0, 2], [2, 3], [1, 3]])
+    ds = PairDataset("t", crops, pairs, np.array([1, 1, 0, 0, 0], bool), np.arange(5), names)
+    kept, index = exclude_identities(ds, {"Bob", "Nobody"})
+    assert index.tolist() == [0, 1, 4]              # the two pairs with a Bob image are gone, order kept
+    assert kept.info["excluded_identities"] == ["Bob"] and kept.info["excluded_pairs"] == 2
+    assert kept.issame.tolist() == [True, True, False]
+    assert exclude_identities(ds, set())[1].tolist() == [0, 1, 2, 3, 4]

@@ -65,6 +65,20 @@ def limit_pairs(ds: PairDataset, per_fold: int) -> tuple[PairDataset, np.ndarray
                        info), keep
 
 
+def exclude_identities(ds: PairDataset, names: set[str]) -> tuple[PairDataset, np.ndarray]:
+    """Drop every pair with an image of one of ``names`` (people a model was trained on: LFW must stay held
+    out). Image names are ``<person>/<file>``. Returns the subset and the kept indices into the full pair list."""
+    people = np.asarray([n.split("/")[0] for n in ds.image_names])
+    if len(people) != len(ds.crops):
+        raise ValueError("excluding identities needs the dataset's image names (<person>/<file>)")
+    hit = np.isin(people, sorted(names))
+    keep = np.flatnonzero(~(hit[ds.pair_index[:, 0]] | hit[ds.pair_index[:, 1]])).astype(np.int64)
+    info = {**ds.info, "excluded_identities": sorted(set(people[hit])),
+            "excluded_pairs": int(ds.n_pairs - len(keep))}
+    return PairDataset(ds.name, ds.crops, ds.pair_index[keep], ds.issame[keep], ds.folds[keep], ds.image_names,
+                       info), keep
+
+
 # ---------------------------------------------------------------------------------------------- pairs.txt
 
 
