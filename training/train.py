@@ -219,6 +219,12 @@ class TrainStep(nn.Module):
             return D.sample_uniform_range(n, int(kw.get("lo", 8)), kw.get("hi"), hr, gen)
         raise ValueError(f"sampler {r.sampler!r} does not give one size per sample")
 
+    def _degrade(self, x: torch.Tensor, sizes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each sample at its resolution; with ``camera_p`` Lu & Ebrahimi's blur/noise/JPEG first."""
+        if self.recipe.camera_p > 0:
+            return D.lu_degradation(x, sizes=sizes, p=self.recipe.camera_p, generator=gen)[0]
+        return D.degrade_batch(x, sizes)
+
     def forward(self, x01: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,
                 index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         r = self.recipe
@@ -234,12 +240,12 @@ class TrainStep(nn.Module):
             idx = index.cpu()
             with torch.no_grad():
                 f_hr = torch.where(flipped.cpu()[:, None], self._cache["hr_flip"][idx], self._cache["hr"][idx])
-                x_lr = D.degrade_batch(x, self._lr_sizes(n, hr, gen))
+                x_lr = self._degrade(x, self._lr_sizes(n, hr, gen), gen)
             f_lr = self._embed(x_lr)
             return L.knoche_siamese_loss(self.head, f_hr.to(f_lr), f_lr, labels, **r.loss_kwargs)
         if r.method == "batch":
             with torch.no_grad():
-                x = D.degrade_batch(x, self._lr_sizes(n, hr, gen))
+                x = self._degrade(x, self._lr_sizes(n, hr, gen), gen)
             emb = self._embed(x)
             ce = self.head.loss(emb, labels)
             return {"loss": ce, "ce": ce}

@@ -8,7 +8,7 @@ chip's corners) is composed with the x4 upsampling. The five ArcFace template po
 mapping and averaged, are the template's place in the chip; one least-squares similarity maps the template onto
 them. Needs ``dlib-bin`` and ``shape_predictor_5_face_landmarks.dat`` (``make pretrained``).
 
-    python training/experiments/dlib_chip_geometry.py --data ../shared/data/train/celeba --max-images 400
+    python -m training.experiments.dlib_chip_geometry --data ../shared/data/train/celeba --max-images 400
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ class Recipe:
     sampler: str = "none"
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Camera degradation mixed into the degraded samples: Lu & Ebrahimi's blur, noise and JPEG, each with this
+    # probability, before the resolution degradation (training.degradations.lu_degradation); 0 = resolution only.
+    camera_p: float = 0.0
     # Photometric augmentation, on the device, before degradation.
     flip: bool = True
     color_jitter: float = 0.0                     # max relative brightness/saturation change
