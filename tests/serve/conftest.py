@@ -23,13 +23,16 @@ from pathlib import Path
 
 import pytest
 
-serve_deps = ["fastapi", "uvicorn", "paho.mqtt", "yaml", "multipart"]
-for _m in serve_deps:
-    pytest.importorskip(_m, reason=f"crres serve tests need the serve extra (pip install \"crres[serve]\"): "
-                                   f"{_m} is missing")
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+SERVE_DEPS = ["fastapi", "uvicorn", "paho.mqtt", "yaml", "multipart"]
+
+
+def need_serve_extra() -> None:
+    for module in SERVE_DEPS:
+        pytest.importorskip(module, reason=f"crres serve tests need the serve extra (pip install \"crres[serve]\"): "
+                                           f"{module} is missing")
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-" + uuid.uuid4().hex
@@ -130,8 +133,8 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
 
 
 class Http:
-    def __init__(self, base: str, key: str | None) -> None:
-        self.base, self.key = base, key
+    def __init__(self, base: str, key: str | None, context=None) -> None:
+        self.base, self.key, self.context = base, key, context
 
     def request(self, method: str, path: str, *, fields: dict | None = None, files: list | None = None,
                 key: str | None | bool = True, headers: dict | None = None, body: bytes | None = None):
@@ -145,7 +148,7 @@ class Http:
             h["Content-Type"] = ctype
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=h)
         try:
-            with urllib.request.urlopen(req, timeout=120) as r:
+            with urllib.request.urlopen(req, timeout=120, context=self.context) as r:
                 raw, status, rh = r.read(), r.status, dict(r.headers)
         except urllib.error.HTTPError as e:
             raw, status, rh = e.read(), e.code, dict(e.headers)
@@ -171,6 +174,7 @@ def demo():
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
+    need_serve_extra()
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (Debian package mosquitto; .ci/install-serve-deps.sh installs it)")
     b = Broker(tmp_path_factory.mktemp("mosquitto"))
@@ -206,6 +210,7 @@ def serve_config(tmp: Path, camera_url: str, port: int, mqtt_port: int | None, *
 @pytest.fixture(scope="session")
 def service(tmp_path_factory, camera, request):
     """The service in this process (uvicorn in a thread), with MQTT when mosquitto is installed."""
+    need_serve_extra()
     import uvicorn
 
     from crres_sdk.serve.api import create_api

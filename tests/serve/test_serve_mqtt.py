@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 
 import pytest
-import yaml
 
 from tests.serve.conftest import API_KEY, ROOT, Http, Subscriber, free_port, png, serve_config
 from tests.serve.test_serve_api import ASTRONAUT, ensure_enrolled
@@ -57,14 +58,20 @@ def test_events_availability_and_discovery(service, demo):
         late.close()
 
 
-def _start(tmp, camera, broker, port):
+def _start(tmp, camera, broker, port, tls=None):
+    import yaml
+
     cfg = serve_config(tmp, camera.url("door"), port, broker.port, client_id="crresproc")
+    context = None
+    if tls is not None:
+        cfg["api"]["tls_cert"], cfg["api"]["tls_key"] = str(tls[0]), str(tls[1])
+        context = ssl.create_default_context(cafile=str(tls[0]))
     path = tmp / "crres.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, "-m", "crres_sdk.serve", "--config", str(path), "--log-level",
                              "warning"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    http = Http(f"http://127.0.0.1:{port}", API_KEY)
+    http = Http(f"{'https' if tls else 'http'}://127.0.0.1:{port}", API_KEY, context)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -72,11 +79,21 @@ def _start(tmp, camera, broker, port):
         try:
             if http.request("GET", "/api/health", key=None)[0] == 200:
                 return proc, http
-        except OSError:
+        except OSError:  # not listening yet (URLError is an OSError)
             pass
         time.sleep(0.3)
     proc.kill()
     raise AssertionError("crres serve did not answer /api/health within 120 s")
+
+
+def _self_signed(tmp):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the TLS test's certificate")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 def test_last_will_on_kill_and_clean_sigterm(tmp_path, camera, broker, demo):
@@ -95,8 +112,14 @@ def test_last_will_on_kill_and_clean_sigterm(tmp_path, camera, broker, demo):
         proc.wait(30)
         sub.wait_for(lambda m: m[0] == "crres/availability" and m[1] == b"offline" and m[3] >= mark, 60,
                      "the last will 'offline' after SIGKILL (keepalive 30 s x 1.5)")
-        # 2. SIGTERM: exit 0, the service itself says offline for the camera and the service (retained)
-        proc, http = _start(tmp_path, camera, broker, free_port())
+        # 2. SIGTERM: exit 0, the service itself says offline for the camera and the service (retained); this
+        #    time the API is served over TLS (a self-signed certificate for 127.0.0.1)
+        tls = _self_signed(tmp_path)
+        proc, http = _start(tmp_path, camera, broker, free_port(), tls=tls)
+        assert http.base.startswith("https://")
+        plain = Http(http.base.replace("https://", "http://"), API_KEY)
+        with pytest.raises(OSError):
+            plain.request("GET", "/api/health")  # no plain HTTP on a TLS port
         status, body = http.request("GET", "/api/identities")
         assert [p["name"] for p in body] == ["kept"]
         sub.wait_for(lambda m: m[0] == "crres/door/availability" and m[1] == b"online" and m[3] > mark, 30,

@@ -1,0 +1,238 @@
+"""crres serve under load: N simulated cameras (the demo clip, 640x480, served as MJPEG on loopback), one service
+process, a real mosquitto. Measures per camera the frames processed per second, the latency from frame capture
+(the reader decoding it) to the MQTT event arriving at a subscriber (median, p95), and the service process's CPU
+and RSS (start, end, max, slope over the run).
+
+    python benchmarks/bench_serve.py --cameras 1,4,8 --duration 60 --json bench-results/serve.json
+
+Needs the serve extra, scikit-image (the demo photo) and Debian's mosquitto (``.ci/install-serve-deps.sh``).
+Records follow DESIGN section 7: ``median_s``/``p90_s`` are the capture -> MQTT latency; everything else is in
+``extra``. There is no baseline implementation (``baseline`` null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import Record, machine, report  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds user+system, RSS MiB) of a process and its threads, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    return cpu, rss
+
+
+def http_json(base: str, path: str, key: str, method: str = "GET", data: bytes | None = None,
+              ctype: str | None = None) -> object:
+    headers = {"X-Api-Key": key}
+    if ctype:
+        headers["Content-Type"] = ctype
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def enrol(base: str, key: str, name: str, image_png: bytes) -> None:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image_png + f"\r\n--{boundary}--\r\n".encode()
+    http_json(base, "/api/identities", key, "POST", body, f"multipart/form-data; boundary={boundary}")
+
+
+def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, broker_port: int,
+             tmp: Path) -> Record:
+    import paho.mqtt.client as mqtt
+    import yaml
+
+    from crres_sdk.serve.config import hash_key
+    from crres_sdk.serve.simulate import MjpegServer
+
+    key = "bench-" + uuid.uuid4().hex
+    port = free_port()
+    cams = MjpegServer(frames, fps=args.source_fps).start()
+    gallery = tmp / f"gallery-{n}.db"
+    cfg = {"cameras": [{"name": f"cam{i}", "source": cams.url(f"cam{i}"), "max_fps": args.max_fps}
+                       for i in range(n)],
+           "recognition": {"detector_min_face": args.min_face, "detect_workers": args.detect_workers,
+                           "threads": args.threads},
+           "gallery": {"path": str(gallery)},
+           "api": {"port": port, "api_keys": [{"name": "bench", "sha256": hash_key(key)}]},
+           "mqtt": {"enabled": True, "port": broker_port, "client_id": f"bench{n}"}}
+    path = tmp / f"serve-{n}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    latencies: list[float] = []
+    events_by_cam: dict[str, int] = {}
+    lock = threading.Lock()
+    measuring = threading.Event()
+
+    def on_message(client, userdata, msg):
+        now = time.time()
+        ev = json.loads(msg.payload)
+        if ev.get("event") in ("start", "update") and measuring.is_set():
+            with lock:
+                latencies.append(now - ev["captured_at"])
+                events_by_cam[ev["camera"]] = events_by_cam.get(ev["camera"], 0) + 1
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub-" + uuid.uuid4().hex[:6])
+    sub.on_message = on_message
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("crres/+/events", qos=1)
+    sub.connect("127.0.0.1", broker_port)
+    sub.loop_start()
+    proc = subprocess.Popen([sys.executable, "-m", "crres_sdk.serve", "--config", str(path), "--log-level", "warning"],
+                            cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    rss_series: list[tuple[float, float]] = []
+    try:
+        wait_port(port, 180, proc)
+        enrol(base, key, "astronaut", photo_png)
+        time.sleep(args.warmup)
+        before = {c["name"]: c["processed_frames"] for c in http_json(base, "/api/cameras", key)}
+        cpu0, _ = proc_stats(proc.pid)
+        t0 = time.time()
+        measuring.set()
+        while (left := args.duration - (time.time() - t0)) > 0:
+            time.sleep(min(2.0, left))
+            rss_series.append((time.time() - t0, proc_stats(proc.pid)[1]))
+        measuring.clear()
+        elapsed = time.time() - t0
+        cpu1, _ = proc_stats(proc.pid)
+        status = http_json(base, "/api/cameras", key)
+        after = {c["name"]: c["processed_frames"] for c in status}
+        states = {c["name"]: c["state"] for c in status}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = b""
+        sub.disconnect()
+        sub.loop_stop()
+        cams.stop()
+    fps = [(after[c] - before[c]) / elapsed for c in sorted(after)]
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    ts = np.array([t for t, _ in rss_series])
+    rss = np.array([r for _, r in rss_series])
+    slope = float(np.polyfit(ts, rss, 1)[0] * 60) if len(rss) > 2 else None
+    extra = {
+        "cameras": n, "frame": "640x480", "source_fps": args.source_fps, "max_fps_per_camera": args.max_fps,
+        "duration_s": round(elapsed, 1), "fps_per_camera": [round(f, 2) for f in fps],
+        "fps_per_camera_mean": round(float(np.mean(fps)), 2), "fps_per_camera_min": round(float(np.min(fps)), 2),
+        "latency_median_s": round(float(np.median(lat)), 4), "latency_p95_s": round(float(np.percentile(lat, 95)), 4),
+        "latency_events": int(len(latencies)), "events_per_camera": events_by_cam,
+        "cpu_cores_used": round((cpu1 - cpu0) / elapsed, 3),
+        "rss_mib_start": round(float(rss[0]), 1), "rss_mib_end": round(float(rss[-1]), 1),
+        "rss_mib_max": round(float(rss.max()), 1),
+        "rss_slope_mib_per_min": None if slope is None else round(slope, 3),
+        "camera_states": states, "exit_code": proc.returncode, "detect_workers": args.detect_workers,
+        "min_face": args.min_face, "cpus": os.cpu_count(), "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        **machine(),
+    }
+    if proc.returncode != 0:
+        extra["stderr_tail"] = err.decode(errors="replace")[-2000:]
+    return Record("serve", f"{n} cameras 640x480", "crres serve", args.threads or 0,
+                  float(np.median(lat)), float(np.percentile(lat, 90)), None, None, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cameras", default="1,4", help="comma-separated camera counts, one run each")
+    p.add_argument("--duration", type=float, default=60.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds after enrolment before measuring")
+    p.add_argument("--source-fps", type=float, default=10.0, help="frames per second each simulated camera sends")
+    p.add_argument("--max-fps", type=float, default=5.0, help="frames per second the service processes per camera")
+    p.add_argument("--min-face", type=int, default=20, help="detector's smallest face (px)")
+    p.add_argument("--detect-workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument("--frames", type=int, default=40, help="frames in the demo clip (it loops)")
+    p.add_argument("--json", help="write the records here (DESIGN section 7)")
+    args = p.parse_args(argv)
+    counts = [int(x) for x in args.cameras.split(",") if x.strip()]
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+    if binary is None:
+        print("bench_serve: mosquitto is not installed (.ci/install-serve-deps.sh installs it)", file=sys.stderr)
+        return 2
+    import cv2
+
+    from crres_sdk.serve.simulate import demo_frames
+
+    frames, photo = demo_frames(args.frames, (640, 480))
+    photo_png = cv2.imencode(".png", photo)[1].tobytes()
+    records = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker_port = free_port()
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        broker = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(broker_port, 15, broker)
+            for n in counts:
+                print(f"{n} camera(s): {args.warmup:g} s warm-up, {args.duration:g} s measured ...", flush=True)
+                r = run_case(n, args, frames, photo_png, broker_port, tmp)
+                e = r.extra
+                print(f"  fps per camera {e['fps_per_camera']} (mean {e['fps_per_camera_mean']}), latency median "
+                      f"{e['latency_median_s'] * 1000:.0f} ms p95 {e['latency_p95_s'] * 1000:.0f} ms "
+                      f"({e['latency_events']} events), CPU {e['cpu_cores_used']:.2f} cores, RSS "
+                      f"{e['rss_mib_start']}->{e['rss_mib_end']} MiB (max {e['rss_mib_max']}, slope "
+                      f"{e['rss_slope_mib_per_min']} MiB/min), load {e['loadavg_1m_end']}", flush=True)
+                records.append(r)
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    print()
+    report(records, args.json, unit="ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

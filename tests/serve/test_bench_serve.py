@@ -1,0 +1,33 @@
+"""benchmarks/bench_serve.py runs end to end (one camera, a few seconds) and writes DESIGN section 7 records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.serve.conftest import ROOT, mosquitto_binary, need_serve_extra
+
+RECORD_KEYS = {"benchmark", "case", "impl", "threads", "median_s", "p90_s", "baseline", "speedup_vs_baseline", "extra"}
+
+
+def test_bench_serve_json(tmp_path):
+    need_serve_extra()
+    pytest.importorskip("skimage", reason="the demo clip needs scikit-image (dev extra)")
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (.ci/install-serve-deps.sh installs it)")
+    out = tmp_path / "serve.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_serve.py"), "--cameras", "1", "--duration",
+                           "8", "--warmup", "7", "--frames", "20", "--json", str(out)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr + done.stdout
+    records = json.loads(out.read_text())
+    assert len(records) == 1 and set(records[0]) == RECORD_KEYS
+    r = records[0]
+    e = r["extra"]
+    assert r["benchmark"] == "serve" and e["cameras"] == 1 and e["exit_code"] == 0
+    assert e["camera_states"] == {"cam0": "streaming"} and e["fps_per_camera"][0] > 0
+    assert e["rss_mib_max"] > 0 and e["cpu_cores_used"] > 0
+    assert "serve" in done.stdout and "crres serve" in done.stdout
