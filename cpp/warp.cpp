@@ -491,10 +491,92 @@ __attribute__((target("avx2,fma"))) bool bicubic_group_avx2(const ImageU8View& s
 }
 #endif
 
+#ifdef CRRES_WARP_NEON
+inline float32x4_t inner(float32x4_t d) {  // 1.5 d^3 - 2.5 d^2 + 1
+    const float32x4_t a = vfmaq_f32(vdupq_n_f32(-2.5f), vdupq_n_f32(1.5f), d);
+    return vfmaq_f32(vdupq_n_f32(1.f), vmulq_f32(a, d), d);
+}
+inline float32x4_t outer(float32x4_t d) {  // ((-0.5 d + 2.5) d - 4) d + 2
+    const float32x4_t a = vfmaq_f32(vdupq_n_f32(2.5f), vdupq_n_f32(-0.5f), d);
+    return vfmaq_f32(vdupq_n_f32(2.f), vfmaq_f32(vdupq_n_f32(-4.f), a, d), d);
+}
+
+// byte k of 4 pixels' 16-byte blocks, k = base .. base + 3, from the zipped block z (4 bytes per k), as floats.
+inline void widen4(uint8x16_t z, float32x4_t* col) {
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(z)), hi = vmovl_high_u8(z);
+    col[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo)));
+    col[1] = vcvtq_f32_u32(vmovl_high_u16(lo));
+    col[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi)));
+    col[3] = vcvtq_f32_u32(vmovl_high_u16(hi));
+}
+
+// The NEON twin of bicubic_group_avx2: 4 consecutive output pixels, each pixel's 4 taps of a row one 16-byte
+// load, a 4 x 16 byte transpose by zips, FMAs with the pixels' own weights. False (nothing written) unless all
+// taps and loads are inside the frame.
+bool bicubic_group_neon(const ImageU8View& src, float m0, float m3, float rx, float ry, int x, const RowOutput& out) {
+    alignas(16) const float steps[4] = {0.f, 1.f, 2.f, 3.f};
+    const float32x4_t xs = vaddq_f32(vdupq_n_f32(static_cast<float>(x)), vld1q_f32(steps));
+    const float32x4_t fx = vfmaq_f32(vdupq_n_f32(rx), vdupq_n_f32(m0), xs);
+    const float32x4_t fy = vfmaq_f32(vdupq_n_f32(ry), vdupq_n_f32(m3), xs);
+    alignas(16) float fxs[4], fys[4];
+    vst1q_f32(fxs, fx);
+    vst1q_f32(fys, fy);
+    // Truncation is monotone along the row: the first and last pixel bound the group (checked in scalar, so
+    // NaN or huge coordinates fail here rather than saturate in the vector conversion).
+    for (int i : {0, 3}) {
+        if (!(std::fabs(fxs[i]) < kCoordLimit && std::fabs(fys[i]) < kCoordLimit)) return false;
+        const int ix = static_cast<int>(fxs[i]), iy = static_cast<int>(fys[i]);
+        if (ix < 1 || ix > src.width - 5 || iy < 1 || iy > src.height - 3) return false;
+    }
+    const int32x4_t ix = vcvtq_s32_f32(fx), iy = vcvtq_s32_f32(fy);
+    const float32x4_t tx = vsubq_f32(fx, vcvtq_f32_s32(ix)), ty = vsubq_f32(fy, vcvtq_f32_s32(iy));
+    const float32x4_t one = vdupq_n_f32(1.f), two = vdupq_n_f32(2.f);
+    const float32x4_t wx[4] = {outer(vaddq_f32(one, tx)), inner(tx), inner(vsubq_f32(one, tx)), outer(vsubq_f32(two, tx))};
+    const float32x4_t wy[4] = {outer(vaddq_f32(one, ty)), inner(ty), inner(vsubq_f32(one, ty)), outer(vsubq_f32(two, ty))};
+    alignas(16) std::int32_t ixs[4], iys[4];
+    vst1q_s32(ixs, ix);
+    vst1q_s32(iys, iy);
+    const std::uint8_t* base[4];
+    for (int i = 0; i < 4; ++i) base[i] = src.row(iys[i] - 1) + static_cast<std::ptrdiff_t>(ixs[i] - 1) * 3;
+    float32x4_t v[3] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+    for (int j = 0; j < 4; ++j) {
+        const std::ptrdiff_t off = j * src.row_stride;
+        const uint8x16_t b0 = vld1q_u8(base[0] + off), b1 = vld1q_u8(base[1] + off);
+        const uint8x16_t b2 = vld1q_u8(base[2] + off), b3 = vld1q_u8(base[3] + off);
+        const uint16x8_t z01lo = vreinterpretq_u16_u8(vzip1q_u8(b0, b1)), z01hi = vreinterpretq_u16_u8(vzip2q_u8(b0, b1));
+        const uint16x8_t z23lo = vreinterpretq_u16_u8(vzip1q_u8(b2, b3)), z23hi = vreinterpretq_u16_u8(vzip2q_u8(b2, b3));
+        float32x4_t col[12];  // col[3 i + c]: tap column i, channel c, 4 pixels
+        widen4(vreinterpretq_u8_u16(vzip1q_u16(z01lo, z23lo)), col);
+        widen4(vreinterpretq_u8_u16(vzip2q_u16(z01lo, z23lo)), col + 4);
+        widen4(vreinterpretq_u8_u16(vzip1q_u16(z01hi, z23hi)), col + 8);
+        for (int c = 0; c < 3; ++c) {
+            float32x4_t h = vmulq_f32(wx[0], col[c]);
+            h = vfmaq_f32(h, wx[1], col[3 + c]);
+            h = vfmaq_f32(h, wx[2], col[6 + c]);
+            h = vfmaq_f32(h, wx[3], col[9 + c]);
+            v[c] = vfmaq_f32(v[c], wy[j], h);
+        }
+    }
+    if (out.hwc == nullptr) {
+        for (int c = 0; c < 3; ++c)
+            vst1q_f32(out.planes[c] + x, vfmaq_f32(vdupq_n_f32(out.bias[c]), v[c], vdupq_n_f32(out.scale[c])));
+    } else {
+        alignas(16) std::int32_t q[3][4];
+        const float32x4_t half = vdupq_n_f32(0.5f), hi = vdupq_n_f32(255.f), lo = vdupq_n_f32(0.f);
+        for (int c = 0; c < 3; ++c)
+            vst1q_s32(q[c], vcvtq_s32_f32(vminq_f32(vmaxq_f32(vaddq_f32(v[c], half), lo), hi)));
+        std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
+        for (int i = 0; i < 4; ++i)
+            for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+    }
+    return true;
+}
+#endif
+
 // Always inlined, so each caller compiles the loops for its own target (the AVX2+FMA wrappers below).
-// Avx2Groups: interpolate 8 pixels at a time from the uint8 frame (bicubic_group_avx2); only the AVX2+FMA
-// wrapper instantiates it.
-template <bool Avx2Groups, typename Sink>
+// SimdGroups: interpolate several pixels at a time straight from the uint8 frame (bicubic_group_avx2, 8
+// pixels; bicubic_group_neon, 4); instantiated where simd_active() allows it.
+template <bool SimdGroups, typename Sink>
 CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w, double k,
                                std::vector<float>& region_buffer, const Sink& sink) {
     k = k < kMinCubicWidening ? 1.0 : std::min(k, kMaxCubicWidening);
@@ -510,14 +592,14 @@ CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int o
     // Interpolation reads 4 x 4 taps from a float copy of the face's region; taps past the frame take the
     // general path. Float coordinates along a row, as the bilinear warp; truncation equals floor wherever
     // holds() is true (coordinates >= 1 there).
-    // With Avx2Groups the float copy is made only when a pixel needs it (borders, rows under 8 pixels).
+    // With SimdGroups the float copy is made only when a pixel needs it (borders, rows under a group).
     FloatRegion region;
     bool have_region = false;
     const auto need_region = [&] {
         if (!have_region) region = float_region(src, m, out_h, out_w, region_buffer);
         have_region = true;
     };
-    if (!Avx2Groups) need_region();
+    if (!SimdGroups) need_region();
     const float m0 = static_cast<float>(m[0]), m3 = static_cast<float>(m[3]);
     const auto truncate = [](float f) { return std::fabs(f) < kCoordLimit ? static_cast<int>(f) : -1; };
     const auto pixel = [&](int y, int x, float rx, float ry) {
@@ -534,15 +616,22 @@ CRRES_INLINE void warp_bicubic(const ImageU8View& src, const Affine2x3& m, int o
     for (int y = 0; y < out_h; ++y) {
         const float rx = static_cast<float>(m[1] * y + m[2]), ry = static_cast<float>(m[4] * y + m[5]);
         int x = 0;
+#if defined(CRRES_WARP_AVX2) || defined(CRRES_WARP_NEON)
+        if constexpr (SimdGroups) {
 #ifdef CRRES_WARP_AVX2
-        if constexpr (Avx2Groups) {
-            if (out_w >= 8) {
-                // Groups at 0, 8, ...; the last one ends at out_w, recomputing a few pixels rather than leaving a
-                // tail.
+            constexpr int kGroup = 8;
+            const auto group = bicubic_group_avx2;
+#else
+            constexpr int kGroup = 4;
+            const auto group = bicubic_group_neon;
+#endif
+            if (out_w >= kGroup) {
+                // Groups at 0, kGroup, ...; the last one ends at out_w, recomputing a few pixels rather than
+                // leaving a tail.
                 const RowOutput row = sink.row(y);
-                for (; x < out_w; x += 8) {
-                    if (bicubic_group_avx2(src, m0, m3, rx, ry, std::min(x, out_w - 8), row)) continue;
-                    for (int i = x; i < std::min(x + 8, out_w); ++i) pixel(y, i, rx, ry);
+                for (; x < out_w; x += kGroup) {
+                    if (group(src, m0, m3, rx, ry, std::min(x, out_w - kGroup), row)) continue;
+                    for (int i = x; i < std::min(x + kGroup, out_w); ++i) pixel(y, i, rx, ry);
                 }
                 continue;
             }
@@ -647,8 +736,10 @@ template <typename Sink>
 void warp_bicubic_dispatch(const ImageU8View& src, const Affine2x3& m, int out_h, int out_w,
                            std::vector<float>& region, const Sink& sink) {
     const double k = source_pixels_per_output_pixel(m);
-#ifdef CRRES_WARP_AVX2
+#if defined(CRRES_WARP_AVX2)
     if (simd_active() == SimdPath::avx2) return warp_bicubic_avx2(src, m, out_h, out_w, k, region, sink);
+#elif defined(CRRES_WARP_NEON)
+    if (simd_active() == SimdPath::neon) return warp_bicubic<true>(src, m, out_h, out_w, k, region, sink);
 #endif
     warp_bicubic<false>(src, m, out_h, out_w, k, region, sink);
 }
