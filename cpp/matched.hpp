@@ -1,10 +1,10 @@
 // Resolution-matched alignment (DESIGN section 4, "Canonical crop"): a face smaller than the crop is warped at
-// its own scale to a small crop of its equivalent resolution r (bicubic, antialiased where that warp shrinks:
-// a bilinear warp at unit scale blurs by its sub-pixel phase, measured 1.5-2.5 grey levels RMS more error
-// against degrade on the astronaut), then
-// brought to the crop size with the bicubic F_up of `degrade`. A face photographed at r px then gives the crop
-// that training's F_up,crop(F_down,r(HR crop)) gives, instead of a bilinear upscale the model never saw.
-// Faces at or above the crop size take the plain bilinear warp (warp.hpp) unchanged.
+// its own scale to a small crop of its equivalent resolution r (bicubic, antialiased where that warp shrinks;
+// a bilinear warp at unit scale blurs by its sub-pixel phase: 1.5-2.5 grey levels RMS more error against
+// degrade on the astronaut), then brought to the crop size with the bicubic F_up of `degrade`. A face
+// photographed at r px then gives the crop that training's F_up,crop(F_down,r(HR crop)) gives, instead of a
+// bilinear upscale the model never saw. Faces at or above the crop size take the plain bilinear warp
+// (warp.hpp) unchanged.
 #pragma once
 
 #include <cstdint>

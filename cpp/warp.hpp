@@ -32,9 +32,11 @@ double source_pixels_per_output_pixel(const Affine2x3& dst_to_src);
 
 // As warp_to_chw_f32 / warp_to_hwc_u8 with bicubic sampling (Keys a = -0.5, the kernel of resize.hpp),
 // antialiased where the map shrinks: with k = source pixels per output pixel > 1 the kernel is widened by k
-// (from 1.02 up, capped at 8) and renormalised, as PIL's BICUBIC does along an axis. Zeros outside the frame; uint8 output
-// is clamped (the kernel overshoots), float output is not. Interpolation reads a float copy of the face's
-// source region, kept in `scratch` (grown once, reused), with 4-float vectors; used for small crops (matched.hpp).
+// (from 1.02 up, capped at 8) and renormalised, as PIL's BICUBIC does along an axis. Zeros outside the frame;
+// uint8 output is clamped (the kernel overshoots), float output is not. Used for small crops (matched.hpp).
+// Interpolation takes 8 (AVX2+FMA) or 4 (NEON) pixels at a time straight from the frame where their taps are
+// inside it; elsewhere, and in the baseline build, it reads a float copy of the face's region kept in
+// `scratch` (grown once, reused).
 void warp_bicubic_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w,
                              const PixelNormalization& norm, float* out, std::vector<float>& scratch);
 void warp_bicubic_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w, bool swap_rb,
