@@ -6,16 +6,38 @@ crop at 112 px against a probe crop degraded to r with ``crres_sdk.degrade`` (DE
 TAR at that threshold. Pairs are built *within* one source at a time (two datasets can hold the same person
 under different labels, so cross-source pairs are never called impostors) and pooled over the sources.
 
-The manifest block (the SDK's Recognizer reads exactly this)::
+Two pairings are measured at each resolution r (DESIGN section 4, "Decisions"):
+
+* ``far`` (1:1 ``verify``): a 112 px gallery crop against a probe crop degraded to r, the pair ``verify`` sees
+  when it takes the threshold at the lower of two resolutions;
+* ``identification`` (1:N): the gallery crop degraded to the same r as the probe, the pair gallery-side resolution
+  matching compares (enrolment stores templates of the crop degraded to every gallery level; a probe at r is
+  compared with the level nearest r). Both sides degraded look more alike than HR-vs-r, so its impostor tail is
+  higher and 1:1 thresholds would accept too many strangers.
+
+Each pairing stores thresholds at FAR 1e-2 ... 1e-6 and the impostor score *tail* they come from. Where a rate
+has at least :data:`MIN_EXCEEDANCES` impostor pairs above it (far * n >= 10) the threshold is the empirical one
+(:func:`threshold_at_far`); stricter rates, which a few hundred held-out identities cannot measure, come from an
+exponential tail P(s > t) = p_u * exp(-(t - u) / scale) fitted by maximum likelihood to the top m impostor scores
+above u (m = n * 1e-3, at least 50; p_u = m / n). Cosine impostor scores are bounded and their tail decays faster
+than exponential, so the fit errs towards higher thresholds (fewer false accepts). ``tail.fitted`` says which
+values came from the fit. The SDK derives a threshold at any per-pair FAR from these (the 1:N policy needs
+FAR = fpir / (N k), often below 1e-6): log-linear between the listed rates, the tail beyond the strictest.
+
+The manifest block (the SDK's Recognizer reads exactly this; bundles with only ``far`` 1e-3/1e-4 and no
+``tail``/``identification`` still load, the SDK then uses ``far`` for both and extrapolates in log FAR)::
 
     "thresholds": {
       "metric": "cosine",                      # similarity of L2-normalised embeddings; accept when score > t
       "resolutions": [7, 10, 14, 20, 28, 40, 56, 112],
-      "far": {"1e-3": [t_7, ..., t_112], "1e-4": [...]},   # FP32 model (files.onnx.fp32)
-      "tar": {"1e-3": [...], "1e-4": [...]},               # TAR at those thresholds
+      "far": {"1e-2": [t_7, ..., t_112], "1e-3": [...], ..., "1e-6": [...]},   # FP32, 1:1 pairs (HR vs r)
+      "tar": {"1e-2": [...], ...},                                              # TAR at those thresholds
+      "tail": {"model": "exponential", "u": [...], "p_u": [...], "scale": [...], "exceedances": [...],
+               "fitted": {"1e-2": [false, ...], ..., "1e-6": [true, ...]}},
+      "identification": {"pairing": "...", "far": {...}, "tar": {...}, "tail": {...}},   # 1:N pairs (r vs r)
       "source": "<pairs used: data, identities, genuine/impostor pair counts per resolution>",
       "pairs": {"genuine": [...], "impostor": [...]},      # counts per resolution (informative)
-      "by_file": {"onnx/int8": {"far": {...}, "tar": {...}}, "openvino/int8_xml": {...}, "tensorrt/qdq": {...}}
+      "by_file": {"onnx/int8": {"far": {...}, "tar": {...}, "tail": {...}, "identification": {...}}, ...}
     }
 
 ``by_file`` keys are ``"<runtime>/<role>"`` exactly as in ``manifest["files"]``; a reader uses
@@ -35,7 +57,13 @@ import numpy as np
 
 LOG = logging.getLogger("crres.export")
 RESOLUTIONS: tuple[int, ...] = (7, 10, 14, 20, 28, 40, 56, 112)
-FARS: tuple[str, ...] = ("1e-3", "1e-4")
+FARS: tuple[str, ...] = ("1e-2", "1e-3", "1e-4", "1e-5", "1e-6")
+#: A rate is measured empirically when at least this many impostor pairs lie above its threshold, else fitted.
+MIN_EXCEEDANCES = 10
+#: The exponential tail is fitted to the top max(TAIL_MIN, TAIL_SHARE * n) impostor scores.
+TAIL_SHARE = 1e-3
+TAIL_MIN = 50
+PAIRINGS = ("cross", "matched")
 HR = 112
 
 
@@ -76,9 +104,16 @@ class PairSource:
 EmbedFn = Callable[[PairSource, np.ndarray, int], np.ndarray]
 
 
-def pair_scores(source: PairSource, embed: EmbedFn, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """(genuine scores, impostor scores) of gallery@112 vs probes@resolution: every cross pair, none discarded."""
-    g = embed(source, source.gallery, HR)
+def pair_scores(source: PairSource, embed: EmbedFn, resolution: int,
+                pairing: str = "cross") -> tuple[np.ndarray, np.ndarray]:
+    """(genuine scores, impostor scores) of gallery vs probes@resolution: every cross pair, none discarded.
+
+    ``pairing="cross"``: gallery crops at 112 px (1:1 verification); ``"matched"``: gallery crops degraded to the
+    same resolution as the probes (1:N identification against gallery-side resolution-matched templates).
+    """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+    g = embed(source, source.gallery, HR if pairing == "cross" else int(resolution))
     p = embed(source, source.probes, resolution)
     scores = g @ p.T                                                       # (G, P) cosine
     same = source.identities[source.gallery][:, None] == source.identities[source.probes][None, :]
@@ -103,33 +138,107 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> tuple[float, float]:
     return t, float(np.mean(s > t))
 
 
+@dataclass(frozen=True)
+class Tail:
+    """Exponential impostor tail: P(score > t) = p_u * exp(-(t - u) / scale) for t >= u."""
+
+    u: float
+    p_u: float
+    scale: float
+    exceedances: int
+
+    def threshold(self, far: float) -> float:
+        """The threshold whose fitted FAR is ``far`` (u for rates at or above p_u)."""
+        return self.u + self.scale * max(0.0, math.log(self.p_u / far))
+
+    def far(self, t: float) -> float:
+        return self.p_u * math.exp(-(t - self.u) / self.scale) if t >= self.u else self.p_u
+
+
+def fit_tail(impostor: np.ndarray, share: float = TAIL_SHARE, minimum: int = TAIL_MIN) -> Tail:
+    """Maximum-likelihood exponential fit to the top m = max(minimum, share * n) impostor scores (at most n - 1):
+    u is the (m+1)-th largest score, p_u = m / n, scale = mean excess over u (floored at 1e-6)."""
+    s = np.sort(np.asarray(impostor, np.float64).ravel())
+    if s.size < 2:
+        raise ValueError("fit_tail needs at least 2 impostor scores")
+    m = int(min(s.size - 1, max(minimum, round(share * s.size))))
+    u = float(s[s.size - 1 - m])
+    scale = max(float(np.mean(s[s.size - m:] - u)), 1e-6)
+    return Tail(u, m / s.size, scale, m)
+
+
+def thresholds_from_scores(impostor: np.ndarray, fars: Sequence[str] = FARS,
+                           min_exceedances: int = MIN_EXCEEDANCES) -> dict[str, Any]:
+    """Threshold per rate (empirical where far * n >= min_exceedances, else from the fitted tail), made
+    non-decreasing from the loosest to the strictest rate and capped at 1 (a cosine never exceeds 1).
+
+    Returns ``{"far": {rate: t}, "measured_far": {rate: mean(impostor > t)}, "fitted": {rate: bool},
+    "tail": Tail}``.
+    """
+    s = np.asarray(impostor, np.float64).ravel()
+    tail = fit_tail(s)
+    out: dict[str, Any] = {"far": {}, "measured_far": {}, "fitted": {}, "tail": tail}
+    prev = -math.inf
+    for f in sorted(fars, key=float, reverse=True):  # loosest first
+        rate = float(f)
+        if rate * s.size >= min_exceedances:
+            t, _ = threshold_at_far(s, rate)
+            fitted = False
+        else:
+            t, fitted = tail.threshold(rate), True
+        t = min(max(t, prev), 1.0)
+        prev = t
+        out["far"][f], out["fitted"][f] = t, fitted
+        out["measured_far"][f] = float(np.mean(s > t))
+    return out
+
+
+def _empty(fars: Sequence[str]) -> dict[str, Any]:
+    return {"far": {f: [] for f in fars}, "tar": {f: [] for f in fars}, "measured_far": {f: [] for f in fars},
+            "pairs": {"genuine": [], "impostor": []},
+            "tail": {"model": "exponential", "u": [], "p_u": [], "scale": [], "exceedances": [],
+                     "fitted": {f: [] for f in fars}}}
+
+
 def compute(sources: Sequence[PairSource], embed: EmbedFn, resolutions: Sequence[int] = RESOLUTIONS,
-            fars: Sequence[str] = FARS) -> dict[str, Any]:
-    """``{"far": {f: [t per r]}, "tar": {f: [...]}, "measured_far": {...}, "pairs": {...}}`` over the sources."""
+            fars: Sequence[str] = FARS, pairings: Sequence[str] = PAIRINGS,
+            min_exceedances: int = MIN_EXCEEDANCES) -> dict[str, Any]:
+    """``{"far": {f: [t per r]}, "tar": {f: [...]}, "measured_far": {...}, "pairs": {...}, "tail": {...}}`` of the
+    1:1 ("cross") pairs over the sources, and the same for the 1:N ("matched") pairs under ``"identification"``
+    when ``pairings`` includes it."""
     if not sources:
         raise ValueError("thresholds need at least one pair source")
-    out: dict[str, Any] = {"far": {f: [] for f in fars}, "tar": {f: [] for f in fars},
-                           "measured_far": {f: [] for f in fars}, "pairs": {"genuine": [], "impostor": []}}
+    results = {p: _empty(fars) for p in pairings}
     few = []
     for r in resolutions:
-        gen, imp = [], []
-        for src in sources:
-            g, i = pair_scores(src, embed, int(r))
-            gen.append(g)
-            imp.append(i)
-        gen_all, imp_all = np.concatenate(gen), np.concatenate(imp)
-        out["pairs"]["genuine"].append(int(gen_all.size))
-        out["pairs"]["impostor"].append(int(imp_all.size))
-        for f in fars:
-            t, measured = threshold_at_far(imp_all, float(f))
-            out["far"][f].append(round(t, 6))
-            out["measured_far"][f].append(measured)
-            out["tar"][f].append(round(float(np.mean(gen_all > t)), 6) if gen_all.size else None)
-        if imp_all.size * min(float(f) for f in fars) < 10:
-            few.append(f"r={r}: {imp_all.size}")
+        for pairing, out in results.items():
+            gen, imp = [], []
+            for src in sources:
+                g, i = pair_scores(src, embed, int(r), pairing)
+                gen.append(g)
+                imp.append(i)
+            gen_all, imp_all = np.concatenate(gen), np.concatenate(imp)
+            out["pairs"]["genuine"].append(int(gen_all.size))
+            out["pairs"]["impostor"].append(int(imp_all.size))
+            fit = thresholds_from_scores(imp_all, fars, min_exceedances)
+            tail = fit["tail"]
+            for key, v in (("u", round(tail.u, 6)), ("p_u", tail.p_u), ("scale", round(tail.scale, 6)),
+                           ("exceedances", tail.exceedances)):
+                out["tail"][key].append(v)
+            for f in fars:
+                t = fit["far"][f]
+                out["far"][f].append(round(t, 6))
+                out["measured_far"][f].append(fit["measured_far"][f])
+                out["tail"]["fitted"][f].append(bool(fit["fitted"][f]))
+                out["tar"][f].append(round(float(np.mean(gen_all > t)), 6) if gen_all.size else None)
+            if pairing == pairings[0] and imp_all.size * min(float(f) for f in fars) < min_exceedances:
+                few.append(f"r={r}: {imp_all.size}")
     if few:
-        LOG.warning("FAR %s rests on fewer than 10 impostor false accepts (impostor pairs %s): use more identities",
-                    min(fars, key=float), ", ".join(few))
+        LOG.info("thresholds at the strictest rates come from the fitted impostor tail (impostor pairs %s)",
+                 ", ".join(few))
+    out = results[pairings[0]]
+    if "matched" in results and pairings[0] != "matched":
+        out["identification"] = results["matched"]
     return out
 
 
@@ -145,14 +254,18 @@ def describe_sources(sources: Sequence[PairSource], counts: dict[str, list[int]]
             f"source. {' | '.join(parts)}. Genuine/impostor pairs per resolution: {per_r}")
 
 
-def lookup(thresholds: dict[str, Any], resolution: float, far: str = "1e-3", file: str | None = None) -> float:
-    """Reference reader: threshold for ``resolution`` px at ``far`` for ``file`` ("runtime/role") or FP32.
+def lookup(thresholds: dict[str, Any], resolution: float, far: str = "1e-3", file: str | None = None,
+           identification: bool = False) -> float:
+    """Reference reader: threshold for ``resolution`` px at ``far`` for ``file`` ("runtime/role") or FP32; with
+    ``identification`` the 1:N (matched-resolution) table when the block has one.
 
     Linear interpolation in log(resolution) between the listed resolutions, clamped at both ends.
     """
     table = thresholds
     if file is not None and file in (thresholds.get("by_file") or {}):
         table = thresholds["by_file"][file]
+    if identification and "identification" in table:
+        table = table["identification"]
     if far not in table["far"]:
         raise KeyError(f"no thresholds at FAR {far}; have {sorted(table['far'])}")
     rs = np.log(np.asarray(thresholds["resolutions"], np.float64))
@@ -162,8 +275,27 @@ def lookup(thresholds: dict[str, Any], resolution: float, far: str = "1e-3", fil
     return float(np.interp(math.log(resolution), rs, ts))
 
 
+def _table(result: dict[str, Any]) -> dict[str, Any]:
+    table = {"far": result["far"], "tar": result["tar"]}
+    if "tail" in result:
+        table["tail"] = result["tail"]
+    return table
+
+
+IDENTIFICATION_PAIRING = ("gallery crop degraded to the probe's resolution r (the templates gallery-side "
+                          "resolution matching compares a probe at r with) vs probe at r; at 112 both HR")
+
+
 def manifest_block(fp32: dict[str, Any], by_file: dict[str, dict[str, Any]], source: str,
                    resolutions: Sequence[int] = RESOLUTIONS) -> dict[str, Any]:
-    return {"metric": "cosine", "resolutions": [int(r) for r in resolutions], "far": fp32["far"],
-            "tar": fp32["tar"], "source": source, "pairs": fp32["pairs"],
-            "by_file": {k: {"far": v["far"], "tar": v["tar"]} for k, v in by_file.items()}}
+    block = {"metric": "cosine", "resolutions": [int(r) for r in resolutions], **_table(fp32),
+             "source": source, "pairs": fp32["pairs"], "by_file": {}}
+    for key, v in by_file.items():
+        block["by_file"][key] = _table(v)
+        if "identification" in v:
+            block["by_file"][key]["identification"] = {"pairing": IDENTIFICATION_PAIRING,
+                                                       **_table(v["identification"])}
+    if "identification" in fp32:
+        block["identification"] = {"pairing": IDENTIFICATION_PAIRING, **_table(fp32["identification"]),
+                                   "pairs": fp32["identification"]["pairs"]}
+    return block

@@ -15,7 +15,10 @@ Thresholds (``"thresholds"``: ``resolutions`` and ``far: {rate: [one per resolut
 in ``by_file``) are checked, not trusted: resolutions positive and strictly increasing, every false-accept rate a
 number in (0, 1), every threshold a cosine in (0, 1] (a threshold at or below 0 would accept about half of all
 impostor pairs, which no calibration at a false-accept rate below 0.5 gives), and at each resolution a stricter
-rate never has a lower threshold. ``tar`` values, when present, lie in [0, 1].
+rate never has a lower threshold. ``tar`` values, when present, lie in [0, 1]. Bundles may add (export/thresholds.py)
+a fitted impostor ``tail`` per table and a 1:N ``identification`` table (same schema, gallery templates degraded
+to the probe's resolution); both are checked the same way, and bundles without them (only ``far`` 1e-3/1e-4)
+still load.
 
 Signatures: ``export/signing.py`` signs a bundle with Ed25519 at export (``manifest.sig`` beside the manifest;
 the manifest holds every file's sha256, so it covers the files). A deployment pins the exporter's public key with
@@ -231,6 +234,9 @@ def _validate_thresholds(spec: Any, fail) -> None:
     if not isinstance(by_file, dict):
         fail("thresholds.by_file must be an object of model file -> {far: ...}")
     tables.update({f"thresholds.by_file.{k}": v for k, v in by_file.items()})
+    for where, table in list(tables.items()):  # optional 1:N (resolution-matched) tables, checked alike
+        if isinstance(table, dict) and table.get("identification") is not None:
+            tables[f"{where}.identification"] = table["identification"]
     for where, table in tables.items():
         if not isinstance(table, dict) or not isinstance(table.get("far"), dict) or not table["far"]:
             fail(f"{where}.far must be a non-empty object of false-accept rate -> thresholds")
@@ -258,6 +264,30 @@ def _validate_thresholds(spec: Any, fail) -> None:
         for rate, values in (table.get("tar") or {}).items():
             if not (isinstance(values, list) and all(_number(v) and 0.0 <= v <= 1.0 for v in values)):
                 fail(f"{where}.tar[{rate!r}] must be a list of rates in [0, 1]")
+        if table.get("tail") is not None:
+            _validate_tail(table["tail"], f"{where}.tail", res, table["far"], fail)
+
+
+def _validate_tail(tail: Any, where: str, res: list, far: dict, fail) -> None:
+    """The fitted impostor tail P(s > t) = p_u exp(-(t - u) / scale): one entry per resolution, u a cosine in
+    [-1, 1], p_u a rate in (0, 1], scale > 0; ``fitted`` (optional) one flag per resolution for listed rates."""
+    if not isinstance(tail, dict):
+        fail(f"{where} must be an object")
+    if tail.get("model") != "exponential":
+        fail(f"{where}.model must be 'exponential', got {tail.get('model')!r}")
+    checks = {"u": lambda v: -1.0 <= v <= 1.0, "p_u": lambda v: 0.0 < v <= 1.0, "scale": lambda v: 0.0 < v <= 2.0}
+    for key, ok in checks.items():
+        values = tail.get(key)
+        if not (isinstance(values, list) and len(values) == len(res) and all(_number(v) and ok(v) for v in values)):
+            fail(f"{where}.{key} must hold one finite value per resolution ({len(res)}) in its range "
+                 "(u in [-1, 1], p_u in (0, 1], scale in (0, 2])")
+    fitted = tail.get("fitted", {})
+    if not isinstance(fitted, dict):
+        fail(f"{where}.fitted must be an object of false-accept rate -> one flag per resolution")
+    for rate, flags in fitted.items():
+        if rate not in far or not (isinstance(flags, list) and len(flags) == len(res)
+                                   and all(isinstance(v, bool) for v in flags)):
+            fail(f"{where}.fitted[{rate!r}] must be one true/false per resolution for a listed false-accept rate")
 
 
 #: Bundles the repository builds or ships live in <repo>/models/<name> (editable installs and checkouts).

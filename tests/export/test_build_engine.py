@@ -21,6 +21,7 @@ from crres_sdk.backends import open_model
 from crres_sdk.bundle import load_bundle
 from crres_sdk.errors import BundleError
 
+from export import thresholds as th
 from export.build_engine import main
 from export.calibration import (
     BANDS,
@@ -110,8 +111,10 @@ def test_manifest_thresholds_follow_the_schema_and_recompute_independently(onnx_
     bundle = load_bundle(onnx_bundle, task="face-embedding")
     t = bundle.manifest["thresholds"]
     assert t["metric"] == "cosine" and t["resolutions"] == [7, 10, 14, 20, 28, 40, 56, 112]
-    assert set(t["far"]) == set(t["tar"]) == {"1e-3", "1e-4"}
+    assert set(t["far"]) == set(t["tar"]) == {"1e-2", "1e-3", "1e-4", "1e-5", "1e-6"}
     assert all(len(v) == 8 for v in [*t["far"].values(), *t["tar"].values()])
+    assert set(t["identification"]["far"]) == set(t["far"]) and len(t["tail"]["u"]) == 8
+    assert "identification" in t["by_file"]["onnx/int8"]
     files = bundle.manifest["files"]
     assert set(t["by_file"]) == {"onnx/int8"}
     assert all(k.split("/")[1] in files[k.split("/")[0]] for k in t["by_file"])
@@ -129,9 +132,12 @@ def test_manifest_thresholds_follow_the_schema_and_recompute_independently(onnx_
         imp = [hr[i] @ lr[j] for i in range(len(ids)) for j in range(len(ids)) if ids[i] != ids[j]]
         gen = [hr[i] @ lr[j] for i in range(len(ids)) for j in range(len(ids)) if ids[i] == ids[j] and i != j]
         table = t if key == "fp32" else t["by_file"][key]
-        # 96 impostor pairs: FAR 1e-3 allows 0 false accepts, so the threshold is the largest impostor score
-        assert table["far"]["1e-3"][2] == pytest.approx(max(imp), abs=2e-5)
-        assert table["tar"]["1e-3"][2] == pytest.approx(np.mean(np.asarray(gen) > max(imp)), abs=1e-6)
+        # 96 impostor pairs: FAR 1e-3 rests on no false accept, so it comes from the tail fitted to the top 50
+        tail = th.fit_tail(np.asarray(imp))
+        t_fit = min(1.0, tail.threshold(1e-3))
+        assert table["tail"]["fitted"]["1e-3"][2] and table["far"]["1e-3"][2] == pytest.approx(t_fit, abs=2e-5)
+        assert table["tar"]["1e-3"][2] == pytest.approx(np.mean(np.asarray(gen) > t_fit), abs=1e-6)
+        assert table["far"]["1e-2"][2] <= table["far"]["1e-3"][2]
 
 
 def test_fp32_target_builds_the_default_model_bundle(checkpoint, crops, tmp_path):

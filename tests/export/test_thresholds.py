@@ -63,11 +63,12 @@ def test_compute_pools_sources_without_cross_source_pairs():
     a, b = _source([0, 1, 2, 3], name="a"), _source([0, 0, 1, 1, 2, 2], name="b")
     rng = np.random.default_rng(1)
     emb = {(n, r): rng.normal(size=(len(s.crops), 8)) for n, s in (("a", a), ("b", b)) for r in (7, 14, 112)}
+    emb = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in emb.items()}   # unit norm: cosines
 
     def embed(source, index, r):
         return emb[(source.name, r)][index]
 
-    out = th.compute([a, b], embed, resolutions=(7, 14), fars=("1e-1",))
+    out = th.compute([a, b], embed, resolutions=(7, 14), fars=("1e-1",), min_exceedances=1)
     # a: 4x4 - 4 same = 12 impostors, 0 genuine; b: 36 - 12 same-id = 24 impostors, 6 genuine
     assert out["pairs"] == {"genuine": [6, 6], "impostor": [36, 36]}
     for k, r in enumerate((7, 14)):
@@ -76,6 +77,10 @@ def test_compute_pools_sources_without_cross_source_pairs():
         t, _ = th.threshold_at_far(imp, 0.1)
         assert out["far"]["1e-1"][k] == pytest.approx(t, abs=1e-6)
         assert out["tar"]["1e-1"][k] == pytest.approx(np.mean(gen > t), abs=1e-6)
+        assert out["tail"]["fitted"]["1e-1"][k] is False
+        # the 1:N table pairs the gallery degraded to the probe's resolution
+        imp_m = np.concatenate([th.pair_scores(s, embed, r, "matched")[1] for s in (a, b)])
+        assert out["identification"]["far"]["1e-1"][k] == pytest.approx(th.threshold_at_far(imp_m, 0.1)[0], abs=1e-6)
 
 
 def test_lookup_interpolates_in_log_resolution_and_prefers_the_file_entry():
@@ -101,3 +106,76 @@ def test_pair_source_rejects_bad_input():
         th.PairSource("x", np.zeros((3, 2, 2, 3), np.uint8), np.array([0, 1]), [0], [0])
     with pytest.raises(ValueError, match="probes must be non-empty"):
         th.PairSource("x", np.zeros((2, 2, 2, 3), np.uint8), np.array([0, 1]), [0], [])
+
+
+def test_exponential_tail_fit_recovers_the_scale_and_is_conservative_for_a_gaussian_tail():
+    rng = np.random.default_rng(3)
+    expo = 0.2 + rng.exponential(0.05, 200_000)
+    tail = th.fit_tail(expo)
+    assert tail.exceedances == 200 and tail.p_u == pytest.approx(1e-3)
+    assert tail.scale == pytest.approx(0.05, rel=0.2)
+    assert tail.far(tail.threshold(1e-6)) == pytest.approx(1e-6)
+    # Gaussian impostor cosines (sd 0.1): the fitted threshold at 1e-5 / 1e-6 lies above the true quantile
+    gauss = rng.normal(0.0, 0.1, 200_000)
+    out = th.thresholds_from_scores(gauss)
+    assert out["fitted"] == {"1e-2": False, "1e-3": False, "1e-4": False, "1e-5": True, "1e-6": True}
+    assert out["far"]["1e-5"] >= 0.1 * 4.2649 and out["far"]["1e-6"] >= 0.1 * 4.7534   # N(0,1) upper quantiles
+    assert out["far"]["1e-2"] == pytest.approx(th.threshold_at_far(gauss, 1e-2)[0])
+    values = [out["far"][f] for f in th.FARS]
+    assert values == sorted(values) and values[-1] <= 1.0
+
+
+def test_fitted_thresholds_are_capped_at_a_cosine_of_one():
+    out = th.thresholds_from_scores(np.linspace(0.5, 0.99, 1000))    # 1000 pairs: 1e-3 and stricter fitted
+    assert out["fitted"]["1e-2"] is False and out["fitted"]["1e-3"] is True
+    assert max(out["far"].values()) == 1.0
+
+
+def _block():
+    rng = np.random.default_rng(4)
+    emb = {r: rng.normal(size=(40, 8)) for r in th.RESOLUTIONS}
+    emb = {r: v / np.linalg.norm(v, axis=1, keepdims=True) for r, v in emb.items()}
+    src = _source(np.repeat(np.arange(10), 4))
+    fp32 = th.compute([src], lambda s, i, r: emb[r][i])
+    return th.manifest_block(fp32, {"onnx/int8": fp32}, "test")
+
+
+def test_manifest_block_carries_the_tail_and_the_1_to_n_table_and_the_sdk_accepts_it():
+    from crres_sdk.bundle import _validate_thresholds
+
+    block = _block()
+    assert set(block["far"]) == set(th.FARS) and block["tail"]["model"] == "exponential"
+    assert set(block["identification"]["far"]) == set(th.FARS)
+    assert "identification" in block["by_file"]["onnx/int8"]
+    for table in (block, block["identification"]):
+        assert all(len(v) == 8 for v in (*table["far"].values(), table["tail"]["u"], table["tail"]["scale"]))
+    assert th.lookup(block, 14, "1e-5", identification=True) == block["identification"]["far"]["1e-5"][2]
+
+    def fail(msg):
+        raise ValueError(msg)
+
+    _validate_thresholds(block, fail)
+    old = {"metric": "cosine", "resolutions": [7, 112], "far": {"1e-3": [0.4, 0.5], "1e-4": [0.5, 0.6]}}
+    _validate_thresholds(old, fail)                                   # a bundle of before the tail still loads
+
+
+@pytest.mark.parametrize("change, text", [
+    (lambda b: b["tail"].update(model="gpd"), "tail.model"),
+    (lambda b: b["tail"].update(scale=[0.0] * 8), "tail.scale"),
+    (lambda b: b["tail"].update(u=[0.1] * 3), "tail.u"),
+    (lambda b: b["identification"]["tail"].update(p_u=[2.0] * 8), "identification.tail.p_u"),
+    (lambda b: b["identification"]["far"].update({"1e-6": [-0.5] * 8}), "identification.far"),
+    (lambda b: b["tail"]["fitted"].update({"1e-7": [True] * 8}), "fitted"),
+    (lambda b: b["by_file"]["onnx/int8"]["identification"]["far"].update({"1e-2": [1.0] * 8}), "stricter"),
+])
+def test_the_sdk_refuses_a_bad_tail_or_1_to_n_table(change, text):
+    from crres_sdk.bundle import _validate_thresholds
+
+    block = _block()
+    change(block)
+
+    def fail(msg):
+        raise ValueError(msg)
+
+    with pytest.raises(ValueError, match=text):
+        _validate_thresholds(block, fail)
