@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import Record, machine, report  # noqa: E402
+from common import Record, machine  # noqa: E402
 
 
 def free_port() -> int:
@@ -179,8 +180,11 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
     }
     if proc.returncode != 0:
         extra["stderr_tail"] = err.decode(errors="replace")[-2000:]
+    if not latencies:  # no event reached the subscriber: no latency to report (JSON null, never NaN)
+        extra["latency_median_s"] = extra["latency_p95_s"] = None
     return Record("serve", f"{n} cameras 640x480", "crres serve", args.threads or 0,
-                  float(np.median(lat)), float(np.percentile(lat, 90)), None, None, extra)
+                  float(np.median(lat)) if latencies else None, float(np.percentile(lat, 90)) if latencies else None,
+                  None, None, extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{n} camera(s): {args.warmup:g} s warm-up, {args.duration:g} s measured ...", flush=True)
                 r = run_case(n, args, frames, photo_png, broker_port, tmp)
                 e = r.extra
+                ms = (lambda v: "-" if v is None else f"{v * 1000:.0f}")  # noqa: E731
                 print(f"  fps per camera {e['fps_per_camera']} (mean {e['fps_per_camera_mean']}), latency median "
-                      f"{e['latency_median_s'] * 1000:.0f} ms p95 {e['latency_p95_s'] * 1000:.0f} ms "
+                      f"{ms(e['latency_median_s'])} ms p95 {ms(e['latency_p95_s'])} ms "
                       f"({e['latency_events']} events), CPU {e['cpu_cores_used']:.2f} cores, RSS "
                       f"{e['rss_mib_start']}->{e['rss_mib_end']} MiB (max {e['rss_mib_max']}, slope "
                       f"{e['rss_slope_mib_per_min']} MiB/min), load {e['loadavg_1m_end']}", flush=True)
@@ -230,8 +235,24 @@ def main(argv: list[str] | None = None) -> int:
             broker.terminate()
             broker.wait(10)
     print()
-    report(records, args.json, unit="ms")
+    table(records)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([asdict(r) for r in records], indent=2))
+        print(f"\nwrote {args.json}")
     return 0
+
+
+def table(records: list[Record]) -> None:
+    ms = (lambda v: "-" if v is None else f"{v * 1000:.0f}")  # noqa: E731
+    print(f"{'cameras':>7} {'fps/camera (min)':>17} {'latency median ms':>18} {'p95 ms':>7} {'events':>6} "
+          f"{'CPU cores':>9} {'RSS MiB start->end (max)':>26} {'MiB/min':>8}")
+    for r in records:
+        e = r.extra
+        print(f"{e['cameras']:>7} {e['fps_per_camera_mean']:>10.2f} ({e['fps_per_camera_min']:.2f}) "
+              f"{ms(e['latency_median_s']):>18} {ms(e['latency_p95_s']):>7} {e['latency_events']:>6} "
+              f"{e['cpu_cores_used']:>9.2f} {e['rss_mib_start']:>11.1f}->{e['rss_mib_end']:.1f} "
+              f"({e['rss_mib_max']:.1f}) {e['rss_slope_mib_per_min']:>8}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ tracks them per camera (the SDK's :class:`IoUTracker`), embeds the faces of all 
 :class:`TrackTemplate`, as :class:`VideoPipeline` does) and matches every track in one call
 (:meth:`Recognizer.match`: the manifest's threshold at the track's probe resolution).
 
-Events, one stream per face track: ``start`` once a track has ``min_track_frames`` frames, ``update`` when its
+Events, one stream per face track: ``start`` once a track has ``min_track_frames`` frames or is named, ``update`` when its
 decision or identity changes, ``end`` when it has not been seen for ``track_timeout_s``. Tracks that end unknown
 join an unknown group (a person seen several times appears once: a track joins the group whose template it
 matches at the manifest's threshold for its resolution), kept with the track's best face regions for labelling.
@@ -225,7 +225,9 @@ class Engine:
                     st.candidates = [[c.identity, round(float(c.score), 4)] for c in cands]
                     face.identity, face.decision, face.match_score = identity, decision, st.score
                     face.extra["track"] = {"identity": identity, "decision": decision, "score": st.score}
-                    if not st.started and st.frames >= self.rcfg.min_track_frames:
+                    # a named face is reported at once; an unknown one after min_track_frames (a false detection
+                    # rarely lasts): at low processing rates a moving face's track may not survive two frames
+                    if not st.started and (st.frames >= self.rcfg.min_track_frames or decision == "match"):
                         st.started = True
                         self._emit(self._event("start", st, frame.captured, embed_done, face))
                     elif changed:
