@@ -57,7 +57,7 @@ def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
     crops, checkpoint = _make_checkpoint(tmp_path)
     out = tmp_path / "b"
     assert _build(checkpoint, crops, out, "onnx", "--lfw", str(LFW), "--lfw-pairs-per-fold", "10",
-                  "--threshold-probes", "40", "--tolerance-pp", "100", "--quiet") == 0
+                  "--threshold-probes", "40", "--tolerance-pp", "100", "--thresholds-from-lfw", "--quiet") == 0
     m = json.loads((out / "manifest.json").read_text())
     lfw = m["parity"]["lfw_accuracy"]
     assert lfw["status"] == "run" and lfw["data"]["pairs"] == 100 and lfw["passed"]
@@ -72,7 +72,7 @@ def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
     assert all(i > 1000 for i in t["pairs"]["impostor"])
     # The fp32 target of the same checkpoint reuses the FP32 model's LFW embeddings from the disk store.
     assert _build(checkpoint, crops, tmp_path / "f", "fp32", "--lfw", str(LFW), "--lfw-pairs-per-fold", "10",
-                  "--threshold-probes", "40", "--quiet") == 0
+                  "--threshold-probes", "40", "--thresholds-from-lfw", "--quiet") == 0
     f = json.loads((tmp_path / "f" / "manifest.json").read_text())
     assert f["parity"]["lfw_accuracy"]["embeddings_reused_from_disk"]["onnx/fp32"] > 0
     assert all(b["embedded"] == 0 for b in f["parity"]["lfw_accuracy"]["fp32"].values())
