@@ -55,6 +55,18 @@ aarch64)
     # Static, so qemu-user needs no aarch64 sysroot at run time.
     "$cxx" "${flags[@]}" -static cpp/tests/test_core.cpp "${kernels[@]}" -o "$out"
     "$qemu" "$out"
+    # The pybind11 module's own source, compiled (not linked or run: no aarch64 Python here) against the host
+    # Python's headers, whose pyconfig.h is x86-64's: the two LP64 Linux ABIs agree on what bindings.cpp uses.
+    py=${PYTHON_FOR_HEADERS:-.venv/bin/python}
+    if [[ -x $py ]] && inc=$("$py" -c "import sysconfig, pybind11; print(sysconfig.get_paths()['include'], pybind11.get_include())" 2>/dev/null); then
+        read -r py_inc pb_inc <<<"$inc"
+        # CMakeLists' flags for the module (pybind11's macros are not -Wpedantic clean)
+        "$cxx" -std=c++17 -O3 -Wall -Wextra -Werror -fPIC -Icpp -I"$py_inc" -I"$pb_inc" -c cpp/bindings.cpp \
+            -o build/aarch64/bindings.o
+        echo "cpp/bindings.cpp compiles for aarch64"
+    else
+        echo "cpp/bindings.cpp not compiled for aarch64: no $py with pybind11 (make setup)"
+    fi
     ;;
 *)
     echo "usage: $0 native | aarch64 [--skip-if-unavailable]" >&2
