@@ -128,3 +128,32 @@ def test_gallery_commands_on_an_old_a_tampered_and_a_moved_key_gallery(tmp_path)
     assert r.returncode == 1 and "integrity key" in r.stderr and "missing" in r.stderr
     r = crres("gallery", "audit", "--gallery", db, "--integrity-key-file", moved, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)[-1]["action"] == "upgrade"
+
+
+def test_photos_remove_photo_and_the_enrolment_minimum(photos, tmp_path):
+    db = tmp_path / "g.db"
+    astro = astronaut_bgr()
+    second = tmp_path / "b.png"
+    cv2.imwrite(str(second), cv2.flip(astro, 1))
+    r = crres("enroll", "--gallery", db, "--backend", "onnxruntime", "eileen",
+              photos / "people" / "astronaut" / "a.png", second)
+    assert r.returncode == 0, r.stderr
+    r = crres("gallery", "photos", "--gallery", db, "eileen", "--json")
+    listed = json.loads(r.stdout)["photos"]
+    assert r.returncode == 0 and len(listed) == 2 and all(p["templates"] >= 1 for p in listed)
+    r = crres("gallery", "remove-photo", "--gallery", db, "eileen", second)
+    assert r.returncode == 0 and "removed photo" in r.stdout, r.stderr
+    left = json.loads(crres("gallery", "photos", "--gallery", db, "eileen", "--json").stdout)["photos"]
+    assert [p["source_hash"] for p in left] == [listed[0]["source_hash"]]
+    r = crres("gallery", "remove-photo", "--gallery", db, "eileen", left[0]["source_hash"][:10])
+    assert r.returncode == 1 and "only photo" in r.stderr and "Traceback" not in r.stderr
+    r = crres("gallery", "remove-photo", "--gallery", db, "eileen", second)
+    assert r.returncode == 1 and str(second) in r.stderr and "no photo" in r.stderr
+    # a face below the enrolment minimum is refused, naming the photo; --min-resolution 0 lifts it
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), cv2.resize(astro, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA))
+    r = crres("enroll", "--gallery", db, "--backend", "onnxruntime", "--min-resolution", "100", "x", tiny)
+    assert r.returncode == 1 and str(tiny) in r.stderr and "100 px enrolment minimum" in r.stderr, r.stderr
+    assert "x" not in json.loads(crres("gallery", "list", "--gallery", db, "--json").stdout)["identities"]
+    r = crres("gallery", "check", "--gallery", db)
+    assert r.returncode == 0 and r.stdout.strip() == "ok"

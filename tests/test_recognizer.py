@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from crres_sdk import (BundleError, GalleryModelMismatch, ModelKey, NoFaceError, Recognizer, TEMPLATE_SIZE,
+from crres_sdk import (BundleError, FaceTooSmallError, GalleryModelMismatch, ModelKey, NoFaceError, Recognizer,
+                       TEMPLATE_SIZE,
                        align_faces_uint8, load_image)
 from crres_sdk.gallery import Gallery
 from crres_sdk.errors import FaceGeometryError
-from crres_sdk.recognizer import (Thresholds, check_face_geometry, crop_geometry, find_model_bundle,
+from crres_sdk.recognizer import (Thresholds, check_face_geometry, crop_geometry, find_model_bundle, photo_hash,
                                   landmarks_from_boxes)
 from crres_sdk.preprocess import ARCFACE_TEMPLATE, equivalent_resolution
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
@@ -171,8 +172,10 @@ def test_end_to_end_astronaut_enrol_then_identify_across_sizes(rec_factory, tmp_
         assert face.match_score > face.extra["threshold"]
         assert face.equivalent_resolution == pytest.approx(
             112 * scale * np.linalg.norm(ASTRONAUT_LANDMARKS[0] - ASTRONAUT_LANDMARKS[1]) / 35.24, rel=0.15)
-        # The threshold used is the manifest's at the face's probe resolution.
-        assert face.extra["threshold"] == pytest.approx(float(rec.threshold_at(face.extra["probe_resolution"])))
+        # The threshold used is the 1:N policy's at the face's probe resolution: one identity, one template at
+        # the level, so the per-pair rate is fpir itself (looser than the manifest's loosest: its threshold).
+        assert face.match.comparisons == 1 and face.match.per_pair_far == pytest.approx(0.01)
+        assert face.extra["threshold"] == pytest.approx(rec.identification_threshold(face.match.probe_resolution))
     # Smaller (32-16 px) the small CPU-trained default model is not always above that strict threshold (see its
     # model card), but she must still score far above a stranger (scikit-image's camera man) at every size.
     from skimage import data
@@ -228,7 +231,9 @@ def test_caller_supplied_boxes_and_landmarks_skip_detection(rec_factory, tmp_pat
     grey = np.full((200, 200, 3), 128, np.uint8)
     assert rec.identify(grey) == []
     out = rec.identify(grey, faces=[[50, 50, 150, 150]])
-    assert len(out) == 1 and out[0].decision == "unknown"
+    # a flat grey crop carries almost no detail: its effective resolution is below the lowest calibrated one
+    assert len(out) == 1 and out[0].identity is None and out[0].decision == "too-small"
+    assert out[0].match.probe_resolution < rec.policy.min_resolution and out[0].match.candidates
     assert emb_lm.shape == (1, rec.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(emb_lm, axis=1), 1.0, rtol=1e-5)
 
@@ -389,3 +394,35 @@ def test_meet_in_the_middle_matching_ranks_the_enrolled_face_and_needs_its_own_g
         rec_factory(gallery=plain, matching="mitm", mitm_chains=0)
     with pytest.raises(ValueError, match="matching"):
         Recognizer(matching="sr")
+
+
+def test_fpir_policy_too_small_faces_enrolment_minimum_and_photo_removal(rec_factory, tmp_path):
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    astro = astronaut_bgr()
+    # a face below the enrolment minimum is refused, naming the photo, and nothing is stored
+    small = _scene(astro, 0.12)
+    with pytest.raises(FaceTooSmallError, match=r"image 1 \(array\).*24 px enrolment minimum"):
+        rec.enroll("astronaut", [astro, small])
+    assert len(rec.gallery) == 0
+    rec.enroll("astronaut", [astro, cv2.flip(astro, 1)])
+    photos = rec.photos("astronaut")
+    assert len(photos) == 2 and photos[0].source_hash == photo_hash(astro)
+    # 1 identity x 2 photos at each degraded level: the threshold is taken at per-pair fpir / 2 (the HR templates
+    # are filed at each photo's own resolution, 81 and 82 px here, so an HR probe meets only one of them)
+    face = rec.identify(_scene(astro, 0.25))[0]
+    assert face.match.probe_resolution < 56 and face.match.comparisons == 2
+    assert face.match.per_pair_far == pytest.approx(0.005)
+    assert face.decision == "match" and face.match.threshold == pytest.approx(rec.identification_threshold(
+        face.match.probe_resolution))
+    # a face smaller than the lowest calibrated resolution is ranked but never named
+    tiny = rec.identify(_scene(astro, 0.12), faces=[[60, 40, 60 + 8, 48]])[0]
+    assert tiny.match.probe_resolution < rec.policy.min_resolution
+    assert tiny.decision == "too-small" and tiny.identity is None and tiny.match.candidates
+    assert rec.remove_photo("astronaut", cv2.flip(astro, 1)) > 0
+    assert [p.source_hash for p in rec.photos("astronaut")] == [photo_hash(astro)]
+    assert rec.identify(astro)[0].match.comparisons == 1
+    with pytest.raises(ValueError, match="fpir"):
+        rec_factory(fpir=2)
+    legacy = rec_factory(gallery=rec.gallery, fpir=None)         # the per-pair rule of before
+    assert legacy.identify(astro)[0].match.threshold == pytest.approx(float(legacy.threshold_at(
+        legacy.identify(astro)[0].match.probe_resolution)))

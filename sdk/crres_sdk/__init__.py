@@ -34,7 +34,8 @@ from crres_sdk.preprocess import (
     warp_faces,
     warp_faces_uint8,
 )
-from crres_sdk.recognizer import NoFaceError, Recognizer, Verification, load_image
+from crres_sdk.matching import MatchResult
+from crres_sdk.recognizer import FaceTooSmallError, NoFaceError, Recognizer, Verification, load_image
 from crres_sdk.video import IoUTracker, VideoPipeline, VideoSourceError, open_source
 
 __version__ = "0.1.0"
@@ -62,6 +63,8 @@ __all__ = [
     "ModelBundle",
     "ModelKey",
     "NoFaceError",
+    "FaceTooSmallError",
+    "MatchResult",
     "Recognizer",
     "ResolutionEstimator",
     "UnknownIdentity",

@@ -5,6 +5,7 @@
     crres identify --gallery people.db frame.jpg [--json]
     crres run --gallery people.db --source 0|video.mp4|rtsp://...|"<gstreamer pipeline>" [--events e.jsonl --output o.mp4]
     crres gallery list|remove NAME|rename OLD NEW|export FILE|import FILE|audit --gallery people.db
+    crres gallery photos NAME | remove-photo NAME PHOTO.jpg|HASH --gallery people.db
     crres models list | crres models info [NAME|PATH]
     crres bench [--model M --backend B]
 
@@ -40,6 +41,10 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"))
     p.add_argument("--threads", type=int, help="CPU threads per inference call")
     p.add_argument("--min-face", type=int, default=12, help="smallest face the detector looks for (px, >= 12)")
+    p.add_argument("--fpir", default="0.01",
+                   help="1:N: the chance a stranger is named (false positive identification rate; default 0.01); "
+                        "the threshold follows the gallery's size. 'none' = decide at the per-pair --far instead")
+    p.add_argument("--far", default="1e-3", help="1:1 verify: per-pair false-accept rate (default 1e-3)")
 
 
 def _gallery_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -62,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", help="photos of the person")
     p.add_argument("--folder", help="folder with one sub-folder of photos per person (name = sub-folder)")
     p.add_argument("--replace", action="store_true", help="replace the identity's templates instead of adding")
+    p.add_argument("--min-resolution", type=float, default=None,
+                   help="refuse faces below this resolution in px (default: the SDK's, 24; 0 = no minimum)")
     p.add_argument("--skip-missing", action="store_true",
                    help="with --folder: skip photos without a face instead of failing the person")
 
@@ -98,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = gsub.add_parser("remove", help="delete an identity (secure delete)")
     _gallery_args(q)
     q.add_argument("name")
+    q = gsub.add_parser("photos", help="list an identity's enrolment photos (source hash, templates, resolution)")
+    _gallery_args(q)
+    q.add_argument("name")
+    q.add_argument("--json", action="store_true")
+    q = gsub.add_parser("remove-photo", help="delete one enrolment photo of an identity (its templates)")
+    _gallery_args(q)
+    q.add_argument("name")
+    q.add_argument("photo", help="the photo file (hashed as at enrolment) or its source hash (>= 8 hex characters)")
     q = gsub.add_parser("rename", help="rename an identity")
     _gallery_args(q)
     q.add_argument("old")
@@ -134,8 +149,12 @@ def _recognizer(args: argparse.Namespace, gallery: bool = True):
 
     if args.threads is not None and args.threads < 1:
         raise SystemExit(_usage_error("--threads must be >= 1"))
+    extra = {}
+    if getattr(args, "min_resolution", None) is not None:
+        extra["min_enroll_resolution"] = None if args.min_resolution <= 0 else args.min_resolution
+    fpir = None if str(args.fpir).lower() == "none" else args.fpir
     return Recognizer(args.model, backend=args.backend, device=args.device, precision=args.precision,
-                      threads=args.threads, detector={"min_face": args.min_face},
+                      threads=args.threads, detector={"min_face": args.min_face}, fpir=fpir, far=args.far, **extra,
                       gallery=args.gallery if gallery else None,
                       key_file=getattr(args, "key_file", None), key_env=getattr(args, "key_env", None),
                       integrity_key_file=getattr(args, "integrity_key_file", None))
@@ -209,6 +228,8 @@ def _face_json(face) -> dict:
         "score": None if face.match_score is None else round(float(face.match_score), 4),
         "threshold": None if face.extra.get("threshold") is None else round(float(face.extra["threshold"]), 4),
         "decision": face.decision,
+        "probe_resolution": None if face.match is None else round(float(face.match.probe_resolution), 1),
+        "comparisons": None if face.match is None else face.match.comparisons,
         "candidates": [{"identity": m.identity, "score": round(float(m.score), 4),
                         "template_resolution": m.template_resolution} for m in face.extra.get("candidates", [])],
     }
@@ -282,7 +303,9 @@ def _open_gallery(args: argparse.Namespace, readonly: bool = False):
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    readonly = args.action in ("list", "audit", "check", "export")
+    from crres_sdk.gallery import GalleryError
+
+    readonly = args.action in ("list", "audit", "check", "export", "photos")
     with _open_gallery(args, readonly=readonly) as g:
         if args.action == "upgrade":
             print(f"gallery {g.path}: current format, {len(g)} identities")
@@ -313,6 +336,25 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         elif args.action == "remove":
             n = g.remove(args.name)
             print(f"removed {args.name} ({n} templates, securely deleted)")
+        elif args.action == "photos":
+            rows = [{"source_hash": p.source_hash, "templates": p.n_templates, "resolution": round(p.resolution, 1),
+                     "enrolled": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.created))}
+                    for p in g.photos(args.name)]
+            if args.json:
+                print(json.dumps({"identity": args.name, "photos": rows}, indent=1))
+            for r in rows if not args.json else []:
+                print(f"  {(r['source_hash'] or '<no hash>')[:16]:<16} {r['templates']:>3} templates  "
+                      f"{r['resolution']:>6.1f} px  {r['enrolled']}")
+        elif args.action == "remove-photo":
+            from crres_sdk.recognizer import photo_hash
+
+            photo = Path(args.photo)
+            key = photo_hash(_load(photo)) if photo.is_file() else args.photo
+            try:
+                n = g.remove_photo(args.name, key)
+            except GalleryError as exc:
+                raise CliError(f"{args.photo}: {exc}" if photo.is_file() else str(exc)) from None
+            print(f"removed photo {key[:16]} of {args.name} ({n} templates, securely deleted)")
         elif args.action == "rename":
             g.rename(args.old, args.new)
             print(f"renamed {args.old} -> {args.new}")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from crres_sdk.matching import MatchResult
 
 
 @dataclass
@@ -15,6 +19,8 @@ class Face:
     order left eye, right eye, nose, left and right mouth corner. ``equivalent_resolution`` is the face's size
     in template pixels from its eye distance; ``effective_resolution`` is what a blind estimator measured in the
     aligned crop (lower when the face is blurred, compressed or upscaled), None when no estimator ran.
+    After matching, ``match`` holds the typed :class:`crres_sdk.matching.MatchResult` (candidates, threshold,
+    decision, probe resolution, matcher) and ``identity``/``match_score``/``decision`` repeat its verdict.
     """
 
     box: np.ndarray
@@ -27,6 +33,7 @@ class Face:
     match_score: float | None = None
     decision: str | None = None
     extra: dict = field(default_factory=dict)
+    match: "MatchResult | None" = None
 
     @property
     def width(self) -> float:

@@ -111,6 +111,7 @@ __all__ = [
     "IdentityInfo",
     "Match",
     "ModelKey",
+    "PhotoInfo",
     "SourceImage",
     "TemplateRecord",
     "UnknownIdentity",
@@ -249,6 +250,16 @@ class AuditEntry(NamedTuple):
     identity: str | None
     count: int
     detail: str | None
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """One enrolment photo of an identity: the templates made from it (its HR crop and its degraded versions)."""
+
+    source_hash: str | None   # sha256 of the decoded photo (None: templates enrolled without a source hash)
+    n_templates: int
+    resolution: float         # the highest resolution among its templates: the face's own probe resolution
+    created: float            # unix time of its enrolment
 
 
 @dataclass(frozen=True)
@@ -551,6 +562,8 @@ class _Index:
         self.levels, level_idx = np.unique(levels_t, return_inverse=True)
         self.has_level = np.zeros((len(names), len(self.levels)), bool)
         self.has_level[ident, level_idx] = True
+        self.level_counts = np.zeros((len(names), len(self.levels)), np.int64)  # templates per identity and level
+        np.add.at(self.level_counts, (ident, level_idx), 1)
         self.blocks = [self._block(lv, vectors, ident, resolutions, level_idx == j)
                        for j, lv in enumerate(self.levels)]
         self._all: _Block | None = None  # match="all": built from the level blocks on first use
@@ -601,6 +614,16 @@ class _Index:
         dist = np.abs(np.log(self.levels) - math.log(r))
         order = np.lexsort((-self.levels, np.round(dist, 12)))
         return order[np.argmax(self.has_level[:, order], axis=1)]
+
+    def comparisons(self, r: float, fusion: str) -> int:
+        """Impostor scores one probe at ``r`` is compared with: every identity's templates at its level nearest r
+        (S_max: each template is a score the best of which counts), or one per identity (S_add: one mean)."""
+        if not len(self.names) or not len(self.levels):
+            return 0
+        if fusion == "add":
+            return int(np.count_nonzero(self.has_level.any(axis=1)))
+        chosen = self.chosen_levels(r)
+        return int(self.level_counts[np.arange(len(self.names)), chosen].sum())
 
     def faiss_for(self, block: _Block) -> Any:
         with self.lock:
@@ -1423,6 +1446,68 @@ class Gallery:
             self._audit(conn, "remove", name, count, None)
         self.purge_wal()
         return count
+
+    def photos(self, name: str) -> list[PhotoInfo]:
+        """The enrolment photos of ``name`` (templates grouped by source hash), oldest first."""
+        name = _check_name(name)
+        self._current_index()  # verifies every row and the row digest first
+        with self._read() as conn:
+            row = self._identity_row(conn, name)
+            if row is None:
+                raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+            rows = conn.execute("SELECT source_hash, COUNT(*), MAX(resolution), MIN(created), MIN(id) FROM templates "
+                                "WHERE identity_id=? GROUP BY source_hash ORDER BY MIN(id)", (row[0],)).fetchall()
+        return [PhotoInfo(h, int(n), float(r), float(t)) for h, n, r, t, _ in rows]
+
+    def remove_photo(self, name: str, photo: str) -> int:
+        """Delete the templates (and thumbnail) of one enrolment photo of ``name``: ``photo`` is its source hash
+        or a unique prefix of at least 8 hex characters (:meth:`photos` lists them). Returns templates removed.
+
+        Refuses to remove an identity's only photo (remove the identity instead), so no identity is ever left
+        without templates. One transaction with an audit row naming the photo; the WAL is purged afterwards.
+        """
+        name = _check_name(name)
+        if not isinstance(photo, str) or len(photo) < 8 or any(c not in "0123456789abcdef" for c in photo.lower()):
+            raise ValueError(f"photo must be a source hash or a prefix of at least 8 hex characters, got {photo!r}")
+        photo = photo.lower()
+        with self._write() as conn:
+            row = self._identity_row(conn, name)
+            if row is None:
+                raise UnknownIdentity(f"no identity {name!r} in gallery {self.path}")
+            ident = row[0]
+            hashes = [h for (h,) in conn.execute("SELECT DISTINCT source_hash FROM templates WHERE identity_id=?",
+                                                 (ident,))]
+            hits = [h for h in hashes if h is not None and h.startswith(photo)]
+            if not hits:
+                raise GalleryError(f"{name!r} has no photo {photo!r} in gallery {self.path} (its photos: "
+                                   f"{', '.join(h[:12] if h else '<no hash>' for h in hashes) or 'none'})")
+            if len(hits) > 1:
+                raise GalleryError(f"{photo!r} matches {len(hits)} photos of {name!r}: give more of the hash")
+            if len(hashes) == 1:
+                raise GalleryError(f"{hits[0][:12]} is the only photo of {name!r}: remove the identity instead "
+                                   f"(crres gallery remove {name!r})")
+            h = hits[0]
+            count = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id=? AND source_hash=?",
+                                 (ident, h)).fetchone()[0]
+            for table in ("templates", "sources"):
+                self._untrack(conn, table, "identity_id=? AND source_hash=?", (ident, h))
+                conn.execute(f"DELETE FROM {table} WHERE identity_id=? AND source_hash=?", (ident, h))
+            meta = json.dumps(self._row_metadata(row, name)).encode()
+            self._write_identity_row(conn, ident, name, meta, row[3], time.time())
+            self._audit(conn, "remove-photo", name, count, h)
+        self.purge_wal()
+        return int(count)
+
+    def comparisons(self, probe_resolution: float, fusion: str = "max") -> int:
+        """How many impostor scores decide a probe at ``probe_resolution`` px: with S_max (``"max"``) every
+        template of every identity at its level nearest the probe (N identities x k photos), with S_add one per
+        identity. What the 1:N threshold policy (:mod:`crres_sdk.policy`) divides the FPIR by."""
+        if fusion not in ("max", "add"):
+            raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
+        r = float(probe_resolution)
+        if not (math.isfinite(r) and r > 0):
+            raise ValueError(f"probe_resolution must be a positive number, got {probe_resolution!r}")
+        return self._current_index().comparisons(r, fusion)
 
     def purge_wal(self) -> bool:
         """Checkpoint and truncate the WAL so it keeps no copies of deleted rows; False if readers held it open."""

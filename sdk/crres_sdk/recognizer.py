@@ -9,8 +9,11 @@
 
 Every face is matched at its own resolution: a probe of resolution r (the blind estimate of what the crop
 really carries when the estimator is present, else the geometric equivalent resolution) is compared with the
-gallery templates made nearest r, and the decision threshold for r comes from the model's manifest
-(``thresholds``, per resolution at a named false-accept rate, interpolated in log r).
+gallery templates made nearest r. Identification decides at a false positive identification rate (``fpir``,
+default 0.01): the threshold for r is the manifest's at the per-pair rate fpir / M, M the templates the probe is
+compared with (N identities x k photos); 1:1 ``verify`` decides at a per-pair ``far``. A face below the lowest
+calibrated resolution gets decision ``"too-small"`` (ranked candidates, no name). :mod:`crres_sdk.policy` holds
+the rules, :mod:`crres_sdk.matching` the matchers (plain and meet-in-the-middle) every entry point calls.
 
 Thread safety: ``detect``/``embed``/``identify``/``verify`` may run from many threads at once; ``enroll`` and
 the other gallery writes are serialised (one writer, many readers; the gallery is SQLite in WAL mode).
@@ -36,14 +39,18 @@ from crres_sdk.detector import FaceDetector, check_image_size
 from crres_sdk.errors import BundleError, FaceGeometryError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
-from crres_sdk.gallery import Gallery, Match, ModelKey
+from crres_sdk.gallery import Gallery, GalleryError, Match, ModelKey, PhotoInfo
+from crres_sdk.matching import MatchResult, PlainMatcher
+from crres_sdk.matching import MitmMatcher as MitmMatcherAdapter
+from crres_sdk.policy import (GALLERY_LEVELS, MIN_ENROLL_RESOLUTION, ThresholdPolicy, enrolment_levels,
+                              face_resolution, parse_rate)
 from crres_sdk.preprocess import (ARCFACE_TEMPLATE, TEMPLATE_SIZE, align_faces, align_faces_uint8, degrade,
                                   equivalent_resolution)
 
 DEFAULT_MODEL = "crres_default"
 MODEL_ENV = "CRRES_MODEL_BUNDLE"
 #: Resolutions (px) at which enrolment also stores templates of the degraded HR crop (gallery-side matching).
-DEFAULT_GALLERY_RESOLUTIONS = (7, 10, 14, 20, 28, 40, 56)
+DEFAULT_GALLERY_RESOLUTIONS = GALLERY_LEVELS
 #: (runtime, role) of a bundle file per (backend, precision), first present wins.
 _FILE_CHOICES = {
     ("onnxruntime", "fp32"): [("onnx", "fp32")],
@@ -53,12 +60,16 @@ _FILE_CHOICES = {
     ("tensorrt", "int8"): [("tensorrt", "engine")],
     ("tensorrt", "fp32"): [("tensorrt", "engine")],
 }
-DECISIONS = ("match", "unknown", "no-gallery", "ranked")
+DECISIONS = ("match", "unknown", "too-small", "no-gallery", "ranked")
 MATCHING = ("plain", "mitm")
 
 
 class NoFaceError(ValueError):
     """An enrolment or verification image in which no face was found."""
+
+
+class FaceTooSmallError(ValueError):
+    """An enrolment face whose resolution is below the recognizer's ``min_enroll_resolution``."""
 
 
 def find_model_bundle(model: str | os.PathLike = "default") -> Path:
@@ -130,7 +141,16 @@ class Recognizer:
         precision: ``"auto"`` (INT8 when the bundle has an INT8 file for the backend, else FP32), ``"fp32"``,
             ``"int8"``.
         gallery: a gallery file path (created when missing) or an open :class:`Gallery`; None = no gallery.
-        far: the false-accept rate whose thresholds decide matches (a key of the manifest's thresholds).
+        fpir: the false positive identification rate 1:N decisions keep (``identify``, ``match``, video): the
+            chance that a stranger is named. The threshold for a probe at r is the manifest's at the per-pair
+            rate fpir / M, M = the gallery templates it is compared with (identities x photos at the level
+            nearest r; identities with S_add), from the bundle's 1:N table and impostor tail
+            (:mod:`crres_sdk.policy`). None = decide 1:N at the per-pair ``far`` instead (the old behaviour,
+            which names most strangers in a large gallery).
+        far: the per-pair false-accept rate of 1:1 ``verify`` (a rate such as ``"1e-3"``; rates between or
+            beyond the manifest's are interpolated in log FAR / extrapolated along its fitted tail).
+        min_enroll_resolution: enrolment refuses faces whose resolution (effective, capped by the geometric
+            one) is below this many px, naming the photo (FaceTooSmallError); None = no minimum.
         fusion: score fusion over an identity's templates at the chosen level, ``"max"`` (S_max) or ``"add"``.
         gallery_resolutions: resolutions of the degraded templates stored at enrolment.
         key / key_file / key_env: at-rest encryption key for the gallery (see :class:`Gallery`).
@@ -165,7 +185,9 @@ class Recognizer:
         device: str = "cpu",
         precision: str = "auto",
         gallery: str | os.PathLike | Gallery | None = None,
+        fpir: float | None = 0.01,
         far: str = "1e-3",
+        min_enroll_resolution: float | None = MIN_ENROLL_RESOLUTION,
         fusion: str = "max",
         gallery_resolutions: Sequence[int] = DEFAULT_GALLERY_RESOLUTIONS,
         key: bytes | None = None,
@@ -190,6 +212,13 @@ class Recognizer:
             raise ValueError(f"mitm_threshold must be None or a finite number, got {mitm_threshold!r}")
         if fusion not in ("max", "add"):
             raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
+        self.fpir = None if fpir is None else parse_rate(fpir, "fpir")
+        self.far_rate = parse_rate(far, "far")
+        if min_enroll_resolution is not None and (isinstance(min_enroll_resolution, bool) or not isinstance(
+                min_enroll_resolution, (int, float)) or not 0 <= min_enroll_resolution <= TEMPLATE_SIZE):
+            raise ValueError(f"min_enroll_resolution must be None or a number in [0, {TEMPLATE_SIZE}], got "
+                             f"{min_enroll_resolution!r}")
+        self.min_enroll_resolution = None if min_enroll_resolution is None else float(min_enroll_resolution)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         levels = sorted({int(r) for r in gallery_resolutions})
@@ -215,7 +244,11 @@ class Recognizer:
         self.batch_size = batch_size
         self.threads = threads
         self.backend, self.precision, self.model_file, self._session = self._open(backend, device, precision)
-        self.thresholds = Thresholds.from_manifest(dict(manifest), far, self.model_file)
+        self.policy = ThresholdPolicy.from_manifest(dict(manifest), self.model_file)
+        try:  # the manifest's own table at ``far`` when it lists that rate (kept for callers that read it)
+            self.thresholds = Thresholds.from_manifest(dict(manifest), far, self.model_file)
+        except BundleError:
+            self.thresholds = None
         self.far = far
 
         if isinstance(detector, FaceDetector):
@@ -245,12 +278,15 @@ class Recognizer:
         self._mitm = None
         self.mitm_threshold = None if mitm_threshold is None else float(mitm_threshold)
         if matching == "mitm":
-            from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
+            from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains  # the engine
 
             sr = OnnxSuperResolver.from_dir(*sr_models, backend=self.backend if self.backend != "tensorrt" else "auto",
                                             threads=threads) if sr_models else None
             chains = None if mitm_chains is None else (sample_chains(mitm_chains) if mitm_chains > 0 else [])
             self._mitm = MitmMatcher(self.embed_crops_uint8, sr=sr, chains=chains, batch_size=batch_size)
+        #: The one matcher identify/match/VideoPipeline call (crres_sdk.matching).
+        self.matcher: PlainMatcher | MitmMatcherAdapter = PlainMatcher(self) if self._mitm is None else \
+            MitmMatcherAdapter(self, self._mitm)
 
     # ----------------------------------------------------------------------------------------------- set-up
 
@@ -390,81 +426,50 @@ class Recognizer:
 
     @staticmethod
     def probe_resolution(face: Face) -> float:
-        """What a face is matched at: the blind estimate when present (never above geometry), capped at 112."""
-        r = face.equivalent_resolution if face.effective_resolution is None else \
-            min(face.effective_resolution, face.equivalent_resolution)
-        return float(min(max(r, 1.0), TEMPLATE_SIZE))
+        """What a face is matched at: the blind estimate when present (never above geometry), capped at 112
+        (:func:`crres_sdk.policy.probe_resolution`)."""
+        return face_resolution(face)
 
     def threshold_at(self, resolution: float | np.ndarray) -> np.ndarray | None:
-        return None if self.thresholds is None else self.thresholds.at(resolution)
+        """The 1:1 (``verify``) threshold at ``resolution`` for the per-pair rate ``far``; None without thresholds."""
+        return None if self.policy is None else self.policy.verify_threshold(resolution, self.far_rate)
+
+    def identification_threshold(self, resolution: float) -> float | None:
+        """The 1:N threshold a probe at ``resolution`` px would be decided at against the current gallery."""
+        return self.matcher.threshold(float(resolution))[0] if isinstance(self.matcher, PlainMatcher) else \
+            self.mitm_threshold
 
     def match(self, embeddings: np.ndarray, resolutions: Sequence[float] | np.ndarray, *,
-              top_k: int = 1) -> list[tuple[list[Match], float | None, str]]:
-        """Gallery candidates, threshold and decision for (N, D) probe embeddings at their resolutions."""
-        embeddings = np.asarray(embeddings, np.float32)
-        resolutions = np.asarray(resolutions, np.float64).reshape(-1)
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim or len(embeddings) != len(resolutions):
-            raise ValueError(f"embeddings must be (N, {self.embedding_dim}) with N resolutions")
-        thresholds = self.threshold_at(resolutions) if len(resolutions) else np.zeros(0)
-        if self.gallery is None or len(self.gallery) == 0 or len(embeddings) == 0:
-            return [([], None if thresholds is None else float(t), "no-gallery")
-                    for t in (thresholds if thresholds is not None else [None] * len(embeddings))]
-        candidates = self.gallery.search(embeddings, resolutions, top_k=top_k, fusion=self.fusion)
-        out = []
-        for i, cands in enumerate(candidates):
-            t = None if thresholds is None else float(thresholds[i])
-            accepted = bool(cands) and (t is not None and cands[0].score > t)  # the manifest: accept when score > t
-            out.append((cands, t, "match" if accepted else "unknown"))
-        return out
+              top_k: int = 1) -> list[MatchResult]:
+        """A :class:`MatchResult` per (N, D) probe embedding at its resolution (plain matching; it also unpacks
+        as the older ``(candidates, threshold, decision)``). Meet-in-the-middle needs crops: use ``identify``."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        return self.matcher.match_embeddings(embeddings, resolutions, top_k=top_k)
 
     def identify(self, frame: np.ndarray, faces: Any = None, *, top_k: int = 1) -> list[Face]:
-        """Detect (or take ``faces``), embed and match every face; fills identity, match_score and decision.
+        """Detect (or take ``faces``), embed and match every face; fills identity, match_score, decision and
+        ``face.match`` (a :class:`MatchResult`).
 
-        ``identity`` is set only when the best candidate's score reaches the threshold for the face's resolution
-        (decision ``"match"``); otherwise ``"unknown"`` (or ``"no-gallery"``). ``extra["candidates"]`` holds the
-        top-k :class:`Match` list, ``extra["threshold"]`` the threshold used, ``extra["probe_resolution"]`` r.
+        ``identity`` is set only when the best candidate's score exceeds the 1:N threshold for the face's
+        resolution (decision ``"match"``); otherwise ``"unknown"``, ``"too-small"`` (below the lowest calibrated
+        resolution: candidates ranked, no name) or ``"no-gallery"``. With ``matching="mitm"`` and no
+        ``mitm_threshold`` the decision is ``"ranked"``. ``face.extra`` mirrors ``candidates``, ``threshold``
+        and ``probe_resolution`` for older callers.
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
         records = self.detect(frame) if faces is None else self.faces_from(frame, faces)
         if not records:
             return []
-        if self._mitm is not None:
-            return self._identify_mitm(frame, records, top_k)
-        embeddings = self.embed(frame, records)
-        resolutions = [self.probe_resolution(f) for f in records]
-        for face, emb, r, (cands, t, decision) in zip(records, embeddings, resolutions,
-                                                        self.match(embeddings, resolutions, top_k=top_k)):
-            face.decision = decision
-            face.match_score = float(cands[0].score) if cands else None
-            face.identity = cands[0].identity if decision == "match" else None
-            face.extra.update(candidates=cands, threshold=t, probe_resolution=r, embedding=emb)
-        return records
-
-    def _identify_mitm(self, frame: np.ndarray, records: list[Face], top_k: int) -> list[Face]:
-        """Meet-in-the-middle ranking (Grm et al.): multi-hypothesis SR probes against the gallery's degradation
-        hypotheses, S_max then S_add. Fused scores have no manifest thresholds: with ``mitm_threshold`` the
-        decision is ``"match"`` (score > threshold) or ``"unknown"``; without it ``"ranked"`` (closed-set rank-1:
-        the best candidate, never a decision)."""
-        # {name: (templates, hypothesis sizes)}: the gallery decrypts and stacks them once per write, not per frame
-        stacked = {} if self.gallery is None else self.gallery.templates_by_identity()
-        for face in records:
-            r = self.probe_resolution(face)
-            crop = align_faces_uint8(frame, face.landmarks.astype(np.float64))
-            if not stacked:
-                face.decision, face.extra["probe_resolution"] = "no-gallery", r
-                continue
-            scores = self._mitm.scores(self._mitm.probe_templates(crop, r), stacked)
-            ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top_k]
-            face.match_score = float(ranked[0][1])
-            t = self.mitm_threshold
-            if t is None:
-                face.identity, face.decision = ranked[0][0], "ranked"
-            else:  # accept when score > t, as plain matching does with the manifest's thresholds
-                accepted = face.match_score > t
-                face.identity, face.decision = (ranked[0][0], "match") if accepted else (None, "unknown")
-            face.extra.update(candidates=[Match(n, float(v), float(r)) for n, v in ranked], threshold=t,
-                              probe_resolution=r)
+        if isinstance(self.matcher, PlainMatcher):
+            embeddings = self.embed(frame, records)
+            results = self.matcher.match_faces(frame, records, top_k=top_k, embeddings=embeddings)
+            for face, emb, res in zip(records, embeddings, results):
+                res.apply(face, embedding=emb)
+        else:
+            for face, res in zip(records, self.matcher.match_faces(frame, records, top_k=top_k)):
+                res.apply(face)
         return records
 
     def verify(self, image_a: Any, image_b: Any) -> Verification:
@@ -478,6 +483,8 @@ class Recognizer:
         score = float(np.dot(embs[0], embs[1]))
         r = min(self.probe_resolution(f) for f in faces)
         t = self.threshold_at(r)
+        if self.policy is not None and self.policy.too_small(r):
+            t = None  # below the lowest calibrated resolution: no decision, the score only
         return Verification(score, None if t is None else float(t), None if t is None else bool(score > float(t)),
                             r, (faces[0], faces[1]))
 
@@ -491,7 +498,7 @@ class Recognizer:
             templates, sizes = self._mitm.gallery_templates(crop)
             return templates, sizes.astype(np.float64)
         own = self.probe_resolution(face)
-        sizes = [r for r in self.gallery_resolutions if r < own - 0.5]
+        sizes = enrolment_levels(own, self.gallery_resolutions)
         crops = np.concatenate([crop[None], degrade(np.repeat(crop[None], len(sizes), 0), np.array(sizes))]) \
             if sizes else crop[None]
         return self.embed_crops_uint8(crops), np.array([own, *sizes], np.float64)
@@ -514,8 +521,9 @@ class Recognizer:
         for i, image in enumerate(images):
             frame = load_image(image)
             face = self._largest_face(frame, image) if faces is None else self.faces_from(frame, [faces[i]])[0]
+            self._check_enrolment_size(face, image, i)
             t, r = self.enrollment_templates(frame, face)
-            digest = hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
+            digest = photo_hash(frame)
             templates.append(t)
             resolutions.append(r)
             hashes.extend([digest] * len(r))
@@ -523,12 +531,52 @@ class Recognizer:
             return self.gallery.enroll(name, np.concatenate(templates), np.concatenate(resolutions),
                                        source_hashes=hashes, metadata=metadata, replace=replace)
 
+    def _check_enrolment_size(self, face: Face, image: Any, index: int) -> None:
+        r = self.probe_resolution(face)
+        if self.min_enroll_resolution is not None and r < self.min_enroll_resolution:
+            what = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index} (array)"
+            how = ("effective resolution, the blind estimate" if face.effective_resolution is not None
+                   and face.effective_resolution < face.equivalent_resolution else "equivalent resolution")
+            raise FaceTooSmallError(
+                f"{what}: its face is {r:.1f} px ({how}), below the {self.min_enroll_resolution:g} px enrolment "
+                "minimum; enrol a sharper or closer photo (or lower Recognizer(min_enroll_resolution=...)). "
+                "Nothing was stored")
+
+    def photos(self, name: str) -> list[PhotoInfo]:
+        """The enrolment photos of ``name`` (source hash, templates, resolution, time)."""
+        if self.gallery is None:
+            raise ValueError("this Recognizer has no gallery; pass gallery=PATH")
+        return self.gallery.photos(name)
+
+    def remove_photo(self, name: str, photo: Any) -> int:
+        """Remove one enrolment photo of ``name``: the image (path or array, hashed as at enrolment) or its
+        source hash (a prefix of >= 8 hex characters). Returns the templates removed."""
+        if self.gallery is None:
+            raise ValueError("this Recognizer has no gallery; pass gallery=PATH")
+        if isinstance(photo, str) and not Path(photo).exists() and len(photo) >= 8 and all(
+                c in "0123456789abcdefABCDEF" for c in photo):
+            key = photo
+        else:
+            key = photo_hash(load_image(photo))
+        with self._write_lock:
+            try:
+                return self.gallery.remove_photo(name, key)
+            except GalleryError as exc:
+                if isinstance(photo, (str, os.PathLike)) and key != photo:
+                    raise GalleryError(f"{photo}: {exc}") from None
+                raise
+
     def _largest_face(self, frame: np.ndarray, source: Any) -> Face:
         found = self.detect(frame)
         if not found:
             what = source if isinstance(source, (str, os.PathLike)) else f"image of shape {frame.shape}"
             raise NoFaceError(f"no face found in {what}")
         return max(found, key=lambda f: f.width * f.height)
+
+
+def photo_hash(frame: np.ndarray) -> str:
+    """The source hash enrolment stores for a photo: sha256 of its decoded BGR pixels."""
+    return hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
 
 
 #: A caller-supplied face is refused when less than this fraction of its aligned crop lies inside the frame: the
@@ -653,5 +701,5 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-__all__ = ["DEFAULT_GALLERY_RESOLUTIONS", "FaceGeometryError", "NoFaceError", "Recognizer", "Thresholds", "Verification",
-           "find_model_bundle", "landmarks_from_boxes", "load_image"]
+__all__ = ["DEFAULT_GALLERY_RESOLUTIONS", "FaceGeometryError", "FaceTooSmallError", "MatchResult", "NoFaceError", "Recognizer", "Thresholds", "Verification",
+           "find_model_bundle", "landmarks_from_boxes", "load_image", "photo_hash"]
