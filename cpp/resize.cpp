@@ -111,25 +111,40 @@ void pass_horizontal(const T* src, T* dst, const ResampleAxis& axis, int height,
     }
 }
 
-// acc[j] += in[j] * w over a row: the vertical pass's inner loop, compiled for AVX2 too where GCC can
-// dispatch at load time (target_clones), since baseline x86-64 (SSE2) has no 32-bit integer multiply. On
-// aarch64 GCC vectorises these loops (and the horizontal pass's output loop) with NEON at -O3 from the
-// baseline ISA (-fopt-info-vec: 16-byte vectors), so degrade/resize need no hand-written NEON.
+// The vertical pass's row loops, compiled for AVX2 too where GCC can dispatch at load time (target_clones),
+// since baseline x86-64 (SSE2) has no 32-bit integer multiply or min/max. On aarch64 GCC vectorises them with
+// NEON at -O3 from the baseline ISA (-fopt-info-vec: 16-byte vectors), so degrade/resize need no hand-written
+// NEON.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define CRRES_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CRRES_CLONES
 #endif
-CRRES_CLONES void accumulate_row(const std::uint8_t* in, std::int32_t w, std::int32_t* acc, std::ptrdiff_t n) {
-    for (std::ptrdiff_t j = 0; j < n; ++j) acc[j] += static_cast<std::int32_t>(in[j]) * w;
+
+// One output row of a vertical pass with many taps: out[j] = finish(zero + sum_i w[i] in_i[j]) over `count`
+// input rows `row_len` apart from `src`, accumulated tap by tap in `acc` (one call per output row: the taps'
+// loop inside the clone, not a call per tap).
+template <typename Traits, typename T>
+inline __attribute__((always_inline)) void accumulate_rows_any(const T* src, std::ptrdiff_t row_len, int count,
+                                                               const typename Traits::Acc* w,
+                                                               typename Traits::Acc* __restrict acc,
+                                                               T* __restrict out) {
+    for (std::ptrdiff_t j = 0; j < row_len; ++j) acc[j] = Traits::zero();
+    for (int i = 0; i < count; ++i) {
+        const T* in = src + i * row_len;
+        const typename Traits::Acc k = w[i];
+        for (std::ptrdiff_t j = 0; j < row_len; ++j) acc[j] += static_cast<typename Traits::Acc>(in[j]) * k;
+    }
+    for (std::ptrdiff_t j = 0; j < row_len; ++j) out[j] = Traits::finish(acc[j]);
 }
-CRRES_CLONES void accumulate_row(const float* in, float w, float* acc, std::ptrdiff_t n) {
-    for (std::ptrdiff_t j = 0; j < n; ++j) acc[j] += in[j] * w;
+
+CRRES_CLONES void accumulate_rows(const std::uint8_t* src, std::ptrdiff_t row_len, int count, const std::int32_t* w,
+                                  std::int32_t* acc, std::uint8_t* out) {
+    accumulate_rows_any<FixedPointU8>(src, row_len, count, w, acc, out);
 }
-// out[j] = clip8(acc[j]): the clamp needs 32-bit min/max, which baseline x86-64 lacks, so it has an AVX2 clone
-// too (it cost 4x the accumulation in the uint8 vertical pass when scalar).
-CRRES_CLONES void finish_row(const std::int32_t* acc, std::uint8_t* out, std::ptrdiff_t n) {
-    for (std::ptrdiff_t j = 0; j < n; ++j) out[j] = clip8(acc[j]);
+CRRES_CLONES void accumulate_rows(const float* src, std::ptrdiff_t row_len, int count, const float* w, float* acc,
+                                  float* out) {
+    accumulate_rows_any<FloatF32>(src, row_len, count, w, acc, out);
 }
 
 // An output row of a vertical pass with few taps (every upsampling: <= 5) in one loop: the sum over the N
@@ -184,32 +199,45 @@ void pass_vertical(const T* src, T* dst, const ResampleAxis& axis, std::ptrdiff_
         }
         return;
     }
-    if constexpr (std::is_same_v<typename Traits::Acc, T>) {  // float: accumulate in the output row itself
-        for (int o = 0; o < axis.out_size; ++o) {
-            const auto* k = Traits::weights(axis, o);
-            T* out = dst + o * row_len;
-            std::fill(out, out + row_len, Traits::zero());
-            for (int i = 0; i < axis.count[o]; ++i)
-                accumulate_row(src + (axis.first[o] + i) * row_len, k[i], out, row_len);
-        }
-        (void)acc;
-    } else {  // uint8: 32-bit fixed-point accumulator, rounded and clipped at the end
-        acc.resize(static_cast<std::size_t>(row_len));
-        for (int o = 0; o < axis.out_size; ++o) {
-            const auto* k = Traits::weights(axis, o);
-            std::fill(acc.begin(), acc.end(), Traits::zero());
-            for (int i = 0; i < axis.count[o]; ++i)
-                accumulate_row(src + (axis.first[o] + i) * row_len, k[i], acc.data(), row_len);
-            finish_row(acc.data(), dst + o * row_len, row_len);
-        }
+    acc.resize(static_cast<std::size_t>(row_len));
+    for (int o = 0; o < axis.out_size; ++o)
+        accumulate_rows(src + axis.first[o] * row_len, row_len, axis.count[o], Traits::weights(axis, o), acc.data(),
+                        dst + o * row_len);
+}
+
+template <int C, typename T>
+void transpose_n(const T* __restrict src, int rows, int cols, T* __restrict dst) {
+    for (int x = 0; x < cols; ++x) {
+        T* out = dst + static_cast<std::ptrdiff_t>(x) * rows * C;
+        const T* in = src + static_cast<std::ptrdiff_t>(x) * C;
+        for (int y = 0; y < rows; ++y, in += static_cast<std::ptrdiff_t>(cols) * C)
+            for (int c = 0; c < C; ++c) out[y * C + c] = in[c];
     }
 }
 
+// rows x cols pixels of `channels` values -> cols x rows.
+template <typename T>
+void transpose_any(const T* src, int rows, int cols, int channels, T* dst) {
+    if (channels == 1) return transpose_n<1>(src, rows, cols, dst);
+    if (channels == 3) return transpose_n<3>(src, rows, cols, dst);
+    for (int x = 0; x < cols; ++x)
+        for (int y = 0; y < rows; ++y)
+            for (int c = 0; c < channels; ++c)
+                dst[(static_cast<std::ptrdiff_t>(x) * rows + y) * channels + c] =
+                    src[(static_cast<std::ptrdiff_t>(y) * cols + x) * channels + c];
+}
+
 // Horizontal pass into scratch, then vertical pass into dst (PIL's order), skipping a pass whose axis keeps
-// its size.
+// its size. On crop-sized images the horizontal pass runs as a vertical pass between two transposes: per
+// output value the same integer (uint8) or ordered float sum, so the same result, but in vectorised row loops
+// (AVX2 clones on x86-64, NEON on aarch64) instead of a scalar loop over taps and channels. Frames (the MTCNN
+// pyramid) keep the direct pass, whose memory access suits large images.
+constexpr long long kTurnedPassMaxPixels = 512 * 512;
+
 template <typename Traits, typename T>
 void resize_separable(const T* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols, T* dst,
-                      std::vector<T>& tmp, std::vector<typename Traits::Acc>& acc) {
+                      std::vector<T>& tmp, std::vector<T>& turned, std::vector<T>& turned_out,
+                      std::vector<typename Traits::Acc>& acc) {
     const int in_h = rows.in_size, in_w = cols.in_size, out_w = cols.out_size;
     const bool horizontal = in_w != out_w, vertical = rows.in_size != rows.out_size;
     if (!horizontal && !vertical) {
@@ -223,7 +251,15 @@ void resize_separable(const T* src, int channels, const ResampleAxis& rows, cons
             tmp.resize(static_cast<std::size_t>(in_h) * out_w * channels);
             target = tmp.data();
         }
-        pass_horizontal<Traits>(src, target, cols, in_h, channels);
+        if (static_cast<long long>(in_h) * in_w <= kTurnedPassMaxPixels) {
+            turned.resize(static_cast<std::size_t>(in_w) * in_h * channels);
+            turned_out.resize(static_cast<std::size_t>(out_w) * in_h * channels);
+            transpose_any(src, in_h, in_w, channels, turned.data());
+            pass_vertical<Traits>(turned.data(), turned_out.data(), cols, std::ptrdiff_t(in_h) * channels, acc);
+            transpose_any(turned_out.data(), out_w, in_h, channels, target);
+        } else {
+            pass_horizontal<Traits>(src, target, cols, in_h, channels);
+        }
         mid = target;
     }
     if (vertical) pass_vertical<Traits>(mid, dst, rows, std::ptrdiff_t(out_w) * channels, acc);
@@ -233,12 +269,14 @@ void resize_separable(const T* src, int channels, const ResampleAxis& rows, cons
 
 void resize_u8(const std::uint8_t* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols,
                std::uint8_t* dst, ResampleScratch& scratch) {
-    resize_separable<FixedPointU8>(src, channels, rows, cols, dst, scratch.u8, scratch.acc_i32);
+    resize_separable<FixedPointU8>(src, channels, rows, cols, dst, scratch.u8, scratch.u8_turned,
+                                   scratch.u8_turned_out, scratch.acc_i32);
 }
 
 void resize_f32(const float* src, int channels, const ResampleAxis& rows, const ResampleAxis& cols, float* dst,
                 ResampleScratch& scratch) {
-    resize_separable<FloatF32>(src, channels, rows, cols, dst, scratch.f32, scratch.acc_f32);
+    resize_separable<FloatF32>(src, channels, rows, cols, dst, scratch.f32, scratch.f32_turned,
+                               scratch.f32_turned_out, scratch.acc_f32);
 }
 
 void resample_rows_u8(const std::uint8_t* src, std::ptrdiff_t row_len, const ResampleAxis& axis, std::uint8_t* dst,

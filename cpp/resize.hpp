@@ -30,8 +30,8 @@ ResampleAxis make_resample_axis(int in_size, int out_size, ResampleFilter filter
 
 // Scratch memory reused across calls so the batched kernels allocate once per worker, not per image.
 struct ResampleScratch {
-    std::vector<std::uint8_t> u8;
-    std::vector<float> f32;
+    std::vector<std::uint8_t> u8, u8_turned, u8_turned_out;  // *_turned: transposed images of a shrinking pass
+    std::vector<float> f32, f32_turned, f32_turned_out;
     std::vector<std::int32_t> acc_i32;
     std::vector<float> acc_f32;
 };
