@@ -20,7 +20,7 @@ def test_bench_serve_json(tmp_path):
         pytest.skip("mosquitto is not installed (.ci/install-serve-deps.sh installs it)")
     out = tmp_path / "serve.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_serve.py"), "--cameras", "1", "--duration",
-                           "8", "--warmup", "7", "--frames", "20", "--json", str(out)], capture_output=True,
+                           "5", "--warmup", "5", "--frames", "20", "--json", str(out)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout
     records = json.loads(out.read_text())

@@ -81,8 +81,14 @@ def test_operator_page(service, demo, tmp_path):
         assert "door" in row.text and " px" in row.text
         assert driver.find_elements("css selector", f"#events tr.event[data-label=\"{NAME}\"] img")  # face crop
         shot = os.environ.get("CRRES_SERVE_SCREENSHOT")
-        if shot:
-            time.sleep(1.5)  # a frame with her box drawn
+        if shot:  # wait for a live frame with her named box, large enough to see
+            try:
+                _wait(driver, "const t = document.querySelector('#cam-door .faces').textContent;"
+                              f"const m = t.match(/{NAME} [0-9.]+ r=([0-9]+)px/); return m && +m[1] >= 40;", 30,
+                      "her named face in the live view")
+                time.sleep(0.8)
+            except AssertionError:
+                pass
             driver.save_screenshot(shot)
         logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         assert not logs, logs
