@@ -228,3 +228,35 @@ def test_unknown_person_is_grouped_and_enrolled_from_her_crops(service, demo):
     face = max(body["faces"], key=lambda f: f["box"][2] - f["box"][0])
     assert face["identity"] == "from-unknown", face  # enrolled from the camera's crops, she is named in a photo
     http.request("DELETE", "/api/identities/from-unknown")
+
+
+def test_giant_image_header_is_refused_before_decoding(service):
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">II", 30000, 30000) + b"\x08\x02\x00\x00\x00"
+    fake = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+            + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\x00" * 64)
+    status, body = service.http.request("POST", "/api/identify", files=[("file", "giant.png", fake)])
+    assert status == 413 and body["error"]["code"] == "image_too_large" and "30000" in body["error"]["message"]
+
+
+def test_concurrent_enrolments_are_all_kept(service, demo):
+    from concurrent.futures import ThreadPoolExecutor
+
+    http = service.http
+    data = png(demo[1])
+    names = [f"concurrent-{i}" for i in range(4)]
+
+    def enrol(name):
+        return http.request("POST", "/api/identities", fields={"name": name}, files=[("file", "a.png", data)])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(enrol, names))
+    assert [s for s, _ in results] == [201] * 4, results
+    status, listed = http.request("GET", "/api/identities?search=concurrent-")
+    assert sorted(p["name"] for p in listed) == names
+    status, audit = http.request("GET", "/api/audit?limit=50")
+    assert {e["identity"] for e in audit if e["action"] == "enroll"} >= set(names)
+    for name in names:
+        assert http.request("DELETE", f"/api/identities/{name}")[0] == 200
