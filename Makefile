@@ -58,9 +58,10 @@ test-sanitize: setup
 	$(PY) -m pytest tests/core -q -p no:cacheprovider
 
 # C++ tests of the core's kernels (cpp/tests/test_core.cpp), no Python needed: every vector path and the scalar
-# loops against a double-precision reference. test-aarch64 cross-compiles the kernels with Debian's
-# g++-aarch64-linux-gnu and runs the tests (NEON path) under qemu-user, installing both with apt-get when
-# missing; AARCH64_ARGS=--skip-if-unavailable makes a machine without them skip with the reason (CI).
+# loops against a double-precision reference (test-cpp: optimised, then under ASan+UBSan). test-aarch64
+# cross-compiles the kernels with Debian's g++-aarch64-linux-gnu and runs the tests (NEON path) under
+# qemu-user, installing both with apt-get when missing; AARCH64_ARGS=--skip-if-unavailable makes a machine
+# without them skip with the reason (CI).
 test-cpp:
 	cpp/tests/run.sh native
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds cpp/tests/test_core.cpp with the core's kernels (the sources of CMakeLists.txt's crres_kernels) and
 # runs it.
-#   cpp/tests/run.sh native     host g++: the build's vector path (AVX2+FMA on x86-64) and its scalar loops
+#   cpp/tests/run.sh native     host g++: the build's vector path (AVX2+FMA on x86-64) and its scalar loops,
+#                               optimised and again under ASan+UBSan
 #   cpp/tests/run.sh aarch64 [--skip-if-unavailable]
 #       Debian's aarch64-linux-gnu-g++ (static binary, NEON path) run under qemu-aarch64. Installs
 #       g++-aarch64-linux-gnu and qemu-user with apt-get when they are missing. With --skip-if-unavailable
@@ -31,6 +32,9 @@ native)
     mkdir -p "$(dirname "$out")"
     ${CXX:-g++} "${flags[@]}" cpp/tests/test_core.cpp "${kernels[@]}" -o "$out"
     "$out"
+    ${CXX:-g++} "${flags[@]}" -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+        -fno-omit-frame-pointer cpp/tests/test_core.cpp "${kernels[@]}" -o "$out-sanitize"
+    ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 "$out-sanitize" | sed 's/^/[asan+ubsan] /'
     ;;
 aarch64)
     cxx=${AARCH64_CXX:-aarch64-linux-gnu-g++}
