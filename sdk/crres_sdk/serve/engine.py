@@ -8,6 +8,8 @@ Events, one stream per face track: ``start`` once a track has ``min_track_frames
 decision or identity changes, ``end`` when it has not been seen for ``track_timeout_s``. Tracks that end unknown
 join an unknown group (a person seen several times appears once: a track joins the group whose template it
 matches at the manifest's threshold for its resolution), kept with the track's best face regions for labelling.
+A new track named like an open track of the same camera that was not seen in that frame continues it (the IoU
+tracker loses fast faces at low processing rates): one person passing gives one ``start``.
 """
 
 from __future__ import annotations
@@ -218,6 +220,8 @@ class Engine:
                     cands, threshold, decision = matches[k]
                     k += 1
                     identity = cands[0].identity if decision == "match" else None
+                    if not st.started and identity is not None:
+                        st = self._continue_track(cam, face.track_id, st, identity, frame.captured)
                     changed = st.started and (decision, identity) != (st.decision, st.identity)
                     st.decision, st.identity, st.threshold = decision, identity, threshold
                     st.score = float(cands[0].score) if cands else None
@@ -243,6 +247,27 @@ class Engine:
             self.cond.notify_all()
         self._expire(time.time())
         return True
+
+    def _continue_track(self, cam: CameraRuntime, tid: int, st: TrackState, identity: str,
+                        captured: float) -> TrackState:
+        """A new track named ``identity`` while an open track of the same camera, named the same and not seen in
+        this frame, is the same person whose IoU track broke (a fast-moving face at a low processing rate): it
+        continues that track (same ``track`` uid, no second ``start``) instead of starting another."""
+        for old_id, old in list(cam.tracks.items()):
+            if old_id == tid or not old.started or old.identity != identity or old.last_seen >= captured:
+                continue
+            old.template.add(st.template.template, float(st.template.resolution))
+            old.frames += st.frames
+            old.last_seen = st.last_seen
+            old.max_resolution = max(old.max_resolution, st.max_resolution)
+            old.box = st.box
+            old.regions = sorted(old.regions + st.regions, key=lambda t: -t[0])[:BEST_REGIONS]
+            old.track_id = tid
+            del cam.tracks[old_id]
+            cam.tracks[tid] = old
+            self.counters["tracks_continued"] += 1
+            return old
+        return st
 
     def _keep_region(self, st: TrackState, image: np.ndarray, face: Face, r: float) -> None:
         if len(st.regions) >= BEST_REGIONS and r <= st.regions[-1][0]:
