@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common_model_args(p)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--batch", type=int, default=8, help="faces per embedding call")
+
+    from crres_sdk.serve.command import add_arguments as serve_arguments  # standard library only
+
+    serve_arguments(sub.add_parser("serve", help="the service: cameras, REST API, MQTT events, operator page "
+                                                 "(pip install \"crres[serve]\")"))
     return parser
 
 
@@ -431,8 +436,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from crres_sdk.serve.command import serve_command
+
+    return serve_command(args)
+
+
 COMMANDS = {"enroll": cmd_enroll, "identify": cmd_identify, "verify": cmd_verify, "run": cmd_run,
-            "gallery": cmd_gallery, "models": cmd_models, "bench": cmd_bench}
+            "gallery": cmd_gallery, "models": cmd_models, "bench": cmd_bench, "serve": cmd_serve}
 
 
 def _usage_error(message: str) -> int:
