@@ -22,10 +22,12 @@ def test_without_the_serve_extra_the_sdk_imports_and_serve_names_the_extra():
                           "sys.exit(main(['--config', 'crres.yaml']))\n")
     assert done.returncode == 1, done.stderr
     assert 'pip install "crres[serve]"' in done.stderr and "fastapi" in done.stderr
+    done = run_py(BLOCK + "from crres_sdk.cli import main\nsys.exit(main(['serve', '--config', 'crres.yaml']))\n")
+    assert done.returncode == 1 and 'pip install "crres[serve]"' in done.stderr, done.stderr
 
 
 def test_hash_key_and_check(tmp_path):
-    done = run_py("from crres_sdk.serve.command import main; import sys; sys.exit(main(['--hash-key']))")
+    done = run_py("from crres_sdk.cli import main; import sys; sys.exit(main(['serve', '--hash-key']))")
     assert done.returncode == 0, done.stderr
     key = done.stdout.split("stored): ")[1].split()[0]
     digest = done.stdout.split('sha256: "')[1].split('"')[0]
