@@ -199,3 +199,19 @@ def test_remove_one_photo_of_an_identity(gallery):
     log = gallery.audit_log()[-1]
     assert log.action == "remove-photo" and log.identity == "alice" and log.count == 3 and log.detail == a
     assert gallery.search(_unit(rng, 1), [112.0], top_k=1)[0][0].identity == "alice"
+
+
+def test_every_grid_and_the_level_choice_come_from_the_policy_module(gallery):
+    from crres_sdk import mitm, policy, recognizer
+    from crres_sdk.gallery import HR_LEVEL, resolution_level
+
+    assert recognizer.DEFAULT_GALLERY_RESOLUTIONS is policy.GALLERY_LEVELS
+    assert mitm.DEFAULT_MATCH_SIZES is policy.MITM_SIZES and HR_LEVEL == policy.CROP_SIZE
+    assert resolution_level([150.0, 13.6]).tolist() == policy.template_level([150.0, 13.6]).tolist()
+    rng = np.random.default_rng(5)
+    levels = [7, 14, 28, 112]
+    gallery.enroll("a", _unit(rng, 4), levels)
+    for r in (1, 7, 9.9, 10, 20, 39.6, 56, 60, 112):
+        found = gallery.search(_unit(rng, 1), [float(r)], top_k=1)[0][0].template_resolution
+        assert found == nearest_level(levels, r), r
+

@@ -426,3 +426,36 @@ def test_fpir_policy_too_small_faces_enrolment_minimum_and_photo_removal(rec_fac
     legacy = rec_factory(gallery=rec.gallery, fpir=None)         # the per-pair rule of before
     assert legacy.identify(astro)[0].match.threshold == pytest.approx(float(legacy.threshold_at(
         legacy.identify(astro)[0].match.probe_resolution)))
+
+
+def test_video_pipeline_with_mitm_really_matches_meet_in_the_middle(rec_factory, tmp_path, monkeypatch):
+    """Before issue 18 VideoPipeline called Recognizer.match (plain gallery search) whatever the recognizer's
+    matching: a Recognizer(matching="mitm") in a video silently did plain matching. Now the pipeline calls the
+    recognizer's one matcher: MITM scoring runs for every face and the plain search never does."""
+    from crres_sdk.video import IoUTracker, VideoPipeline
+
+    astro = astronaut_bgr()
+    rec = rec_factory(gallery=tmp_path / "mitm.db", matching="mitm", mitm_chains=0)
+    rec.enroll("astronaut", [astro])
+    scored = []
+    scores = rec._mitm.scores
+    monkeypatch.setattr(rec._mitm, "scores", lambda *a, **k: scored.append(1) or scores(*a, **k))
+    monkeypatch.setattr(rec.gallery, "search", lambda *a, **k: pytest.fail("plain gallery search in MITM mode"))
+    pipe = VideoPipeline(rec, tracker=IoUTracker(min_hits=1), matching="mitm")
+    assert pipe.matching == "mitm"
+    seen, rs = 0, []
+    for i, scale in enumerate((0.3, 0.31, 0.32)):   # one track: the boxes overlap
+        faces = pipe.process(i, i / 5, _scene(astro, scale, seed=i))
+        seen += len(faces)
+        rs += [f.match.probe_resolution for f in faces]
+        for face in faces:
+            assert face.match.matcher == "mitm" and face.decision == "ranked" and face.identity == "astronaut"
+            assert face.extra["track"]["matcher"] == "mitm" and face.extra["track"]["frames"] == i + 1
+    assert seen == 3 and len(scored) == 3
+    # the track's decision is the match of its sharpest face (highest probe resolution) so far
+    assert face.extra["track"]["resolution"] == pytest.approx(max(rs))
+    plain = rec_factory(gallery=tmp_path / "plain.db")
+    with pytest.raises(ValueError, match="matching='mitm'"):
+        VideoPipeline(plain, matching="mitm")
+    with pytest.raises(TypeError, match="crops"):
+        rec.match(np.zeros((1, rec.embedding_dim), np.float32), [50.0])

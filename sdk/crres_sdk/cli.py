@@ -45,6 +45,8 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
                    help="1:N: the chance a stranger is named (false positive identification rate; default 0.01); "
                         "the threshold follows the gallery's size. 'none' = decide at the per-pair --far instead")
     p.add_argument("--far", default="1e-3", help="1:1 verify: per-pair false-accept rate (default 1e-3)")
+    p.add_argument("--matching", default="plain", choices=("plain", "mitm"),
+                   help="plain resolution-matched search, or meet-in-the-middle (needs a gallery enrolled with it)")
 
 
 def _gallery_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -159,7 +161,8 @@ def _recognizer(args: argparse.Namespace, gallery: bool = True):
         extra["min_enroll_resolution"] = None if args.min_resolution <= 0 else args.min_resolution
     fpir = None if str(args.fpir).lower() == "none" else args.fpir
     return Recognizer(args.model, backend=args.backend, device=args.device, precision=args.precision,
-                      threads=args.threads, detector={"min_face": args.min_face}, fpir=fpir, far=args.far, **extra,
+                      threads=args.threads, detector={"min_face": args.min_face}, fpir=fpir, far=args.far,
+                      matching=args.matching, **extra,
                       gallery=args.gallery if gallery else None,
                       key_file=getattr(args, "key_file", None), key_env=getattr(args, "key_env", None),
                       integrity_key_file=getattr(args, "integrity_key_file", None))

@@ -94,6 +94,7 @@ from urllib.parse import quote
 import numpy as np
 
 from crres_sdk.errors import BackendUnavailableError
+from crres_sdk.policy import CROP_SIZE, level_preference, template_level
 
 __all__ = [
     "FORMAT",
@@ -127,7 +128,7 @@ FORMAT_V1 = "crres-gallery/1"
 #: Where a plain gallery's integrity key lives by default: beside the database, this suffix appended.
 INTEGRITY_KEY_SUFFIX = ".integrity-key"
 #: Level of high-resolution templates: the canonical 112 px crop.
-HR_LEVEL = 112.0
+HR_LEVEL = float(CROP_SIZE)
 #: ``backend="auto"`` uses FAISS for S_max only for batches of at least FAISS_MIN_PROBES probes against a gallery
 #: whose largest resolution level holds at least FAISS_MIN_TEMPLATES templates. Measured with
 #: benchmarks/bench_gallery.py (512-d, 2-core VM): flat search is memory-bound for both; FAISS was 1.15-1.22x
@@ -271,8 +272,9 @@ class SourceImage:
 
 
 def resolution_level(resolution: float | np.ndarray) -> np.ndarray:
-    """The level a template of this resolution is filed under: whole pixels, capped at :data:`HR_LEVEL`."""
-    return np.minimum(np.maximum(np.rint(np.asarray(resolution, np.float64)), 1.0), HR_LEVEL)
+    """The level a template of this resolution is filed under: whole pixels, capped at :data:`HR_LEVEL`
+    (:func:`crres_sdk.policy.template_level`)."""
+    return template_level(resolution)
 
 
 # --------------------------------------------------------------------------------------------------- keys
@@ -611,8 +613,7 @@ class _Index:
 
     def chosen_levels(self, r: float) -> np.ndarray:
         """Per identity, the index of its level nearest ``r`` in log-resolution (ties: the higher level)."""
-        dist = np.abs(np.log(self.levels) - math.log(r))
-        order = np.lexsort((-self.levels, np.round(dist, 12)))
+        order = level_preference(self.levels, r)  # the one rule (crres_sdk.policy)
         return order[np.argmax(self.has_level[:, order], axis=1)]
 
     def comparisons(self, r: float, fusion: str) -> int:

@@ -1,4 +1,4 @@
-"""One matcher interface for ``identify``, ``match``, ``verify``'s siblings and :class:`VideoPipeline`.
+"""One matcher interface for ``identify``, ``match``, ``verify`` and :class:`VideoPipeline`.
 
 A matcher turns probes into :class:`MatchResult` records (candidates, threshold, decision, the resolution the
 probe was matched at and how the threshold was derived). Two implementations:
@@ -87,6 +87,16 @@ def decide(candidates: Sequence[Match], r: float, threshold: float | None, *, ha
     return "match" if candidates[0].score > threshold else "unknown"
 
 
+def verify_decision(rec: "Recognizer", score: float, r: float) -> tuple[float | None, bool | None]:
+    """1:1: (threshold, same) for a pair whose lower resolution is ``r``: the manifest's 1:1 threshold at the
+    per-pair ``far``; no decision (None, None) without thresholds or below the lowest calibrated resolution."""
+    policy = rec.policy
+    if policy is None or policy.too_small(r):
+        return None, None
+    t = float(policy.verify_threshold(r, rec.far_rate))
+    return t, bool(score > t)
+
+
 class PlainMatcher:
     """Resolution-matched gallery search with the recognizer's threshold policy."""
 
@@ -94,6 +104,9 @@ class PlainMatcher:
 
     def __init__(self, rec: "Recognizer") -> None:
         self.rec = rec
+
+    def verify(self, score: float, r: float) -> tuple[float | None, bool | None]:
+        return verify_decision(self.rec, score, r)
 
     def threshold(self, r: float) -> tuple[float | None, float | None, int | None]:
         """(threshold, per-pair FAR, comparisons) for a probe at ``r`` against the current gallery."""
@@ -144,6 +157,10 @@ class MitmMatcher:
     def __init__(self, rec: "Recognizer", engine: Any) -> None:
         self.rec, self.engine = rec, engine
 
+    def verify(self, score: float, r: float) -> tuple[float | None, bool | None]:
+        """1:1 pairs have no gallery hypotheses to meet: decided on the plain embeddings' cosine."""
+        return verify_decision(self.rec, score, r)
+
     def match_embeddings(self, embeddings: np.ndarray, resolutions: Any, *, top_k: int = 1) -> list[MatchResult]:
         raise TypeError("meet-in-the-middle matching needs the face crops, not embeddings: use match_faces(frame, "
                         "faces) (Recognizer.identify / VideoPipeline do)")
@@ -171,4 +188,4 @@ class MitmMatcher:
         return out
 
 
-__all__ = ["MatchResult", "MitmMatcher", "PlainMatcher", "decide"]
+__all__ = ["MatchResult", "MitmMatcher", "PlainMatcher", "decide", "verify_decision"]

@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from crres_sdk.policy import MITM_SIZES
 from crres_sdk.preprocess import degrade, resize_bicubic
 
 # ------------------------------------------------------------------------------------------------ input checks
@@ -520,7 +521,7 @@ def fuse(probe: np.ndarray, gallery: np.ndarray, method: str = "smax_sadd", blur
 
 #: Probe-side sizes (px) gallery templates are precomputed at: k x r for r the probe resolution and k the SR
 #: scale is matched to the nearest in log (sizes >= the network input all collapse onto it, Sec. 4.2).
-DEFAULT_MATCH_SIZES = (14, 20, 28, 40, 56, 80, 112)
+DEFAULT_MATCH_SIZES = MITM_SIZES  # the grid lives with the other resolution rules (crres_sdk.policy)
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 

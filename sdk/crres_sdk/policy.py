@@ -69,12 +69,22 @@ def enrolment_levels(own: float, levels: Sequence[int] = GALLERY_LEVELS) -> list
     return [int(r) for r in sorted(levels) if r < own - 0.5]
 
 
-def nearest_level(levels: Sequence[float] | np.ndarray, r: float) -> float:
-    """The level nearest ``r`` in log resolution, ties to the higher (the rule the gallery search applies)."""
+def template_level(resolution: float | np.ndarray) -> np.ndarray:
+    """The gallery level a template made at this resolution is filed under: whole pixels in [1, crop size]."""
+    return np.minimum(np.maximum(np.rint(np.asarray(resolution, np.float64)), 1.0), float(CROP_SIZE))
+
+
+def level_preference(levels: Sequence[float] | np.ndarray, r: float) -> np.ndarray:
+    """Indices of ``levels`` from the best for a probe at ``r`` to the worst: nearest in log resolution first,
+    ties to the higher level. The gallery search takes, per identity, the first level it has templates at."""
     lv = np.asarray(levels, np.float64)
     dist = np.round(np.abs(np.log(lv) - math.log(max(float(r), 1e-9))), 12)
-    order = np.lexsort((-lv, dist))
-    return float(lv[order[0]])
+    return np.lexsort((-lv, dist))
+
+
+def nearest_level(levels: Sequence[float] | np.ndarray, r: float) -> float:
+    """The level nearest ``r`` in log resolution, ties to the higher (the rule the gallery search applies)."""
+    return float(np.asarray(levels, np.float64)[level_preference(levels, r)[0]])
 
 
 def pair_far(fpir: float, comparisons: int) -> float:
@@ -186,5 +196,5 @@ class ThresholdPolicy:
 
 
 __all__ = ["CROP_SIZE", "DECISIONS", "GALLERY_LEVELS", "MIN_ENROLL_RESOLUTION", "MITM_SIZES", "ThresholdPolicy",
-           "ThresholdTable", "enrolment_levels", "face_resolution", "nearest_level", "pair_far", "parse_rate",
-           "probe_resolution"]
+           "ThresholdTable", "enrolment_levels", "face_resolution", "level_preference", "nearest_level", "pair_far", "parse_rate",
+           "probe_resolution", "template_level"]

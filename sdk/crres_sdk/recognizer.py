@@ -482,11 +482,8 @@ class Recognizer:
             embs.append(self.embed(frame, [face])[0])
         score = float(np.dot(embs[0], embs[1]))
         r = min(self.probe_resolution(f) for f in faces)
-        t = self.threshold_at(r)
-        if self.policy is not None and self.policy.too_small(r):
-            t = None  # below the lowest calibrated resolution: no decision, the score only
-        return Verification(score, None if t is None else float(t), None if t is None else bool(score > float(t)),
-                            r, (faces[0], faces[1]))
+        t, same = self.matcher.verify(score, r)  # no decision below the lowest calibrated resolution
+        return Verification(score, t, same, r, (faces[0], faces[1]))
 
     # ------------------------------------------------------------------------------------------ enrolment
 

@@ -21,7 +21,10 @@ than by the pixel count ``r**2``) lets a sharp close-up dominate a few tiny far-
 frame erase the rest. The track's template is the normalised sum; its *accumulated resolution* is the mean
 resolution under the same weights, ``sum(w_i * r_i) / sum(w_i)``, i.e. the resolution the template's mass comes
 from. Each processed frame the template is matched with :meth:`Recognizer.match` at that accumulated resolution
-(gallery level and threshold), next to the face's own single-frame match.
+(gallery level and threshold), next to the face's own single-frame match. Matching goes through the
+recognizer's one matcher (:mod:`crres_sdk.matching`): with ``Recognizer(matching="mitm")`` every face is matched
+meet-in-the-middle from its crop, and a track's decision is the match of its highest-resolution face so far (an
+averaged embedding has no crop to build MITM probes from).
 
 Events (JSON lines, one object per line, ``"type"`` first):
 
@@ -36,9 +39,10 @@ Events (JSON lines, one object per line, ``"type"`` first):
   ``previous`` (the previous ``[decision, identity]`` or null).
 * ``end``: the run's summary (the dict :meth:`VideoPipeline.run` returns).
 
-Decisions are ``"match"`` (identity set), ``"unknown"`` or ``"no-gallery"``; ``score`` is the best candidate's
-fused cosine (null without candidates), ``threshold`` the model's threshold at the resolution used (null when the
-model has no thresholds).
+Decisions are ``"match"`` (identity set), ``"unknown"``, ``"too-small"`` (below the lowest calibrated resolution:
+no name), ``"no-gallery"`` or, for uncalibrated MITM, ``"ranked"``; ``score`` is the best candidate's fused
+score (null without candidates), ``threshold`` the 1:N threshold at the resolution used (null when the model has
+no thresholds); each face also carries its typed :class:`crres_sdk.matching.MatchResult` as ``face.match``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import cv2
 import numpy as np
 
 from crres_sdk.face import Face
+from crres_sdk.matching import MatchResult
 from crres_sdk.preprocess import TEMPLATE_SIZE
 
 __all__ = ["FrameSource", "IoUTracker", "Track", "TrackTemplate", "VideoDecodeError", "VideoPipeline", "VideoSource",
@@ -285,6 +290,8 @@ class Track:
     confirmed: bool = False
     template: "TrackTemplate | None" = None
     state: dict = field(default_factory=dict)
+    best_match: "MatchResult | None" = None   # meet-in-the-middle: the match of the sharpest face so far
+    matched_frames: int = 0
 
     def predicted(self) -> np.ndarray:
         """Where the box should be in the next frame: last box + velocity * (frames since last seen + 1)."""
@@ -481,7 +488,16 @@ class _Progress:
             print(file=sys.stderr)
 
 
-_COLOURS = {"match": (60, 200, 60), "unknown": (40, 40, 230), "no-gallery": (180, 180, 180)}
+_COLOURS = {"match": (60, 200, 60), "unknown": (40, 40, 230), "no-gallery": (180, 180, 180),
+            "too-small": (0, 160, 230), "ranked": (200, 160, 0)}
+
+
+def _as_result(x: Any, r: float) -> MatchResult:
+    """A MatchResult from a matcher, or from a stand-in's legacy ``(candidates, threshold, decision)``."""
+    if isinstance(x, MatchResult):
+        return x
+    cands, threshold, decision = x
+    return MatchResult(list(cands), threshold, decision, float(r))
 
 
 class VideoPipeline:
@@ -499,11 +515,13 @@ class VideoPipeline:
         faces: where faces come from: None = ``recognizer.detect``; or a callable ``(frame_index, frame) ->``
             Face records, (N, 4) boxes or (N, 5, 2) landmarks, for an external detector (or, as the demo does,
             ground-truth boxes of faces too small to detect).
+        matching: None = the recognizer's matcher; ``"plain"`` or ``"mitm"`` must agree with it (a
+            ``Recognizer(matching="mitm")`` is needed for meet-in-the-middle: it has its own gallery).
     """
 
     def __init__(self, recognizer: Any, *, tracker: IoUTracker | None = None, every_n: int = 1,
                  min_face: float | None = None, top_k: int = 1, accumulate: bool = True,
-                 faces: Callable[[int, np.ndarray], Any] | None = None) -> None:
+                 faces: Callable[[int, np.ndarray], Any] | None = None, matching: str | None = None) -> None:
         for name in ("detect", "faces_from", "embed", "match", "probe_resolution"):
             if not callable(getattr(recognizer, name, None)):
                 raise TypeError(f"recognizer must be a crres_sdk.Recognizer (no {name}()), got "
@@ -518,6 +536,13 @@ class VideoPipeline:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
         if faces is not None and not callable(faces):
             raise TypeError("faces must be a callable (frame_index, frame) -> faces, or None")
+        kind = getattr(getattr(recognizer, "matcher", None), "kind", "plain")
+        if matching is not None and matching not in ("plain", "mitm"):
+            raise ValueError(f"matching must be None, 'plain' or 'mitm', got {matching!r}")
+        if matching is not None and matching != kind:
+            raise ValueError(f"VideoPipeline(matching={matching!r}) but the recognizer matches {kind!r}: build it "
+                             f"with Recognizer(matching={matching!r}) (meet-in-the-middle keeps its own gallery)")
+        self.matching = kind
         self.recognizer = recognizer
         self.tracker = tracker or IoUTracker()
         self.every_n = every_n
@@ -542,39 +567,44 @@ class VideoPipeline:
         tracks = self.tracker.update(np.array([f.box for f in faces], np.float64).reshape(-1, 4))
         if not faces:
             return []
-        embeddings = rec.embed(frame, faces)
         resolutions = np.array([rec.probe_resolution(f) for f in faces], np.float64)
-        probe_emb, probe_res = [embeddings], [resolutions]
-        if self.accumulate:
-            for face, track, emb, r in zip(faces, tracks, embeddings, resolutions):
-                if track.template is None:
-                    track.template = TrackTemplate(embeddings.shape[1])
-                track.template.add(emb, float(r))
-            probe_emb.append(np.stack([t.template.template for t in tracks]))
-            probe_res.append(np.array([t.template.resolution for t in tracks]))
-        results = rec.match(np.concatenate(probe_emb), np.concatenate(probe_res), top_k=self.top_k)
         n = len(faces)
-        for i, (face, track) in enumerate(zip(faces, tracks)):
-            cands, threshold, decision = results[i]
-            face.track_id = track.track_id
-            face.decision = decision
-            face.match_score = float(cands[0].score) if cands else None
-            face.identity = cands[0].identity if decision == "match" else None
-            face.extra.update(candidates=cands, threshold=threshold, probe_resolution=float(resolutions[i]),
-                              confirmed=track.confirmed, frame=frame_index, time=timestamp)
+        if self.matching == "mitm":
+            single = list(rec.matcher.match_faces(frame, faces, top_k=self.top_k))
+            tracked = []
+            for track, res, r in zip(tracks, single, resolutions):
+                track.matched_frames += 1
+                if track.best_match is None or r >= track.best_match.probe_resolution:
+                    track.best_match = res  # the sharpest face so far decides the track
+                best = track.best_match
+                tracked.append((best, float(best.probe_resolution), track.matched_frames))
+        else:
+            embeddings = rec.embed(frame, faces)
+            probe_emb, probe_res = [embeddings], [resolutions]
             if self.accumulate:
-                t_cands, t_threshold, t_decision = results[n + i]
-                face.extra["track"] = {
-                    "identity": t_cands[0].identity if t_decision == "match" else None,
-                    "score": float(t_cands[0].score) if t_cands else None,
-                    "threshold": t_threshold, "decision": t_decision,
-                    "resolution": float(track.template.resolution), "frames": track.template.count,
-                    "candidates": [[c.identity, float(c.score)] for c in t_cands]}
-            else:
-                face.extra["track"] = {"identity": face.identity, "score": face.match_score,
-                                       "threshold": threshold, "decision": decision,
-                                       "resolution": float(resolutions[i]), "frames": 1,
-                                       "candidates": [[c.identity, float(c.score)] for c in cands]}
+                for face, track, emb, r in zip(faces, tracks, embeddings, resolutions):
+                    if track.template is None:
+                        track.template = TrackTemplate(embeddings.shape[1])
+                    track.template.add(emb, float(r))
+                probe_emb.append(np.stack([t.template.template for t in tracks]))
+                probe_res.append(np.array([t.template.resolution for t in tracks]))
+            all_res = np.concatenate(probe_res)
+            matcher = getattr(rec, "matcher", None)
+            results = matcher.match_embeddings(np.concatenate(probe_emb), all_res, top_k=self.top_k) \
+                if matcher is not None else rec.match(np.concatenate(probe_emb), all_res, top_k=self.top_k)
+            results = [_as_result(x, r) for x, r in zip(results, all_res.tolist())]
+            single = results[:n]
+            tracked = [(results[n + i], float(tracks[i].template.resolution), tracks[i].template.count)
+                       for i in range(n)] if self.accumulate else \
+                [(res, float(r), 1) for res, r in zip(single, resolutions)]
+        for face, track, res, (t_res, t_r, t_frames) in zip(faces, tracks, single, tracked):
+            face.track_id = track.track_id
+            res.apply(face, confirmed=track.confirmed, frame=frame_index, time=timestamp)
+            face.extra["track"] = {
+                "identity": t_res.identity,
+                "score": t_res.score, "threshold": t_res.threshold, "decision": t_res.decision,
+                "resolution": t_r, "frames": t_frames, "matcher": t_res.matcher,
+                "candidates": [[c.identity, float(c.score)] for c in t_res.candidates]}
         return faces
 
     # ---------------------------------------------------------------------------------------------- the run
@@ -624,7 +654,8 @@ class VideoPipeline:
             emit({"type": "start", **src.info(),
                   "model": None if bundle is None else f"{bundle.name} {bundle.version}",
                   "gallery_identities": None if gallery is None else len(gallery),
-                  "every_n": self.every_n, "accumulate": self.accumulate,
+                  "every_n": self.every_n, "accumulate": self.accumulate, "matching": self.matching,
+                  "fpir": getattr(rec, "fpir", None),
                   "faces": "detector" if self.faces_fn is None else "caller"})
             frames = iter(src)
             decode_error: VideoDecodeError | None = None
