@@ -5,6 +5,9 @@
   loopback port for the session and stopped after; skipped with the reason when the binary is missing.
 * ``service``: ``crres serve`` (uvicorn on a free loopback port, real HTTP) with one MJPEG camera serving the clip
   and MQTT to the broker when there is one; an API key is configured.
+
+The broker, camera and service are package-scoped: they stop once tests/serve is done, not at the end of the whole
+session (a running service would take CPU from the rest of the suite).
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ def demo():
     return frames, photo
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def broker(tmp_path_factory):
     need_serve_extra()
     if mosquitto_binary() is None:
@@ -182,7 +185,7 @@ def broker(tmp_path_factory):
     b.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def camera(demo):
     from crres_sdk.serve.simulate import MjpegServer
 
@@ -207,7 +210,7 @@ def serve_config(tmp: Path, camera_url: str, port: int, mqtt_port: int | None, *
     return cfg
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def service(tmp_path_factory, camera, request):
     """The service in this process (uvicorn in a thread), with MQTT when mosquitto is installed."""
     need_serve_extra()

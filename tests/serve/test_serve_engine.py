@@ -76,7 +76,7 @@ def test_cameras_share_batches_and_tracks_give_events():
     readers = {"a": Reader("a"), "b": Reader("b")}
     published = []
     engine = Engine(rec, readers, cfg, publish=published.append)
-    xs = [20, 140, 260, 380]  # the face jumps: no IoU overlap between any two frames
+    xs = [20, 140, 260, 380]  # the face jumps: no IoU overlap between any two frames, but stays near
     for i, x in enumerate(xs):
         readers["a"].put(i + 1, 50, x)    # alice
         readers["b"].put(i + 1, 200, x)   # someone unknown
@@ -96,11 +96,16 @@ def test_cameras_share_batches_and_tracks_give_events():
     engine.step()  # now b's track at x=380 has its second frame
     b_events = [e for e in published if e["camera"] == "b"]
     assert [e["event"] for e in b_events] == ["start"] and b_events[0]["label"] == "unknown"
+    readers["a"].put(11, 50, 20)  # she appears again far from where her track was: a new appearance
+    engine.cams["a"].next_due = 0.0
+    engine.step()
+    a_events = [e for e in published if e["camera"] == "a"]
+    assert [e["event"] for e in a_events] == ["start", "start"] and a_events[0]["track"] != a_events[1]["track"]
     engine._expire(time.time() + 10)
     ends = [e for e in published if e["event"] == "end"]
-    assert sorted(e["camera"] for e in ends) == ["a", "b"]
-    a_end = next(e for e in ends if e["camera"] == "a")
-    assert a_end["track"] == a_events[0]["track"] and a_end["frames"] == 4
+    assert sorted(e["camera"] for e in ends) == ["a", "a", "b"]
+    a_end = next(e for e in ends if e["track"] == a_events[0]["track"])
+    assert a_end["frames"] == 4
     groups = engine.unknown_groups()
     assert len(groups) == 1 and groups[0]["cameras"] == ["b"] and groups[0]["crops"] >= 1
     assert [e["id"] for e in engine.recent_events()] == sorted(e["id"] for e in published)

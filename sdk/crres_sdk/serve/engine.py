@@ -39,6 +39,19 @@ BEST_REGIONS = 3          # face regions kept per track / unknown group (the hig
 REGION_MARGIN = 0.6       # a kept region is the face box grown by this fraction on each side
 
 
+def _near(a: list | None, b: list | None) -> bool:
+    """Boxes close enough to be one face's track broken between two processed frames: centres within twice the
+    larger width, widths within a factor 2."""
+    if a is None or b is None:
+        return False
+    wa, wb = a[2] - a[0], b[2] - b[0]
+    if min(wa, wb) <= 0 or max(wa, wb) > 2 * min(wa, wb):
+        return False
+    dx = (a[0] + a[2] - b[0] - b[2]) / 2
+    dy = (a[1] + a[3] - b[1] - b[3]) / 2
+    return (dx * dx + dy * dy) ** 0.5 <= 2 * max(wa, wb)
+
+
 def _r(v: Any, digits: int = 4) -> Any:
     return None if v is None else round(float(v), digits)
 
@@ -251,10 +264,13 @@ class Engine:
     def _continue_track(self, cam: CameraRuntime, tid: int, st: TrackState, identity: str,
                         captured: float) -> TrackState:
         """A new track named ``identity`` while an open track of the same camera, named the same and not seen in
-        this frame, is the same person whose IoU track broke (a fast-moving face at a low processing rate): it
-        continues that track (same ``track`` uid, no second ``start``) instead of starting another."""
+        this frame, near where that track was last seen and of a similar size (:func:`_near`), is the same person
+        whose IoU track broke (a fast-moving face at a low processing rate): it continues that track (same
+        ``track`` uid, no second ``start``) instead of starting another."""
         for old_id, old in list(cam.tracks.items()):
             if old_id == tid or not old.started or old.identity != identity or old.last_seen >= captured:
+                continue
+            if not _near(old.box, st.box):  # somewhere else, or another size: a new appearance
                 continue
             old.template.add(st.template.template, float(st.template.resolution))
             old.frames += st.frames
