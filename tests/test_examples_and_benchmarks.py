@@ -36,7 +36,9 @@ def test_preprocess_benchmark_json(tmp_path):
         if r["baseline"] is None:
             assert r["speedup_vs_baseline"] is None
         else:
-            base = next(b for b in records if b["impl"] == r["baseline"] and b["benchmark"] == r["benchmark"])
+            # The baseline of the same case and thread count (several cases share a benchmark name).
+            base = next(b for b in records if b["impl"] == r["baseline"] and b["benchmark"] == r["benchmark"]
+                        and b["case"] == r["case"] and b["threads"] == r["threads"])
             assert abs(r["speedup_vs_baseline"] - base["median_s"] / r["median_s"]) < 1e-9
 
 
