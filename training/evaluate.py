@@ -14,6 +14,11 @@ or ``--bin FILE.bin`` (InsightFace verification file, read without mxnet or arbi
   lai             Lai & Lam §IV-A: first image HR, second at 8/12/16/20 px
   identification  rank-k / CMC on a gallery/probe layout: --ident-manifest FILE, or built from LFW
                   (identities with >= 2 images; first image gallery, others probes at --ident-resolutions)
+  btm_stm_e2e     the btm-stm protocols end to end (LFW only): the second photo shrunk as a whole to face size r,
+                  (a) aligned from its scaled HR landmarks, (b) found by the SDK's detector (misses reported and
+                  counted as failures); training/evaluation/end_to_end.py
+  open_set        open-set identification through the SDK (LFW, needs a bundle --model): see
+                  training/evaluation/open_set.py (python -m training.evaluation.open_set for its options)
 
 Writes results.json, report.md and PNG figures into --out and prints a summary table.
 """
@@ -29,7 +34,7 @@ import numpy as np
 
 from training.evaluation.datasets import LFW_MIN_FACE
 
-PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification")
+PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification", "btm_stm_e2e", "open_set")
 DEFAULT_RESOLUTIONS = "5,7,8,10,12,14,16,20,28,40,56"
 
 
@@ -128,17 +133,22 @@ def run(args: argparse.Namespace) -> dict:
         far, tar, _ = roc_curve(1.0 - results["hr"]["_distances"], ds.issame)
         keep = np.unique(np.linspace(0, len(far) - 1, min(len(far), 400)).astype(int))
         results["hr_roc"] = {"far": far[keep].tolist(), "tar": tar[keep].tolist()}
-    if "btm_stm" in protos:
+    if "btm_stm" in protos or "btm_stm_e2e" in protos:
         folder = args.btm_stm or (args.lfw / "btm_stm" if args.lfw else None)
         if folder is None or not folder.is_dir():
             raise SystemExit("error: btm_stm needs --btm-stm DIR (or --lfw DIR with a btm_stm/ folder)")
-        results["btm_stm"] = {}
+        results["btm_stm"], all_sizes = {}, {}
         for name, fname in datasets.BTM_STM_PROTOCOLS.items():
             say(f"protocol btm_stm {name}")
             sizes = datasets.parse_size_protocol(folder / fname, full_pairs)
             if kept_pairs is not None:  # the same pairs --limit-pairs kept, each with its own sizes
                 sizes = sizes[kept_pairs]
+            all_sizes[name] = sizes
             results["btm_stm"][name] = {"file": fname, **protocols.evaluate_size_protocol(cache, ds, sizes)}
+        if "btm_stm_e2e" in protos:
+            results["btm_stm_e2e"] = _btm_stm_e2e(args, ds, cache, all_sizes, progress)
+    if "open_set" in protos:
+        results["open_set"] = _open_set(args, progress)
     if "fixed" in protos:
         say(f"protocol fixed {modes} at {args.resolutions}")
         results["fixed"] = protocols.evaluate_fixed(cache, ds, args.resolutions, modes)
@@ -163,6 +173,39 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def _btm_stm_e2e(args: argparse.Namespace, ds, cache, sizes: dict, progress: bool) -> dict:
+    """btm-stm with the second photo shrunk as a whole (training/evaluation/end_to_end.py); LFW only."""
+    import cv2
+
+    from training.evaluation import end_to_end
+
+    if args.lfw is None or "cache" not in ds.info:
+        raise SystemExit("error: btm_stm_e2e needs --lfw (the photos and their landmarks)")
+    with np.load(ds.info["cache"], allow_pickle=False) as z:
+        marks = z["landmarks"].astype(np.float64)
+    images = args.lfw / "images" if (args.lfw / "images").is_dir() else args.lfw
+
+    def load(i: int) -> np.ndarray:
+        return cv2.imread(str(images / ds.image_names[i]), cv2.IMREAD_COLOR)
+
+    return end_to_end.evaluate_btm_stm(cache, ds, load, marks, sizes, progress=progress)
+
+
+def _open_set(args: argparse.Namespace, progress: bool) -> dict:
+    from training.evaluation import open_set
+
+    if args.lfw is None or not (Path(args.model) / "manifest.json").is_file() and not str(args.model) == "default":
+        raise SystemExit("error: open_set needs --lfw and a model bundle folder (or 'default') as --model")
+    out = args.out / "open_set"
+    argv = ["--lfw", str(args.lfw), "--model", str(args.model), "--out", str(out)] + (["--quiet"] if not progress
+                                                                                      else [])
+    if open_set.main(argv) != 0:
+        raise SystemExit("error: the open_set protocol failed")
+    import json
+
+    return json.loads((out / "open_set.json").read_text())
+
+
 def summary_lines(results: dict) -> list[str]:
     lines = [(f"model {results['model']['name']} on {results['dataset']['name']} "
               f"({results['dataset']['pairs']} pairs, fallbacks {results['dataset'].get('detector_fallbacks', '-')})")]
@@ -170,6 +213,14 @@ def summary_lines(results: dict) -> list[str]:
         lines.append(f"  HR 112 px: {100 * results['hr']['accuracy']:.2f} ± {100 * results['hr']['std']:.2f}")
     for name, res in results.get("btm_stm", {}).items():
         lines.append(f"  btm-stm {name}: {100 * res['accuracy']:.2f} ± {100 * res['std']:.2f}")
+    for mode, per in results.get("btm_stm_e2e", {}).items():
+        lines.append(f"  btm-stm end to end ({mode}): " + ", ".join(
+            f"{name} {100 * (res['accuracy'] or 0):.2f} (misses {res['misses']}, with misses "
+            f"{100 * res['accuracy_with_misses']:.2f})" for name, res in per.items()))
+    for r, row in (results.get("open_set") or {}).get("per_resolution", {}).items():
+        lines.append(f"  open-set r={r}: " + ", ".join(f"{p}: FPIR {100 * (m['fpir'] or 0):.1f} % correct "
+                                                       f"{100 * (m['correct_match'] or 0):.1f} %"
+                                                       for p, m in row["policies"].items()))
     for mode, per_r in results.get("fixed", {}).items():
         lines.append(f"  {mode.upper()}: " + ", ".join(f"{r}:{100 * v['accuracy']:.1f}" for r, v in per_r.items()))
     if "lai" in results:
