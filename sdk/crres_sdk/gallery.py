@@ -566,6 +566,7 @@ class _Index:
         self.has_level[ident, level_idx] = True
         self.level_counts = np.zeros((len(names), len(self.levels)), np.int64)  # templates per identity and level
         np.add.at(self.level_counts, (ident, level_idx), 1)
+        self._comparisons: dict[bytes, int] = {}
         self.blocks = [self._block(lv, vectors, ident, resolutions, level_idx == j)
                        for j, lv in enumerate(self.levels)]
         self._all: _Block | None = None  # match="all": built from the level blocks on first use
@@ -623,8 +624,13 @@ class _Index:
             return 0
         if fusion == "add":
             return int(np.count_nonzero(self.has_level.any(axis=1)))
-        chosen = self.chosen_levels(r)
-        return int(self.level_counts[np.arange(len(self.names)), chosen].sum())
+        order = level_preference(self.levels, r)
+        key = order.tobytes()  # every r with the same preference order has the same count: computed once
+        got = self._comparisons.get(key)
+        if got is None:
+            chosen = order[np.argmax(self.has_level[:, order], axis=1)]
+            got = self._comparisons[key] = int(self.level_counts[np.arange(len(self.names)), chosen].sum())
+        return got
 
     def faiss_for(self, block: _Block) -> Any:
         with self.lock:
