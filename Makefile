@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests),
 # NNCF (the export tests), cryptography and FAISS (the gallery's encryption and large-gallery search tests).
 # dlib-check: dlib itself, to test the torch port of its ResNet against dlib's own descriptor.
-EXTRAS ?= dev,train,openvino,export,crypto,faiss,dlib-check
+EXTRAS ?= dev,train,openvino,export,crypto,faiss,dlib-check,serve
 comma := ,
 STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)
