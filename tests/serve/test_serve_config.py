@@ -141,3 +141,21 @@ def test_unreachable_stream_is_reported_not_fatal():
     reader.stop()
     assert status["state"] == "reconnecting" and status["reconnects"] >= 1
     assert "cannot open stream" in status["error"] and status["retry_at"] is not None
+
+
+def test_looping_file_camera_stays_streaming(tmp_path):
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200.0, (32, 32))
+    for i in range(4):
+        writer.write(np.full((32, 32, 3), 60 * i, np.uint8))
+    writer.release()
+    states = []
+    reader = CameraReader(CameraConfig("clip", str(path), loop=True), on_state=lambda n, s: states.append(s)).start()
+    deadline = time.monotonic() + 20
+    while reader.frames_read < 12 and time.monotonic() < deadline:  # three plays of the 4-frame file
+        time.sleep(0.01)
+    reader.stop()
+    assert reader.frames_read >= 12 and reader.reconnects == 0
+    assert states == ["streaming", "stopped"]  # no connecting/offline flap at each replay

@@ -150,6 +150,13 @@ def run(cfg: ServeConfig, *, log_level: str = "info") -> int:
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # a camera's failures are logged once per state change, not per OpenCV retry
+        import cv2
+
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:
+            pass
     service = Service(cfg)
 
     @contextlib.asynccontextmanager

@@ -108,8 +108,11 @@ class CameraReader:
 
     def _run(self) -> None:
         backoff = BACKOFF_START_S
+        replay = False  # a looping file starting again stays "streaming" (no availability flap)
         while not self._stop.is_set():
-            self._set_state("connecting" if self.reconnects == 0 else "reconnecting", self.error)
+            if not replay:
+                self._set_state("connecting" if self.reconnects == 0 else "reconnecting", self.error)
+            replay = False
             self.retry_at = None
             try:
                 src = self._opener(self.config.source, open_timeout_s=OPEN_TIMEOUT_S)
@@ -152,6 +155,7 @@ class CameraReader:
                 break
             if not src.live and error is None:
                 if self.config.loop:
+                    replay = got_frame
                     continue  # a test/demo camera: play the file again
                 self._set_state("ended")
                 return
