@@ -9,7 +9,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 
 from tests.serve.conftest import png
 
