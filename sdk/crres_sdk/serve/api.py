@@ -318,10 +318,17 @@ def create_api(service: "Service") -> FastAPI:
 
     # ---------------------------------------------------------------------------------------------- gallery
 
-    def identity_json(info: Any) -> dict:
+    def identity_json(info: Any, photos: int | None = None) -> dict:
         return {"name": info.name, "templates": info.n_templates, "resolutions": list(info.resolutions),
                 "created": info.created, "updated": info.updated, "metadata": info.metadata,
-                "photos": len(photos_of(info.name))}
+                "photos": len(photos_of(info.name)) if photos is None else photos}
+
+    def photo_counts() -> dict[str, int]:
+        """Photos (distinct source hashes) per identity, in one pass over the gallery's templates."""
+        seen: dict[str, set] = {}
+        for t in gallery().templates():
+            seen.setdefault(t.identity, set()).add(t.source_hash or "unknown")
+        return {name: len(hashes) for name, hashes in seen.items()}
 
     def photos_of(name: str) -> list[dict]:
         photos: dict[str, dict] = {}
@@ -380,7 +387,8 @@ def create_api(service: "Service") -> FastAPI:
         if search:
             s = search.casefold()
             infos = [i for i in infos if s in i.name.casefold()]
-        return [identity_json(i) for i in infos]
+        counts = photo_counts() if infos else {}
+        return [identity_json(i, counts.get(i.name, 0)) for i in infos]
 
     @app.post("/api/identities", tags=["gallery"], status_code=201,
               summary="Enrol a new identity from one or more photos (quality-checked)")

@@ -29,6 +29,8 @@ from crres_sdk.serve.config import MqttConfig
 
 log = logging.getLogger("crres.serve.mqtt")
 
+MAX_QUEUED = 1000
+
 
 class MqttPublisher:
     """A paho client in its own network thread (``loop_start``); reconnects by itself (1-30 s back-off)."""
@@ -53,6 +55,9 @@ class MqttPublisher:
             self.client.username_pw_set(config.username, password)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(1, 30)
+        # while the broker is away paho queues what is published: bounded, so memory stays flat (older events are
+        # not replayed; availability is republished on every connect)
+        self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
