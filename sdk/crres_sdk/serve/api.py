@@ -331,13 +331,9 @@ def create_api(service: "Service") -> FastAPI:
         return {name: len(hashes) for name, hashes in seen.items()}
 
     def photos_of(name: str) -> list[dict]:
-        photos: dict[str, dict] = {}
-        for t in gallery().templates(name):
-            key = t.source_hash or "unknown"
-            p = photos.setdefault(key, {"id": key, "templates": 0, "resolution": 0.0})
-            p["templates"] += 1
-            p["resolution"] = max(p["resolution"], round(float(t.resolution), 1))
-        return list(photos.values())
+        """The identity's enrolment photos (the gallery's :meth:`Gallery.photos`, by source hash)."""
+        return [{"id": p.source_hash or "unknown", "templates": p.n_templates, "resolution": round(p.resolution, 1),
+                 "created": p.created} for p in gallery().photos(name)]
 
     def check_enrolment_face(frame: np.ndarray, what: str) -> Face:
         """The quality check of an enrolment photo: one clear face, large and sharp enough."""
@@ -434,19 +430,17 @@ def create_api(service: "Service") -> FastAPI:
     @sdk_errors
     def remove_photo(name: str, photo: str, _: Any = Depends(auth)) -> dict:
         g = gallery()
-        with write_lock:  # read and rewrite under the service's write lock: no concurrent enrolment is lost
-            info = g.get(name)
-            records = list(g.templates(name))
-            keep = [t for t in records if (t.source_hash or "unknown") != photo]
-            if len(keep) == len(records):
-                raise ApiError(404, "unknown_photo", f"identity {name!r} has no photo {photo!r}")
-            if not keep:
+        with write_lock:
+            photos = [p["id"] for p in photos_of(name)]
+            hits = [h for h in photos if h.startswith(photo.lower())] if len(photo) >= 8 else []
+            if len(hits) != 1:
+                raise ApiError(404, "unknown_photo", f"identity {name!r} has no photo {photo!r}" if not hits else
+                               f"{photo!r} matches {len(hits)} photos of {name!r}: give more of the hash")
+            if len(photos) == 1:
                 raise ApiError(409, "last_photo", f"{photo!r} is {name!r}'s only photo: remove the identity "
                                                   f"instead (DELETE /api/identities/{name})")
-            g.enroll(name, np.stack([t.vector for t in keep]), [t.resolution for t in keep],
-                     source_hashes=[t.source_hash for t in keep] if all(t.source_hash for t in keep) else (),
-                     metadata=info.metadata, replace=True)
-        return {"name": name, "photo": photo, "templates_removed": len(records) - len(keep)}
+            n = g.remove_photo(name, hits[0])  # one transaction with its audit row; the WAL is purged
+        return {"name": name, "photo": hits[0], "templates_removed": n}
 
     @app.get("/api/audit", tags=["gallery"], summary="The gallery's audit log (newest first)")
     @sdk_errors
