@@ -558,7 +558,8 @@ def create_api(service: "Service") -> FastAPI:
 
     @app.get("/api/config", tags=["service"], summary="What the page needs: cameras, thresholds policy, limits")
     def page_config(_: Any = Depends(auth)) -> dict:
-        return {"cameras": list(engine.cams), "far": rec.far, "thumbnails": engine.thumbnails,
+        return {"cameras": list(engine.cams), "far": rec.far, "fpir": getattr(rec, "fpir", None),
+                "thumbnails": engine.thumbnails,
                 "min_enroll_resolution": service.cfg.recognition.min_enroll_resolution,
                 "max_upload_mb": cfg.max_upload_mb, "auth": bool(key_hashes)}
 

@@ -38,7 +38,7 @@ class Service:
         rc = cfg.recognition
         if recognizer is None:
             detector = {"min_face": rc.detector_min_face}
-            recognizer = Recognizer(rc.model, backend=rc.backend, threads=rc.threads, far=rc.far,
+            recognizer = Recognizer(rc.model, backend=rc.backend, threads=rc.threads, far=rc.far, fpir=rc.fpir,
                                     batch_size=rc.batch_size, detector=detector)
             gc = cfg.gallery
             try:

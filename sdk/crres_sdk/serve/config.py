@@ -39,7 +39,8 @@ class RecognitionConfig:
     model: str = "default"
     backend: str = "auto"
     threads: int | None = None
-    far: str = "1e-3"
+    fpir: str | None = "0.01"      # 1:N decisions: the chance a stranger is named (None: per-pair far instead)
+    far: str = "1e-3"              # 1:1 verify (and 1:N when fpir is None): the per-pair false-accept rate
     detector_min_face: int = 20    # MTCNN's smallest face (px): 12 finds tinier faces at ~2x the cost
     min_face: float = 0.0          # px box width below which detected faces are ignored
     batch_size: int = 32
@@ -224,7 +225,7 @@ def parse_config(data: Any, path: Path | None = None) -> ServeConfig:
     opt_int = lambda lo, hi: lambda w, v: None if v is None else _num(w, v, lo, hi, integer=True)  # noqa: E731
     recognition = _section(RecognitionConfig, "recognition", data.get("recognition"), {
         "model": _str, "backend": lambda w, v: _choice(w, v, ("auto", "onnxruntime", "openvino", "tensorrt")),
-        "threads": opt_int(1, 256), "far": _far,
+        "threads": opt_int(1, 256), "far": _far, "fpir": lambda w, v: None if v is None else _far(w, v),
         "detector_min_face": lambda w, v: _num(w, v, 8, 1000, integer=True),
         "min_face": lambda w, v: float(_num(w, v, 0, 10000)),
         "batch_size": lambda w, v: _num(w, v, 1, 1024, integer=True),

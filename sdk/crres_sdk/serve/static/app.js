@@ -177,7 +177,8 @@ async function refreshUnknown() {
 async function refreshAll() {
   try {
     config = await api("/api/config");
-    setStatus(`${config.cameras.length} camera(s), FAR ${config.far}`, "ok");
+    setStatus(`${config.cameras.length} camera(s), ` + (config.fpir ? `FPIR ${config.fpir}, ` : "") +
+      `FAR ${config.far}`, "ok");
     await Promise.all([refreshGallery(), refreshUnknown()]);
   } catch (e) {
     setStatus(e.status === 401 ? "enter the API key" : e.message, "error");
