@@ -17,6 +17,8 @@ or ``--bin FILE.bin`` (InsightFace verification file, read without mxnet or arbi
   btm_stm_e2e     the btm-stm protocols end to end (LFW only): the second photo shrunk as a whole to face size r,
                   (a) aligned from its scaled HR landmarks, (b) found by the SDK's detector (misses reported and
                   counted as failures); training/evaluation/end_to_end.py
+  fixed_e2e       every pair with the second photo shrunk as a whole to each of --lai-resolutions, aligned from
+                  its scaled HR landmarks, next to the crop protocol at the same r (HR vs r)
   open_set        open-set identification through the SDK (LFW, needs a bundle --model): see
                   training/evaluation/open_set.py (python -m training.evaluation.open_set for its options)
 
@@ -34,7 +36,7 @@ import numpy as np
 
 from training.evaluation.datasets import LFW_MIN_FACE
 
-PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification", "btm_stm_e2e", "open_set")
+PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification", "btm_stm_e2e", "fixed_e2e", "open_set")
 DEFAULT_RESOLUTIONS = "5,7,8,10,12,14,16,20,28,40,56"
 
 
@@ -146,7 +148,10 @@ def run(args: argparse.Namespace) -> dict:
             all_sizes[name] = sizes
             results["btm_stm"][name] = {"file": fname, **protocols.evaluate_size_protocol(cache, ds, sizes)}
         if "btm_stm_e2e" in protos:
-            results["btm_stm_e2e"] = _btm_stm_e2e(args, ds, cache, all_sizes, progress)
+            results["btm_stm_e2e"] = _e2e(args, ds, cache, progress, sizes=all_sizes)
+    if "fixed_e2e" in protos:
+        say(f"protocol fixed_e2e at {args.lai_resolutions}")
+        results["fixed_e2e"] = _e2e(args, ds, cache, progress, fixed=args.lai_resolutions)
     if "open_set" in protos:
         results["open_set"] = _open_set(args, progress)
     if "fixed" in protos:
@@ -173,14 +178,15 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def _btm_stm_e2e(args: argparse.Namespace, ds, cache, sizes: dict, progress: bool) -> dict:
-    """btm-stm with the second photo shrunk as a whole (training/evaluation/end_to_end.py); LFW only."""
+def _e2e(args: argparse.Namespace, ds, cache, progress: bool, sizes: dict | None = None,
+         fixed: list[int] | None = None) -> dict:
+    """btm-stm sizes or fixed r with the second photo shrunk as a whole (training/evaluation/end_to_end.py)."""
     import cv2
 
     from training.evaluation import end_to_end
 
     if args.lfw is None or "cache" not in ds.info:
-        raise SystemExit("error: btm_stm_e2e needs --lfw (the photos and their landmarks)")
+        raise SystemExit("error: the end-to-end protocols need --lfw (the photos and their landmarks)")
     with np.load(ds.info["cache"], allow_pickle=False) as z:
         marks = z["landmarks"].astype(np.float64)
     images = args.lfw / "images" if (args.lfw / "images").is_dir() else args.lfw
@@ -188,6 +194,8 @@ def _btm_stm_e2e(args: argparse.Namespace, ds, cache, sizes: dict, progress: boo
     def load(i: int) -> np.ndarray:
         return cv2.imread(str(images / ds.image_names[i]), cv2.IMREAD_COLOR)
 
+    if fixed is not None:
+        return end_to_end.evaluate_fixed(cache, ds, load, marks, fixed, progress=progress)
     return end_to_end.evaluate_btm_stm(cache, ds, load, marks, sizes, progress=progress)
 
 
@@ -217,6 +225,10 @@ def summary_lines(results: dict) -> list[str]:
         lines.append(f"  btm-stm end to end ({mode}): " + ", ".join(
             f"{name} {100 * (res['accuracy'] or 0):.2f} (misses {res['misses']}, with misses "
             f"{100 * res['accuracy_with_misses']:.2f})" for name, res in per.items()))
+    if "fixed_e2e" in results:
+        lines.append("  fixed r, crop vs end to end (landmarks): " + ", ".join(
+            f"{r}: {100 * row['crop']['accuracy']:.2f} vs {100 * row['landmarks']['accuracy']:.2f}"
+            for r, row in results["fixed_e2e"].items()))
     for r, row in (results.get("open_set") or {}).get("per_resolution", {}).items():
         lines.append(f"  open-set r={r}: " + ", ".join(f"{p}: FPIR {100 * (m['fpir'] or 0):.1f} % correct "
                                                        f"{100 * (m['correct_match'] or 0):.1f} %"

@@ -96,3 +96,26 @@ def test_evaluate_scores_found_pairs_and_counts_misses_as_failures():
     assert out["n_pairs"] == 18 and out["accuracy_with_misses"] == pytest.approx(out["accuracy"] * 0.9)
     none = e2e.evaluate(cache, ds, crops, np.zeros(n, bool))
     assert none["accuracy"] is None and none["accuracy_with_misses"] == 0.0
+
+
+def test_fixed_sweep_reports_crop_and_end_to_end_accuracy_and_their_gap():
+    n = 20
+    photos = [_photo(k) for k in range(n)]
+    marks = np.stack([lm for _, lm in photos])
+    crops = np.stack([align_faces_uint8(f, lm[None])[0] for f, lm in photos])
+    issame = np.arange(n) % 2 == 0
+
+    class Cache(_Cache):
+        def get(self, index, size):
+            from crres_sdk import degrade
+
+            c = crops[np.asarray(index)]
+            return self.embed_crops(c if size == 112 else degrade(c, size))
+
+    ds = PairDataset("t", crops, np.stack([np.arange(n), np.where(issame, np.arange(n), np.roll(np.arange(n), 3))],
+                                          1), issame, np.arange(n) % 10, [], {})
+    out = e2e.evaluate_fixed(Cache(None), ds, lambda i: photos[i][0], marks, [16], progress=False)
+    row = out["16"]
+    assert set(row) == {"crop", "landmarks", "gap_pp"} and row["landmarks"]["misses"] == 0
+    assert row["gap_pp"]["landmarks"] == pytest.approx(100 * (row["crop"]["accuracy"] - row["landmarks"]["accuracy"]),
+                                                       abs=0.01)

@@ -109,3 +109,26 @@ def evaluate_btm_stm(cache: Any, ds: PairDataset, load: Callable[[int], np.ndarr
             out[mode][name] = {**evaluate(cache, ds, crops, found),
                                "size_range": [int(sizes[:, 1].min()), int(sizes[:, 1].max())]}
     return out
+
+
+def evaluate_fixed(cache: Any, ds: PairDataset, load: Callable[[int], np.ndarray], landmarks: np.ndarray,
+                   resolutions: Sequence[int], modes: Sequence[str] = ("landmarks",), progress: bool = True,
+                   detector: Any = None) -> dict[str, Any]:
+    """Every pair at one r at a time: first image HR crop, second at r, by the crop protocol (``degrade`` of the
+    aligned crop, Lai & Lam's HR-vs-LR order) and end to end per mode. ``{r: {"crop": ..., mode: ...,
+    "gap_pp": {mode: crop - end-to-end accuracy, pp}}}``."""
+    from training.evaluation.protocols import HR, pair_scores
+
+    out: dict[str, Any] = {}
+    for r in resolutions:
+        r = int(r)
+        row: dict[str, Any] = {"crop": evaluate_scores(pair_scores(cache, ds, HR, r), ds.issame, ds.folds).to_dict()}
+        sizes = np.full(ds.n_pairs, r)
+        for mode in modes:
+            crops, found = second_image_crops(load, landmarks, ds.pair_index[:, 1], sizes, mode, detector, progress)
+            row[mode] = evaluate(cache, ds, crops, found)
+        row["gap_pp"] = {m: None if row[m]["accuracy"] is None else
+                         round(100 * (row["crop"]["accuracy"] - row[m]["accuracy"]), 2) for m in modes}
+        out[str(r)] = row
+    return out
+
