@@ -50,7 +50,8 @@ def test_demo_end_to_end(tmp_path):
     assert not rows[-1]["detected"]
     assert isinstance(last["score"], float) and -1.0 <= last["score"] <= 1.0
     assert isinstance(last["threshold"], float)
-    assert last["decision"] == ("match" if last["score"] > last["threshold"] else "unknown")
+    # below the lowest calibrated resolution (7 px, effective) the SDK names nobody: "too-small"
+    assert last["decision"] in ("too-small", "match" if last["score"] > last["threshold"] else "unknown")
     assert (last["identity"] is not None) == (last["decision"] == "match")
     assert last["identity"] in (None, "astronaut")
     assert last["astronaut_score"] is not None and last["best_distractor_score"] is not None
