@@ -50,6 +50,31 @@ MIN_INT8_SHARE = 0.4
 RANKING_SAMPLES = 48
 
 
+#: Instruction-set flags that change INT8 results (VNNI vs AVX2 integer dot products; ORT's reduce_range exists
+#: for the latter) or speed, recorded with every parity figure.
+ISA_FLAGS = ("sse4_2", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+             "asimd", "asimddp", "i8mm")
+
+
+def cpu_isa(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU the parity figures were measured on: model name and the INT8-relevant ISA flags (Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    model = None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("flags", "features") and not flags:
+            flags = set(value.split())
+        elif key in ("model name", "cpu model") and model is None:
+            model = value.strip()
+    return {"machine": platform.machine(), "model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
 class ExportError(Exception):
     """A build failure with a message meant for the user."""
 
@@ -771,7 +796,7 @@ class Exporter:
                        "held_out": self.held.describe() if self.held is not None else None,
                        "note": None if self.spec["quantizes"] else "FP32 target: nothing is quantized",
                        "floor_mean": a.cosine_floor,
-                       "floor_p1": a.cosine_p1_floor, "results": self.parity,
+                       "floor_p1": a.cosine_p1_floor, "results": self.parity, "cpu": cpu_isa(),
                        "lfw_accuracy": self._lfw_summary()},
         }
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2))

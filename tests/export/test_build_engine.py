@@ -91,6 +91,7 @@ def test_onnx_target_writes_a_valid_bundle_that_passes_parity(onnx_bundle):
     assert m["calibration"]["size"] == 96 and set(m["calibration"]["set"]["per_band"]) == set(BANDS)
     ort = m["parity"]["results"]["onnxruntime"]
     assert ort["passed"] and set(ort["bands"]) == set(BANDS)
+    assert m["parity"]["cpu"]["machine"] and isinstance(m["parity"]["cpu"]["isa"], list)
     for band in ort["bands"].values():
         assert band["cosine_mean"] >= m["parity"]["floor_mean"] and band["cosine_p1"] >= m["parity"]["floor_p1"]
     # Both files: fixed names, dynamic batch, INT8 really quantized.
@@ -437,3 +438,12 @@ def test_entropy_calibration_is_not_minmax_in_disguise(onnx_bundle, crops, tmp_p
         graph = onnx.load(str(tmp_path / f"{method}.onnx")).graph
         scales[method] = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
     assert any(not np.allclose(v, scales["entropy"][k]) for k, v in scales["minmax"].items())
+
+
+def test_cpu_isa_reads_the_int8_relevant_flags():
+    from export.build_engine import cpu_isa
+
+    info = cpu_isa("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512_vnni\n"
+                   "processor\t: 1\nflags\t\t: fpu\n")
+    assert info["model"] == "AMD EPYC 9B14" and info["isa"] == ["sse4_2", "avx2", "fma", "avx512f", "avx512_vnni"]
+    assert cpu_isa("Features\t: fp asimd asimddp\n")["isa"] == ["asimd", "asimddp"]  # aarch64 spelling
