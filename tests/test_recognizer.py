@@ -144,6 +144,13 @@ def rec_factory(tmp_path_factory):
         r.close()
 
 
+def _cosine_unit(rec) -> float:
+    """A model's scale of cosine margins: 1 minus its 1:1 threshold at 112 px (0.48 for the from-scratch
+    MobileFaceNet, whose margins these tests were written with as 0.3 and 0.2; 0.04 for the dlib fine-tune, whose
+    embeddings' cosines crowd near 1)."""
+    return 1.0 - float(rec.threshold_at(112))
+
+
 def _scene(face: np.ndarray, scale: float, size=(480, 640), at=(40, 60), seed=0) -> np.ndarray:
     """The face photo scaled by ``scale`` and pasted on a noisy grey background."""
     rng = np.random.default_rng(seed)
@@ -183,7 +190,7 @@ def test_end_to_end_astronaut_enrol_then_identify_across_sizes(rec_factory, tmp_
     stranger = rec.identify(cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR))[0].match_score
     for scale in (0.25, 0.15, 0.12):
         face = rec.identify(_scene(astro, scale, seed=int(scale * 100)))[0]
-        assert face.match_score > stranger + 0.3, (scale, face.match_score, stranger)
+        assert face.match_score > stranger + 0.6 * _cosine_unit(rec), (scale, face.match_score, stranger)
 
 
 def test_identify_a_stranger_is_unknown_and_gallery_side_matching_uses_the_nearest_level(rec_factory, tmp_path):
@@ -224,7 +231,7 @@ def test_caller_supplied_boxes_and_landmarks_skip_detection(rec_factory, tmp_pat
     # its embedding is nearly the detector's; a box moved by half its side is a different crop and is not.
     moved = box + np.array([side[0] / 2, 0, side[0] / 2, 0])
     near, far = float(emb_box[0] @ emb_lm[0]), float(rec.embed(astro, moved)[0] @ emb_lm[0])
-    assert near > 0.9 and far < near - 0.2, (near, far)
+    assert near > 0.9 and far < near - 0.4 * _cosine_unit(rec), (near, far)
     assert rec.faces_from(astro, box)[0].equivalent_resolution == pytest.approx(
         equivalent_resolution(landmarks_from_boxes(box))[0])
     # A grey frame has no face, but a caller box on it still gets a (non-matching) answer, not an error.
