@@ -466,3 +466,29 @@ def test_video_pipeline_with_mitm_really_matches_meet_in_the_middle(rec_factory,
         VideoPipeline(plain, matching="mitm")
     with pytest.raises(TypeError, match="crops"):
         rec.match(np.zeros((1, rec.embedding_dim), np.float32), [50.0])
+
+
+def test_int8_file_without_an_accuracy_gate_warns(tmp_path):
+    """An INT8 file exported without its LFW accuracy gate (cosine floors only) announces itself when used."""
+    import json
+    import shutil
+    import warnings
+
+    from crres_sdk.recognizer import AccuracyGateNotRunWarning, find_model_bundle
+
+    _default_model_or_skip()
+    shipped = find_model_bundle("default")
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    if "int8" not in manifest["files"].get("onnx", {}):
+        pytest.skip("the default bundle has no ONNX INT8 file")
+    assert manifest["parity"]["lfw_accuracy"]["status"] == "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyGateNotRunWarning)
+        Recognizer(shipped, backend="onnxruntime", precision="int8").close()   # gated: silent
+        Recognizer(shipped, backend="onnxruntime", precision="fp32").close()
+    ungated = tmp_path / "ungated"
+    shutil.copytree(shipped, ungated)
+    manifest["parity"]["lfw_accuracy"] = {"status": "not run (--lfw none)", "tolerance_pp": 0.5}
+    (ungated / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(AccuracyGateNotRunWarning, match="not run"):
+        Recognizer(ungated, backend="onnxruntime", precision="int8").close()

@@ -72,6 +72,22 @@ class FaceTooSmallError(ValueError):
     """An enrolment face whose resolution is below the recognizer's ``min_enroll_resolution``."""
 
 
+class AccuracyGateNotRunWarning(UserWarning):
+    """An INT8 file whose export checked only embedding cosines, never verification accuracy."""
+
+
+def _warn_if_accuracy_gate_not_run(manifest: dict, file_key: str) -> None:
+    """INT8 accuracy can drop where cosine floors hold (a model whose scores crowd near 1 loses pairs at a cosine
+    of 0.999), so a bundle exported without its LFW accuracy gate says so when its INT8 file is used."""
+    status = str(((manifest.get("parity") or {}).get("lfw_accuracy") or {}).get("status", "not recorded"))
+    if status != "run":
+        import warnings
+
+        warnings.warn(f"model {manifest.get('name')!r}: {file_key} passed only the cosine parity floors; its "
+                      f"accuracy gate was {status} (export/build_engine.py --lfw DIR runs it); "
+                      "precision='fp32' avoids the INT8 file", AccuracyGateNotRunWarning, stacklevel=4)
+
+
 def find_model_bundle(model: str | os.PathLike = "default") -> Path:
     """``"default"`` -> $CRRES_MODEL_BUNDLE, else models/crres_default, else ~/.cache/crres/models/crres_default;
     a name -> that bundle in the same places; a path -> that folder."""
@@ -307,6 +323,8 @@ class Recognizer:
                 for runtime, role in _FILE_CHOICES[(name, prec)]:
                     if role in files.get(runtime, {}):
                         path = self.bundle.file(runtime, role)
+                        if prec == "int8":
+                            _warn_if_accuracy_gate_not_run(self.bundle.manifest, f"{runtime}/{role}")
                         dev = "cuda" if name == "tensorrt" else device
                         return name, prec, f"{runtime}/{role}", open_model(path, name, self.threads, device=dev)
                     tried.append(f"{name}/{prec}")
