@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from crres_sdk.bundle import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 #: Where extracted files live (git-ignored); ``CRRES_PRETRAINED`` overrides it.
 DEFAULT_DIR = REPO / "pretrained"
@@ -62,14 +64,6 @@ def pretrained_dir() -> Path:
     return Path(os.environ.get("CRRES_PRETRAINED", DEFAULT_DIR))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pretrained_file(name: str) -> Path:
     """The path of an already fetched file; a clear error naming the command that fetches it otherwise."""
     try:
@@ -91,7 +85,7 @@ def fetch(names: list[str] | None = None, cache: Path | None = None) -> list[Pat
     paths = []
     for spec in specs:
         target = out_dir / Path(spec.member).name
-        if target.is_file() and _sha256(target) == spec.sha256:
+        if target.is_file() and sha256_file(target) == spec.sha256:
             paths.append(target)
             continue
         archive = cache / spec.archive

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from crres_sdk import align_faces_uint8
-from crres_sdk.preprocess import ARCFACE_TEMPLATE
+from crres_sdk.preprocess import ARCFACE_TEMPLATE, Normalization
 from training.evaluation.datasets import load_lfw
+from training.evaluation.embedder import preprocess
 from training.evaluation.verification import kfold_accuracy
 from training.models import get_model
 from training.models.dlib_resnet import CHIP_FROM_TEMPLATE, CHIP_SIZE, DLIB_MEAN_RGB
@@ -51,22 +52,18 @@ def main() -> None:
     images = args.lfw / "images" if (args.lfw / "images").is_dir() else args.lfw
     model = get_model("dlib_resnet").load_dlib_file(pretrained_file("dlib_face_recognition_resnet_v1")).eval()
     chip_template = np.hstack([ARCFACE_TEMPLATE, np.ones((5, 1))]) @ CHIP_FROM_TEMPLATE.T
-    mean = np.asarray(DLIB_MEAN_RGB, np.float32)
-
-    def as_112(crops: np.ndarray) -> torch.Tensor:              # BGR uint8 -> project input
-        return torch.from_numpy(((crops[..., ::-1].astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2))
+    dlib_input = Normalization(color="rgb", mean=DLIB_MEAN_RGB, std=(256.0,) * 3)
 
     t0 = time.time()
     rows: dict[str, list[np.ndarray]] = {"template_112": [], "chip_150": []}
     for start in range(0, len(ds.crops), args.batch_size):
         idx = range(start, min(start + args.batch_size, len(ds.crops)))
-        rows["template_112"].append(as_112(ds.crops[idx.start:idx.stop]).numpy())
+        rows["template_112"].append(preprocess(ds.crops[idx.start:idx.stop], Normalization.arcface(), 112))
         chips = []
         for k in idx:
             frame = cv2.imread(str(images / ds.image_names[k]), cv2.IMREAD_COLOR)
-            chips.append(align_faces_uint8(frame, marks[k][None], size=CHIP_SIZE, template=chip_template,
-                                           output_color="rgb")[0])
-        rows["chip_150"].append(((np.stack(chips).astype(np.float32) - mean) / 256.0).transpose(0, 3, 1, 2))
+            chips.append(align_faces_uint8(frame, marks[k][None], size=CHIP_SIZE, template=chip_template)[0])
+        rows["chip_150"].append(preprocess(np.stack(chips), dlib_input, CHIP_SIZE))
     embeddings = {"template_112": embed(model, rows["template_112"]), "chip_150": embed(model.net, rows["chip_150"])}
     result = {"pairs": int(ds.n_pairs), "seconds": round(time.time() - t0, 1), "chip_template": chip_template.round(3).tolist()}
     for name, e in embeddings.items():
