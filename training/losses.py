@@ -202,17 +202,23 @@ def wavelet_similarity_loss(stages_hr: Sequence[torch.Tensor], stages_lr: Sequen
 
 
 def lu_loss(head: MarginHead, f_lr: torch.Tensor, labels: torch.Tensor, z_hr: torch.Tensor,
-            stages_hr: Sequence[torch.Tensor], stages_lr: Sequence[torch.Tensor], *,
+            stages_hr: Sequence[torch.Tensor] | None, stages_lr: Sequence[torch.Tensor] | None, *,
             temperature: float, lambda1: float = LU_LAMBDA1,
             lambda2: float = LU_LAMBDA2) -> dict[str, torch.Tensor]:
     """Eq. 4, ``L_arcface + lambda1 L_distill + lambda2 L_wavesim`` for the LR student.
 
     ``head`` is the student's (ArcFace) classifier; its margin-free logits ``head(f_lr)`` are
     z_L, while ``z_hr`` are the teacher's logits for the HR image (teacher network "including
-    classification layers", Sec. II-C-2). ``stages_*`` come from ``model(x, return_stages=True)``.
+    classification layers", Sec. II-C-2). ``stages_*`` come from ``model(x, return_stages=True)``;
+    both None for a backbone without wavelet stages, which drops the L_wavesim term.
     """
     arc = head.loss(f_lr, labels)
     distill = kd_loss(z_hr, head(f_lr), temperature)
-    wavesim = wavelet_similarity_loss(stages_hr, stages_lr)
-    return {"loss": arc + lambda1 * distill + lambda2 * wavesim, "arcface": arc,
-            "distill": distill, "wavesim": wavesim}
+    parts = {"arcface": arc, "distill": distill}
+    loss = arc + lambda1 * distill
+    if (stages_hr is None) != (stages_lr is None):
+        raise ValueError("give both stage lists or neither")
+    if stages_hr is not None:
+        parts["wavesim"] = wavelet_similarity_loss(stages_hr, stages_lr)
+        loss = loss + lambda2 * parts["wavesim"]
+    return {"loss": loss, **parts}

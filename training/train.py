@@ -160,7 +160,8 @@ class TrainStep(nn.Module):
 
     def __init__(self, recipe: Recipe, model: nn.Module, head: nn.Module,
                  teacher: tuple[nn.Module, nn.Module] | None = None,
-                 teacher_cache: dict[str, torch.Tensor] | None = None) -> None:
+                 teacher_cache: dict[str, torch.Tensor] | None = None,
+                 teacher_head: nn.Module | None = None) -> None:
         super().__init__()
         self.recipe, self.model, self.head = recipe, model, head
         self._teacher = teacher  # a plain tuple: not registered, never trained, not in DDP
@@ -168,9 +169,13 @@ class TrainStep(nn.Module):
             raise ValueError("the lu_kd method needs a teacher")
         # Frozen pretrained network's embeddings of every crop and its flip (training.teacher_cache).
         self._cache = teacher_cache
-        if recipe.method == "frozen_siamese" and teacher_cache is None:
-            raise ValueError("the frozen_siamese method needs the pretrained network's cached embeddings "
+        if recipe.method in ("frozen_siamese", "frozen_kd") and teacher_cache is None:
+            raise ValueError(f"the {recipe.method} method needs the pretrained network's cached embeddings "
                              "(a recipe with init=...)")
+        # frozen_kd's teacher classifier: the head at its class-mean start, frozen (a plain attribute, not trained).
+        self._teacher_head = [teacher_head] if teacher_head is not None else []
+        if recipe.method == "frozen_kd" and teacher_head is None:
+            raise ValueError("the frozen_kd method needs the frozen teacher head")
         self.autocast = False
 
     def _embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
@@ -243,6 +248,22 @@ class TrainStep(nn.Module):
                 x_lr = self._degrade(x, self._lr_sizes(n, hr, gen), gen)
             f_lr = self._embed(x_lr)
             return L.knoche_siamese_loss(self.head, f_hr.to(f_lr), f_lr, labels, **r.loss_kwargs)
+        if r.method == "frozen_kd":
+            # Lu & Ebrahimi eq. 4 with the frozen pretrained network (and its class-mean head) as the HR teacher:
+            # its logits come from the cached HR embedding of the same (possibly flipped) crop, so no teacher
+            # forward per step. No wavelet term: dlib's ResNet has no wavelet stages (lu2023 Sec. II-B).
+            if index is None:
+                raise ValueError("frozen_kd needs the batch's dataset indices")
+            idx = index.cpu()
+            skw = r.sampler_kwargs
+            with torch.no_grad():
+                f_hr = torch.where(flipped.cpu()[:, None], self._cache["hr_flip"][idx], self._cache["hr"][idx])
+                z_hr = self._teacher_head[0](f_hr.to(x))
+                x_lr, _ = D.lu_degradation(x, p=skw.get("p", 0.5), size_range=tuple(skw.get("size_range", (7, hr))),
+                                           generator=gen)
+            kw = dict(r.loss_kwargs)
+            return L.lu_loss(self.head, self._embed(x_lr), labels, z_hr, None, None,
+                             temperature=kw.pop("temperature"), **kw)
         if r.method == "batch":
             with torch.no_grad():
                 x = self._degrade(x, self._lr_sizes(n, hr, gen), gen)
@@ -437,12 +458,19 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     if recipe.init:
         # Start from a pretrained network (training.pretrained); on resume the checkpoint overwrites it below.
         initialise(model, recipe.init, recipe.model)
-    if recipe.init or recipe.method == "frozen_siamese":
+    if recipe.init or recipe.method in ("frozen_siamese", "frozen_kd"):
         # The starting network, frozen: its embeddings of every crop (and flip), computed once per dataset.
         cache = teacher_embeddings(model, dataset, TEACHER_CACHE_DIR, progress=progress and rank == 0)
         if recipe.init and not resume:
             with torch.no_grad():  # class centres where the pretrained network already puts each class
                 head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+
+    teacher_head = None
+    if recipe.method == "frozen_kd":
+        teacher_head = get_head(recipe.head, model.embedding_dim, num_classes, **recipe.head_kwargs).to(dev)
+        with torch.no_grad():
+            teacher_head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+        teacher_head.requires_grad_(False)
 
     teacher = None
     if recipe.method == "lu_kd":
@@ -458,7 +486,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
         if dev.type == "cpu":
             t_model.to(memory_format=torch.channels_last)
 
-    step_module = TrainStep(recipe, model, head, teacher, cache).to(dev)
+    step_module = TrainStep(recipe, model, head, teacher, cache, teacher_head).to(dev)
     if dev.type == "cpu":  # weights in NHWC to match the channels_last inputs of TrainStep._embed
         model.to(memory_format=torch.channels_last)
     step_module.autocast = dev.type == "cuda"
@@ -478,7 +506,10 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
 
     sampler = EpochBatchSampler(len(dataset), batch_per_rank, rank, world, seed)
     steps_per_epoch = sampler.num_batches
-    total_steps = recipe.epochs * steps_per_epoch
+    total_steps = recipe.steps or recipe.epochs * steps_per_epoch
+    num_epochs = -(-total_steps // steps_per_epoch)
+    # A recipe's own step count ends the run like --max-steps does, but as the schedule's end.
+    stop_at = min((s for s in (max_steps, recipe.steps) if s is not None), default=None)
     milestone_steps = [int(round(f * total_steps)) for f in recipe.lr_milestones]
 
     gen = torch.Generator().manual_seed(seed * 7919 + rank)
@@ -546,17 +577,17 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     if rank == 0:
         print(f"[crres] recipe {recipe.name} ({recipe.paper}): {recipe.model}, {len(dataset)} images, "
               f"{num_classes} identities, {world} process(es) x {batch_per_rank}, {steps_per_epoch} steps/epoch x "
-              f"{recipe.epochs} epochs = {total_steps} steps, milestones {milestone_steps}, device {dev}",
+              f"{num_epochs} epochs = {total_steps} steps, milestones {milestone_steps}, device {dev}",
               file=sys.stderr)
     epoch = start_epoch
-    for epoch in range(start_epoch, recipe.epochs):
+    for epoch in range(start_epoch, num_epochs):
         skip = epoch_step if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip)
         step_module.train()
-        bar = _progress(steps_per_epoch, skip, f"epoch {epoch + 1}/{recipe.epochs}", rank == 0 and progress)
+        bar = _progress(steps_per_epoch, skip, f"epoch {epoch + 1}/{num_epochs}", rank == 0 and progress)
         in_epoch = skip
         for images, labels, index in loader:
-            if max_steps is not None and step >= max_steps:
+            if stop_at is not None and step >= stop_at:
                 stop = True
                 break
             images = images.to(dev, non_blocking=True)
@@ -599,7 +630,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
                                              f"aborting - lower the learning rate or check the data")
             else:
                 consecutive_bad = 0
-            if max_steps is not None and step >= max_steps:
+            if stop_at is not None and step >= stop_at:
                 stop = True
             loss_value = float(stats[0])
             losses.append(loss_value)
@@ -611,7 +642,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", skipped=bad_total)
             elif rank == 0 and progress and (step % log_every == 0 or in_epoch == steps_per_epoch):
-                print(f"epoch {epoch + 1}/{recipe.epochs} step {in_epoch}/{steps_per_epoch} (global {step}) "
+                print(f"epoch {epoch + 1}/{num_epochs} step {in_epoch}/{steps_per_epoch} (global {step}) "
                       f"loss {loss_value:.4f} lr {lr:.2e} skipped {bad_total}", file=sys.stderr, flush=True)
             if stop:
                 break
@@ -620,13 +651,13 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
         if stop:
             snapshot(epoch, in_epoch, final=True)
             break
-        snapshot(epoch + 1, 0, final=epoch + 1 == recipe.epochs)
+        snapshot(epoch + 1, 0, final=epoch + 1 == num_epochs)
         epoch_step = 0
     else:
-        if start_epoch >= recipe.epochs:  # resumed a finished run: refresh final.pt
-            snapshot(recipe.epochs, 0, final=True)
+        if start_epoch >= num_epochs:  # resumed a finished run: refresh final.pt
+            snapshot(num_epochs, 0, final=True)
     logger.close()
-    return {"losses": losses, "steps": step, "skipped": bad_total, "epochs": recipe.epochs,
+    return {"losses": losses, "steps": step, "skipped": bad_total, "epochs": num_epochs,
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "out": str(out),
             "seconds": time.time() - t0}
 
@@ -652,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder (<id>/<img>) or InsightFace train.rec folder/file")
     p.add_argument("--out", default="runs/train", help="output folder (checkpoints, logs)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int, help="schedule length in optimiser steps (replaces epochs x steps/epoch)")
     p.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     p.add_argument("--lr", type=float)
     p.add_argument("--teacher", help="teacher checkpoint (final.pt) for wave_kd")
@@ -675,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = _parse_set(args.set)
     # Explicit flags win over --set; unset flags (None) must not clobber a --set of the same field.
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "teacher": args.teacher}
+    flags = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "teacher": args.teacher}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     try:
         recipe = get_recipe(args.recipe, **overrides)

@@ -99,7 +99,7 @@ def test_every_recipe_takes_two_steps(name, synth, teacher_ckpt, tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2]
     expected_parts = {"batch": {"ce"}, "siamese": {"ce_hr", "ce_lr", "dist"}, "ling": {"ce_hr", "ce_lr", "dist"},
                       "lai": {"cls", "triplet"}, "lu_kd": {"arcface", "distill", "wavesim"},
-                      "frozen_siamese": {"ce_hr", "ce_lr", "dist"}}[recipe.method]
+                      "frozen_siamese": {"ce_hr", "ce_lr", "dist"}, "frozen_kd": {"arcface", "distill"}}[recipe.method]
     assert expected_parts <= set(rows[0])
 
 
@@ -319,3 +319,48 @@ def test_frozen_siamese_reads_the_cached_embedding_of_the_crop_as_flipped(synth,
     means = class_means(cache["hr"], cache["labels"], dataset.num_classes)
     unit = torch.nn.functional.normalize(cache["hr"], dim=1)
     assert torch.allclose(means[1], unit[cache["labels"] == 1].mean(0), atol=1e-6)
+
+
+def test_frozen_kd_distils_the_cached_teacher_logits_of_the_crop_as_flipped(synth, tmp_path):
+    """Lu KD from a frozen teacher: z_HR comes from the cache row of the same crop (flipped when the crop was)
+    through the frozen class-mean head. With no corruption (p = 0), r = 112 and the student at the teacher's
+    weights in eval mode, student and teacher logits agree and eq. 2's KL is ~0; pairing flipped crops with
+    unflipped rows makes it clearly positive."""
+    from training.data import build_dataset
+    from training.teacher_cache import class_means, teacher_embeddings
+
+    recipe = _tiny("dlib_lu_kd", sampler_kwargs={"p": 0.0, "size_range": [112, 112]}, color_jitter=0.0)
+    model = get_model(recipe.model, **recipe.model_kwargs).eval()
+    dataset = build_dataset(synth)
+    cache = teacher_embeddings(model, dataset, tmp_path / "cache", progress=False)
+    head = T.get_head(recipe.head, 16, dataset.num_classes, **recipe.head_kwargs)
+    teacher_head = T.get_head(recipe.head, 16, dataset.num_classes, **recipe.head_kwargs)
+    with torch.no_grad():
+        teacher_head.weight.copy_(class_means(cache["hr"], cache["labels"], dataset.num_classes))
+        head.weight.copy_(teacher_head.weight)
+    with pytest.raises(ValueError, match="teacher head"):
+        T.TrainStep(recipe, model, head, None, cache)
+    step = T.TrainStep(recipe, model, head, None, cache, teacher_head).eval()
+    assert not any(p is teacher_head.weight for p in step.parameters())  # frozen: never trained or saved
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
+    parts = step(images, labels, torch.Generator().manual_seed(0), torch.arange(len(dataset)))
+    assert set(parts) == {"loss", "arcface", "distill"}
+    assert float(parts["distill"].detach()) < 1e-6
+    assert float(parts["loss"].detach()) == pytest.approx(float((parts["arcface"] + recipe.loss_kwargs["lambda1"] * parts["distill"]).detach()))
+    wrong = step(images.flip(-1), labels, torch.Generator().manual_seed(0), torch.arange(len(dataset)))
+    assert float(wrong["distill"].detach()) > 1e-4
+
+
+def test_recipe_steps_set_the_schedule_length_across_epochs(synth, tmp_path):
+    """steps = 5 at 3 steps per epoch: two epochs, the second cut after 2 steps, milestones on 5 steps."""
+    recipe = _tiny("bt_m", steps=5, lr_milestones=[0.6])
+    res = train(recipe, synth, tmp_path, seed=0, progress=False)
+    assert (res["steps"], res["total_steps"], res["epochs"], res["steps_per_epoch"]) == (5, 5, 2, 3)
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[:3] == pytest.approx([recipe.lr] * 3) and lrs[3:] == pytest.approx([recipe.lr * 0.1] * 2)
+    ck = load_checkpoint(tmp_path / "final.pt")
+    assert ck["step"] == 5 and ck["total_steps"] == 5
+    with pytest.raises(ValueError, match="steps"):
+        _tiny("bt_m", steps=0)

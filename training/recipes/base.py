@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: The training step a recipe runs (``training.train.TrainStep``).
-METHODS = ("batch", "siamese", "ling", "lai", "lu_kd", "frozen_siamese")
+METHODS = ("batch", "siamese", "ling", "lai", "lu_kd", "frozen_siamese", "frozen_kd")
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Recipe:
     head_kwargs: dict[str, Any] = field(default_factory=dict)   # s, m
     batch_size: int = 128                         # global batch
     epochs: int = 16
+    # Length of the schedule in optimiser steps; None: epochs x steps per epoch. Lets methods with several
+    # branches per sample run at the same compute as one-branch methods (same steps, same images per step).
+    steps: int | None = None
     optimizer: str = "sgd"                        # "sgd" | "adamw"
     lr: float = 0.1
     momentum: float = 0.9
@@ -76,6 +79,8 @@ class Recipe:
             raise ValueError("batch_size must be >= 2 (BatchNorm and the triplet loss need pairs)")
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("steps must be >= 1 (or None for epochs x steps per epoch)")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
         if any(not 0 < m < 1 for m in self.lr_milestones):
