@@ -1,7 +1,17 @@
-"""crres runtime SDK: cross-resolution face recognition for edge cameras (no torch at run time)."""
+"""crres runtime SDK: cross-resolution face recognition for edge cameras (no torch at run time).
+
+``import crres_sdk`` needs numpy alone (preprocessing core, bundles, gallery). The names that need OpenCV
+(``Recognizer``, ``FaceDetector``, ``VideoPipeline``, ...) are imported on first use, so a missing OpenCV is
+reported there, naming the extra that installs it; a missing inference engine is reported once, at import.
+"""
+
+import importlib
+import warnings
+from typing import TYPE_CHECKING
 
 from crres_sdk.bundle import ModelBundle, load_bundle
-from crres_sdk.detector import FaceDetector
+from crres_sdk.dependencies import (MissingDependencyError, MissingEngineWarning, engine_missing_message,
+                                    installed_engines, missing_message)
 from crres_sdk.errors import BackendUnavailableError, BundleError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
@@ -20,6 +30,7 @@ from crres_sdk.gallery import (
     generate_key,
     write_key_file,
 )
+from crres_sdk.matching import MatchResult
 from crres_sdk.preprocess import (
     ARCFACE_TEMPLATE,
     TEMPLATE_INTEROCULAR,
@@ -34,9 +45,47 @@ from crres_sdk.preprocess import (
     warp_faces,
     warp_faces_uint8,
 )
-from crres_sdk.matching import MatchResult
-from crres_sdk.recognizer import FaceTooSmallError, NoFaceError, Recognizer, Verification, load_image
-from crres_sdk.video import IoUTracker, VideoPipeline, VideoSourceError, open_source
+
+if TYPE_CHECKING:
+    from crres_sdk.detector import FaceDetector
+    from crres_sdk.recognizer import FaceTooSmallError, NoFaceError, Recognizer, Verification, load_image
+    from crres_sdk.video import IoUTracker, VideoPipeline, VideoSourceError, open_source
+
+#: Public names whose modules import OpenCV: name -> module, imported on first access.
+_NEEDS_OPENCV = {
+    "FaceDetector": "crres_sdk.detector",
+    "FaceTooSmallError": "crres_sdk.recognizer",
+    "NoFaceError": "crres_sdk.recognizer",
+    "Recognizer": "crres_sdk.recognizer",
+    "Verification": "crres_sdk.recognizer",
+    "load_image": "crres_sdk.recognizer",
+    "IoUTracker": "crres_sdk.video",
+    "VideoPipeline": "crres_sdk.video",
+    "VideoSourceError": "crres_sdk.video",
+    "open_source": "crres_sdk.video",
+}
+
+
+def __getattr__(name: str):
+    module = _NEEDS_OPENCV.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crres_sdk' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":
+            raise
+        raise MissingDependencyError(missing_message("cv2", f"crres_sdk.{name}")) from exc
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NEEDS_OPENCV))
+
+
+if not installed_engines():
+    warnings.warn(f"crres_sdk: {engine_missing_message()}", MissingEngineWarning, stacklevel=2)
 
 __version__ = "0.1.0"
 
@@ -51,6 +100,8 @@ __all__ = [
     "write_key_file",
     "BackendUnavailableError",
     "BundleError",
+    "MissingDependencyError",
+    "MissingEngineWarning",
     "DuplicateIdentity",
     "Face",
     "FaceDetector",

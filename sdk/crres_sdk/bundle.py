@@ -290,21 +290,88 @@ def _validate_tail(tail: Any, where: str, res: list, far: dict, fail) -> None:
             fail(f"{where}.fitted[{rate!r}] must be one true/false per resolution for a listed false-accept rate")
 
 
-#: Bundles the repository builds or ships live in <repo>/models/<name> (editable installs and checkouts).
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
-USER_MODELS = Path.home() / ".cache" / "crres" / "models"
+# ------------------------------------------------------------------------------------------------ discovery
+# One place finds bundles, in this order: an explicit path, the bundle's own environment variable, then the folders
+# of $CRRES_MODELS, the models installed with the package, the repository checkout (editable installs) and the user
+# cache. Every folder holds one sub-folder per bundle; the first with a manifest.json wins (load_bundle then checks it).
+
+#: Folders of bundle folders searched before the installed ones (os.pathsep-separated, like PATH).
+MODELS_ENV = "CRRES_MODELS"
+#: Bundles installed with the package: the wheel ships the default embedder and resolution estimator here.
+PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Bundles of a source checkout (<repo>/models), searched only when this file is the checkout's own.
+REPO_MODELS = _REPO_ROOT / "models"
+
+#: The default set a Recognizer needs (bundle name -> task); crres models list checks it.
+DEFAULT_BUNDLES = {"crres_default": "face-embedding", "mtcnn": "face-detection",
+                   "resolution_estimator": "resolution-estimation"}
+#: Bundles the wheel carries as package data (the others are fetched or built, see fix_command).
+PACKAGED_BUNDLES = ("crres_default", "resolution_estimator")
+
+
+def in_checkout() -> bool:
+    """True when crres_sdk runs from a source checkout (editable install, or sdk/ on sys.path)."""
+    return (_REPO_ROOT / "pyproject.toml").is_file() and (_REPO_ROOT / "sdk" / "crres_sdk" / "bundle.py").is_file()
+
+
+def user_models_dir() -> Path:
+    """The per-user bundle cache: $XDG_CACHE_HOME/crres/models, else ~/.cache/crres/models."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "crres" / "models"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A folder of bundle folders and where it comes from (shown by ``crres models list``)."""
+
+    origin: str  # "$CRRES_MODELS", "package", "checkout" or "user cache"
+    root: Path
+
+
+def model_sources() -> list[ModelSource]:
+    """The folders searched for bundles by name, in order."""
+    sources = [ModelSource(f"${MODELS_ENV}", Path(p).expanduser())
+               for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    sources.append(ModelSource("package", PACKAGE_MODELS))
+    if in_checkout():
+        sources.append(ModelSource("checkout", REPO_MODELS))
+    sources.append(ModelSource("user cache", user_models_dir()))
+    return sources
+
+
+def fix_command(name: str) -> str:
+    """The command that provides a missing default bundle on this install."""
+    if name == "mtcnn":
+        return "make setup" if in_checkout() else "crres models fetch"
+    if name in PACKAGED_BUNDLES:
+        return "git checkout -- models/" + name if in_checkout() else "pip install --force-reinstall --no-deps crres"
+    return f"put the {name} bundle folder in {user_models_dir()}, or point ${MODELS_ENV} at its parent folder"
+
+
+def locate_bundle(name: str) -> tuple[Path, str] | None:
+    """The first folder named ``name`` holding a manifest.json in :func:`model_sources`, with its origin."""
+    for source in model_sources():
+        if (source.root / name / "manifest.json").is_file():
+            return source.root / name, source.origin
+    return None
 
 
 def find_bundle(name: str, env_var: str, path: str | Path | None, how_to_build: str) -> Path:
-    """A bundle folder: ``path``, else $env_var, else <repo>/models/name, else ~/.cache/crres/models/name."""
-    if path is not None:
-        candidates = [Path(path)]
-    elif os.environ.get(env_var):
-        candidates = [Path(os.environ[env_var])]
-    else:
-        candidates = [REPO_MODELS / name, USER_MODELS / name]
-    for candidate in candidates:
+    """A bundle folder: ``path``, else $env_var, else the first of :func:`model_sources` that has ``name``.
+
+    ``how_to_build`` (a command from the source tree) is shown only where that tree is present; an installed
+    package says the command that fixes it there (:func:`fix_command`)."""
+    if path is not None or os.environ.get(env_var):
+        candidate = Path(path if path is not None else os.environ[env_var]).expanduser()
         if (candidate / "manifest.json").is_file():
             return candidate
-    raise BundleError(f"{name} bundle not found (looked in: {', '.join(str(c) for c in candidates)}). "
-                      f"{how_to_build} Or point ${env_var} at an existing bundle.")
+        origin = "the path given" if path is not None else f"${env_var}"
+        raise BundleError(f"{name} bundle not found: {candidate} (from {origin}) has no manifest.json")
+    found = locate_bundle(name)
+    if found is not None:
+        return found[0]
+    looked = ", ".join(f"{s.root / name} ({s.origin})" for s in model_sources())
+    hint = how_to_build if in_checkout() and name not in DEFAULT_BUNDLES else f"Fix: {fix_command(name)}."
+    raise BundleError(f"{name} bundle not found (looked in: {looked}). {hint} Or point ${env_var} at a bundle folder, "
+                      f"or ${MODELS_ENV} at a folder of bundles; `crres models list` shows what is installed.")

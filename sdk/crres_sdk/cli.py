@@ -6,7 +6,7 @@
     crres run --gallery people.db --source 0|video.mp4|rtsp://...|"<gstreamer pipeline>" [--events e.jsonl --output o.mp4]
     crres gallery list|remove NAME|rename OLD NEW|export FILE|import FILE|audit --gallery people.db
     crres gallery photos NAME | remove-photo NAME PHOTO.jpg|HASH --gallery people.db
-    crres models list | crres models info [NAME|PATH]
+    crres models list | fetch | info [NAME|PATH]
     crres bench [--model M --backend B]
 
 Exit codes: 0 success, 1 runtime failure (no face, unreadable image, model error), 2 bad arguments.
@@ -129,9 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--on-conflict", default="error", choices=("skip", "replace", "error"))
 
-    p = sub.add_parser("models", help="list and describe model bundles")
+    p = sub.add_parser("models", help="list, check, fetch and describe model bundles")
     msub = p.add_subparsers(dest="action", required=True)
-    msub.add_parser("list", help="bundles found in models/ and ~/.cache/crres/models")
+    q = msub.add_parser("list", help="the default set (embedder, detector, estimator) and every bundle found, with "
+                                     "where each came from; exit 1 when the default set is incomplete")
+    q.add_argument("--json", action="store_true")
+    q = msub.add_parser("fetch", help="build the MTCNN detector bundle from the MIT-licensed weights in PyPI's "
+                                      "facenet-pytorch wheel (no torch needed)")
+    q.add_argument("--dir", help="where to write the bundle (default: the user cache, ~/.cache/crres/models/mtcnn)")
+    q.add_argument("--wheel", help="a facenet-pytorch wheel already downloaded (default: pip download it)")
+    q.add_argument("--force", action="store_true", help="rebuild even when a valid bundle is already there")
     q = msub.add_parser("info", help="a bundle's manifest summary")
     q.add_argument("model", nargs="?", default="default")
     q.add_argument("--json", action="store_true")
@@ -375,22 +382,99 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_status(path: Path) -> tuple[Any, str | None]:
+    """(bundle, None) when ``path`` loads with its hashes verified, else (None, the reason)."""
+    from crres_sdk.bundle import load_bundle
+
+    try:
+        return load_bundle(path), None
+    except Exception as exc:  # a broken bundle is reported, never fatal to the listing
+        return None, str(exc)
+
+
+def models_report() -> dict:
+    """The default set and every bundle in the search path: name, task, version, origin, path, status."""
+    from crres_sdk.bundle import DEFAULT_BUNDLES, fix_command, locate_bundle, model_sources
+
+    def entry(name: str, path: Path, origin: str) -> dict:
+        bundle, problem = _bundle_status(path)
+        return {"name": name, "task": bundle.task if bundle else None, "bundle": bundle.name if bundle else None,
+                "version": bundle.version if bundle else None, "origin": origin, "path": str(path),
+                "status": "ok" if bundle else "invalid", "problem": problem}
+
+    default = []
+    for name, task in DEFAULT_BUNDLES.items():
+        found = locate_bundle(name)
+        row = entry(name, *found) if found else {"name": name, "task": task, "bundle": None, "version": None,
+                                                 "origin": None, "path": None, "status": "missing",
+                                                 "problem": "not found"}
+        if row["status"] == "ok" and row["task"] != task:
+            row.update(status="invalid", problem=f"holds a {row['task']!r} model, expected {task!r}")
+        if row["status"] != "ok":
+            row["fix"] = fix_command(name)
+        default.append(row)
+    others = []
+    for source in model_sources():
+        for manifest in sorted(source.root.glob("*/manifest.json")) if source.root.is_dir() else []:
+            folder = manifest.parent
+            if not any(r["path"] == str(folder) for r in default):
+                row = entry(folder.name, folder, source.origin)
+                first = locate_bundle(folder.name)
+                if first is not None and first[0] != folder:
+                    row["shadowed_by"] = str(first[0])
+                others.append(row)
+    sources = [{"origin": s.origin, "path": str(s.root), "exists": s.root.is_dir()} for s in model_sources()]
+    return {"complete": all(r["status"] == "ok" for r in default), "default": default, "other": others,
+            "search_path": sources}
+
+
+def _print_models(report: dict) -> None:
+    def line(r: dict) -> str:
+        where = f"{r['origin']}: {r['path']}" if r["path"] else "-"
+        version = f"{r['bundle']} {r['version']}" if r["bundle"] else "-"
+        text = f"  {r['name']:<28} {r['task'] or '-':<22} {version:<42} {r['status']:<8} {where}"
+        if r.get("shadowed_by"):
+            text += f"  (shadowed by {r['shadowed_by']})"
+        if r["status"] == "invalid":
+            text += f"\n      {r['problem']}"
+        return text
+
+    print("default set:")
+    for r in report["default"]:
+        print(line(r))
+    if report["other"]:
+        print("other bundles:")
+        for r in report["other"]:
+            print(line(r))
+    print("search path: " + " > ".join(f"{s['origin']} ({s['path']})" for s in report["search_path"]))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from crres_sdk.bundle import REPO_MODELS, USER_MODELS, load_bundle
-    from crres_sdk.recognizer import find_model_bundle
+    from crres_sdk.bundle import load_bundle, locate_bundle
 
     if args.action == "list":
-        for root in (REPO_MODELS, USER_MODELS):
-            for folder in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
-                try:
-                    b = load_bundle(folder.parent, verify=False)
-                    print(f"{b.name:<24} {b.version:<20} {b.task:<22} {', '.join(b.targets()):<28} {folder.parent}")
-                except Exception as exc:  # a broken bundle is listed, not fatal
-                    print(f"{folder.parent.name:<24} INVALID: {exc}")
+        report = models_report()
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            _print_models(report)
+        if not report["complete"]:
+            fixes = sorted({r["fix"] for r in report["default"] if r["status"] != "ok"})
+            names = ", ".join(r["name"] for r in report["default"] if r["status"] != "ok")
+            print(f"crres: the default model set is incomplete ({names}); fix: {' ; '.join(fixes)}", file=sys.stderr)
+            return 1
         return 0
-    task_default = args.model == "default"
-    path = find_model_bundle(args.model) if task_default or "/" in args.model or Path(args.model).is_dir() else \
-        (REPO_MODELS / args.model if (REPO_MODELS / args.model).is_dir() else USER_MODELS / args.model)
+    if args.action == "fetch":
+        return _fetch_detector(args)
+    if args.model == "default" or os.sep in args.model or Path(args.model).is_dir():
+        from crres_sdk.recognizer import find_model_bundle
+
+        path = find_model_bundle(args.model)
+    else:
+        found = locate_bundle(args.model)
+        if found is None:
+            raise CliError(f"no bundle named {args.model!r} (crres models list shows the bundles found)")
+        path = found[0]
     b = load_bundle(path)
     m = dict(b.manifest)
     if args.json:
@@ -410,6 +494,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     for key in ("recipe", "data", "licence", "accuracy"):
         if key in m:
             print(f"  {key}: {json.dumps(m[key])[:300]}")
+    return 0
+
+
+def _fetch_detector(args: argparse.Namespace) -> int:
+    """crres models fetch: the MTCNN bundle converted without torch by crres_sdk.mtcnn_convert, then hash-checked."""
+    from crres_sdk.bundle import load_bundle, user_models_dir
+    from crres_sdk.dependencies import MissingDependencyError, installed, missing_message
+
+    out = Path(args.dir).expanduser() if args.dir else user_models_dir() / "mtcnn"
+    if not args.force and (out / "manifest.json").is_file():
+        bundle, problem = _bundle_status(out)
+        if bundle is not None:
+            print(f"{out}: {bundle.name} {bundle.version} already there (hashes verified); --force rebuilds it")
+            return 0
+        print(f"crres: {out} is not a valid bundle ({problem}); rebuilding it", file=sys.stderr)
+    try:
+        from crres_sdk.mtcnn_convert import build_bundle
+    except ModuleNotFoundError as exc:
+        if exc.name == "crres_sdk.mtcnn_convert":
+            raise CliError("this crres has no torch-free detector converter (crres_sdk.mtcnn_convert); from a source "
+                           "checkout build the bundle with `make setup`, or copy a built mtcnn bundle folder to "
+                           f"{out}") from None
+        raise
+    wheel = Path(args.wheel).expanduser() if args.wheel else None
+    if wheel is not None and not wheel.is_file():
+        raise CliError(f"--wheel {wheel}: no such file")
+    if not installed("onnx"):  # the converter writes the networks with onnx.helper
+        raise MissingDependencyError(missing_message("onnx", "crres models fetch"))
+    print(f"building the MTCNN detector bundle in {out} (weights: facenet-pytorch, MIT licence)", file=sys.stderr)
+    built = load_bundle(build_bundle(out, wheel=wheel), task="face-detection")
+    print(f"{built.root}: {built.name} {built.version} ({built.task}), hashes verified")
     return 0
 
 
@@ -466,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:
         raise
     except (CliError, BundleError, GalleryError, BackendUnavailableError, FileNotFoundError, ValueError,
-            TypeError, KeyError, RuntimeError, OSError, sqlite3.Error) as exc:
+            TypeError, KeyError, RuntimeError, OSError, sqlite3.Error, ImportError) as exc:
         if args.debug:
             raise
         message = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
