@@ -217,7 +217,7 @@ def test_downsample2_is_pil_bicubic(face):
 
 def test_apply_chain_follows_eq1(face):
     chain = ("gaussian_blur", "gaussian_noise", "shear")
-    out = mitm.apply_chain(face, chain, seed=11)
+    out = mitm.apply_chain(face, chain, seed=11, kernel_scaling="literal")
     rng = np.random.default_rng(11)
     ref = mitm.shear(mitm.downsample2(mitm.gaussian_noise(mitm.downsample2(mitm.gaussian_blur(face, rng)), rng)), rng)
     np.testing.assert_array_equal(out, ref)
@@ -225,7 +225,7 @@ def test_apply_chain_follows_eq1(face):
     assert mitm.apply_chain(face, ("shear",), 0).shape == (112, 112, 3)
     assert mitm.apply_chain(face, ("shear", "disk_blur"), 0).shape == (56, 56, 3)
     np.testing.assert_array_equal(mitm.apply_chain(face, (), 0), face)
-    np.testing.assert_array_equal(out, mitm.apply_chain(face, chain, seed=11))
+    np.testing.assert_array_equal(out, mitm.apply_chain(face, chain, seed=11))   # blur at step 1: scale 1
     assert not np.array_equal(out, mitm.apply_chain(face, chain, seed=12))
     with pytest.raises(ValueError, match="unknown"):
         mitm.apply_chain(face, ("shear", "warp"), 0)
@@ -233,6 +233,109 @@ def test_apply_chain_follows_eq1(face):
         mitm.apply_chain(face, "shear", 0)
     with pytest.raises(ValueError, match="too small"):
         mitm.apply_chain(face[:3, :3].copy(), chain, 0)
+
+
+# ------------------------------------------------------------------- Table 1 blur kernels scaled with the image
+
+def kernel_std(k: np.ndarray) -> tuple[float, float]:
+    """Spatial standard deviation of a kernel along y and x (its second central moment)."""
+    yy, xx = np.mgrid[:k.shape[0], :k.shape[1]]
+    k = k / k.sum()
+    my, mx = (k * yy).sum(), (k * xx).sum()
+    return float(np.sqrt((k * (yy - my) ** 2).sum())), float(np.sqrt((k * (xx - mx) ** 2).sum()))
+
+
+def blur_kernel(name: str, scale: float) -> np.ndarray:
+    """The kernel the blur ``name`` applies at ``kernel_scale=scale`` (its builder at the scaled parameters)."""
+    if name == "motion_blur":
+        return mitm.motion_kernel(mitm.motion_window(scale))
+    if name == "gaussian_blur":
+        return mitm.gaussian_kernel(*mitm.gaussian_params(scale))
+    return mitm.disk_kernel(mitm.DISK_RADIUS * scale)
+
+
+@pytest.mark.parametrize("name", mitm.SCALED_BLURS)
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.25])
+def test_blur_applies_its_scaled_kernel(name, scale, face):
+    """The function filters with ``blur_kernel(name, scale)``, and at scale 1 with the literal Table 1 kernel."""
+    rng = np.random.default_rng(0)
+    out = mitm.DEGRADATIONS[name](face, rng, kernel_scale=scale)
+    ref = cv2.filter2D(face.astype(np.float32), -1, blur_kernel(name, scale).astype(np.float32),
+                       borderType=cv2.BORDER_REFLECT_101)
+    np.testing.assert_array_equal(out, np.clip(np.rint(ref), 0, 255).astype(np.uint8))
+    if scale == 1.0:
+        np.testing.assert_array_equal(out, mitm.DEGRADATIONS[name](face, rng))
+
+
+@pytest.mark.parametrize("name", mitm.SCALED_BLURS)
+@pytest.mark.parametrize("size", [84, 56, 28])
+def test_kernel_at_size_s_is_the_112_kernel_scaled_by_s_over_112(name, size):
+    """The kernel's spatial spread (std along x and y) is the 112 px kernel's times s / 112, within the error of
+    drawing it on whole pixels: a box length rounded to whole taps, a disk's lattice points; a Gaussian whose
+    scaled sigma is below half a pixel cannot be point-sampled and collapses towards one tap (never wider)."""
+    s = size / 112
+    ref_y, ref_x = kernel_std(blur_kernel(name, 1.0))
+    got_y, got_x = kernel_std(blur_kernel(name, s))
+    if name == "motion_blur":
+        assert got_y < 1e-9 and ref_y < 1e-9                                 # horizontal only
+        n = mitm.motion_window(s)
+        assert abs(n - 20 * s) <= 0.5                                        # box length 20 x s, rounded
+        assert got_x == pytest.approx(math.sqrt((n * n - 1) / 12))           # std of an n-tap box
+        assert abs(got_x - s * ref_x) <= 0.5 / math.sqrt(3) * 1.01           # <= std change of +-1/2 px length
+        return
+    for got, ref in ((got_x, ref_x), (got_y, ref_y)):
+        if name == "gaussian_blur" and 1.1 * s < 0.5:
+            assert got <= s * ref
+        else:
+            assert abs(got - s * ref) <= 0.07 * s * ref, (got, s * ref)
+    if name == "gaussian_blur":
+        sigma, window = mitm.gaussian_params(s)
+        assert sigma == pytest.approx(1.1 * s) and window == 2 * max(1, math.ceil(2 * s - 1e-9)) + 1
+    else:
+        k = blur_kernel(name, s)
+        assert k.sum() == pytest.approx(1) and len(np.unique(k[k > 0])) == 1          # flat
+        # taps = lattice points in the disk of radius 5 s: its area pi (5 s)^2 within the Gauss-circle error
+        assert abs(np.count_nonzero(k) - math.pi * (5 * s) ** 2) <= 2 * math.pi * 5 * s
+
+
+@pytest.mark.parametrize("name", mitm.SCALED_BLURS)
+def test_scaled_blur_commutes_with_x2_downsampling(name, face):
+    """Why the kernels scale: blurring at 112 px then downsampling x2 is (nearly) the same image as downsampling
+    first and blurring with the kernel scaled by 1/2, so a chain's later steps blur the same part of the face;
+    the literal kernel at 56 px blurs twice as much and is far from it."""
+    rng = np.random.default_rng(0)
+    blur = mitm.DEGRADATIONS[name]
+    target = mitm.downsample2(blur(face, rng)).astype(np.float64)
+    half = mitm.downsample2(face)
+    scaled = np.abs(blur(half, rng, kernel_scale=0.5).astype(np.float64) - target)[4:-4, 4:-4].mean()
+    literal = np.abs(blur(half, rng).astype(np.float64) - target)[4:-4, 4:-4].mean()
+    assert scaled < 0.5 * literal, (scaled, literal)
+
+
+def test_apply_chain_scales_kernels_by_the_current_width(face):
+    chain = ("disk_blur", "motion_blur", "gaussian_blur")
+    rng = np.random.default_rng(3)
+    ref = mitm.gaussian_blur(mitm.downsample2(mitm.motion_blur(mitm.downsample2(mitm.disk_blur(face, rng)), rng,
+                                                                kernel_scale=0.5)), rng, kernel_scale=0.25)
+    np.testing.assert_array_equal(mitm.apply_chain(face, chain, 3, kernel_scaling="image"), ref)
+    # the literal mode is the paper's text: Table 1's pixel sizes at every step
+    rng = np.random.default_rng(3)
+    lit = mitm.gaussian_blur(mitm.downsample2(mitm.motion_blur(mitm.downsample2(mitm.disk_blur(face, rng)), rng)), rng)
+    np.testing.assert_array_equal(mitm.apply_chain(face, chain, 3, kernel_scaling="literal"), lit)
+    # a reference of 224 px halves every kernel on a 112 px crop
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(mitm.apply_chain(face, ("disk_blur",), 3, kernel_reference=224),
+                                  mitm.disk_blur(face, rng, kernel_scale=0.5))
+    # non-blur functions are untouched by the mode
+    other = ("shear", "gaussian_noise", "patch_shuffle")
+    np.testing.assert_array_equal(mitm.apply_chain(face, other, 5, kernel_scaling="image"),
+                                  mitm.apply_chain(face, other, 5, kernel_scaling="literal"))
+    with pytest.raises(ValueError, match="kernel_scaling"):
+        mitm.apply_chain(face, chain, 0, kernel_scaling="pixels")
+    with pytest.raises(ValueError, match="kernel_reference"):
+        mitm.apply_chain(face, chain, 0, kernel_reference=0)
+    with pytest.raises(ValueError, match="kernel_scale"):
+        mitm.disk_blur(face, np.random.default_rng(0), kernel_scale=0)
 
 
 # ------------------------------------------------------------------------------------- resolution matching

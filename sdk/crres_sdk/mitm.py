@@ -7,7 +7,9 @@ Paper: ``shared/seeds/grm2023_meet_in_the_middle.txt``. What each part implement
   (noise variance 0.02, motion window 20, Gaussian sigma 1.1 / window 5, disk radius 5); where Table 1 gives no
   parameter ("randomly change hue and saturation", "random perspective/shear", the down-up factor, the patch
   size) ours are documented on each function. Every function maps a uint8 ``H x W x 3`` image to one of the same
-  size, deterministically for a given ``numpy.random.Generator`` state.
+  size, deterministically for a given ``numpy.random.Generator`` state. The three blurs' pixel sizes are scaled
+  with the chain's current image by default (``kernel_scaling="image"``, read at 112 px; our deviation, see
+  ``apply_chain`` and docs/mitm.md); ``kernel_scaling="literal"`` keeps them in pixels at every step.
 * **Chains** (eq. 1, Fig. 2): every path of length 1..3 through the 11 options (``enumerate_chains``: 11 + 11^2 +
   11^3 = 1463), with a x2 antialiased bicubic downsampling (``crres_sdk.preprocess.resize_bicubic``, the SDK's one
   definition of resolution) between consecutive steps: ``G_H = rho3(down2(rho2(down2(rho1(G)))))``.
@@ -134,16 +136,47 @@ def _filter(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return _to_u8(out)
 
 
+# Kernel scaling. Table 1 gives the blur kernels in pixels ("window size 20", "sigma 1.1 and window size 5",
+# "radius 5") without the image size they were meant for, and eq. 1 applies the later steps of a chain after x2
+# downsampling ("the length of the combination determines the number of downsampling that occur between each
+# degradation"). Read literally (``kernel_scaling="literal"``) the same 20 px window blurs a 112, a 56 and a 28 px
+# image: 18 %, 36 % and 71 % of the face. ``kernel_scaling="image"`` (our deviation, docs/mitm.md) reads the sizes
+# as pixels of a ``kernel_reference`` px image (112: the network-input crop every template is made from, Sec. 3.1)
+# and scales every length by (the chain's current width / kernel_reference), so a blur covers the same part of
+# the face at every step of the chain.
+KERNEL_SCALINGS = ("image", "literal")
+DEFAULT_KERNEL_SCALING = "image"
+KERNEL_REFERENCE = 112     # px: the image size Table 1's kernel lengths are read in (kernel_scaling="image")
+
+
+def _check_scale(scale: float) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"kernel_scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def motion_window(kernel_scale: float = 1.0, window: int = MOTION_WINDOW) -> int:
+    """The box length at ``kernel_scale``: ``window`` x scale rounded to whole pixels, at least 1."""
+    return max(1, _round_half_up(window * _check_scale(kernel_scale)))
+
+
 def motion_kernel(window: int = MOTION_WINDOW) -> np.ndarray:
     """(1, window) horizontal box kernel summing to 1."""
     return np.full((1, window), 1.0 / window)
 
 
-def motion_blur(img: np.ndarray, rng: np.random.Generator, window: int = MOTION_WINDOW) -> np.ndarray:
-    """Horizontal motion blur with a ``window``-pixel box (Table 1 row 5); deterministic (rng unused)."""
+def motion_blur(img: np.ndarray, rng: np.random.Generator, window: int = MOTION_WINDOW, *,
+                kernel_scale: float = 1.0) -> np.ndarray:
+    """Horizontal motion blur with a ``window``-pixel box (Table 1 row 5), ``motion_window(kernel_scale)`` long
+    when scaled; deterministic (rng unused)."""
     img = _check_image(img)
     _rng(rng)
-    return _filter(img, motion_kernel(window))
+    return _filter(img, motion_kernel(motion_window(kernel_scale, window)))
 
 
 def gaussian_kernel(sigma: float = GAUSSIAN_SIGMA, window: int = GAUSSIAN_WINDOW) -> np.ndarray:
@@ -154,26 +187,45 @@ def gaussian_kernel(sigma: float = GAUSSIAN_SIGMA, window: int = GAUSSIAN_WINDOW
     return k / k.sum()
 
 
+def gaussian_params(kernel_scale: float = 1.0, sigma: float = GAUSSIAN_SIGMA,
+                    window: int = GAUSSIAN_WINDOW) -> tuple[float, int]:
+    """(sigma, window) at ``kernel_scale``: sigma x scale; the window's half-width (window - 1) / 2 x scale
+    rounded up to whole pixels, at least 1 (so the truncation stays at ~1.8 sigma, as Table 1's 5 taps at 1.1)."""
+    s = _check_scale(kernel_scale)
+    half = max(1, int(math.ceil((window - 1) / 2 * s - 1e-9)))
+    return sigma * s, 2 * half + 1
+
+
 def gaussian_blur(img: np.ndarray, rng: np.random.Generator, sigma: float = GAUSSIAN_SIGMA,
-                  window: int = GAUSSIAN_WINDOW) -> np.ndarray:
-    """Gaussian blur, sigma 1.1, window 5 (Table 1 row 6); deterministic (rng unused)."""
+                  window: int = GAUSSIAN_WINDOW, *, kernel_scale: float = 1.0) -> np.ndarray:
+    """Gaussian blur, sigma 1.1, window 5 (Table 1 row 6), ``gaussian_params(kernel_scale)`` when scaled;
+    deterministic (rng unused)."""
     img = _check_image(img)
     _rng(rng)
-    return _filter(img, gaussian_kernel(sigma, window))
+    return _filter(img, gaussian_kernel(*gaussian_params(kernel_scale, sigma, window)))
 
 
-def disk_kernel(radius: int = DISK_RADIUS) -> np.ndarray:
-    """(2r+1, 2r+1) flat disk {x^2 + y^2 <= r^2} summing to 1."""
-    ax = np.arange(-radius, radius + 1)
-    k = (ax[:, None] ** 2 + ax[None, :] ** 2 <= radius ** 2).astype(np.float64)
+def disk_kernel(radius: float = DISK_RADIUS) -> np.ndarray:
+    """(2 floor(r) + 1)^2 flat disk {x^2 + y^2 <= r^2} summing to 1 (r may be fractional; r < 1: one tap)."""
+    if not math.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+    n = int(math.floor(radius + 1e-9))
+    ax = np.arange(-n, n + 1)
+    k = (ax[:, None] ** 2 + ax[None, :] ** 2 <= radius ** 2 + 1e-9).astype(np.float64)
     return k / k.sum()
 
 
-def disk_blur(img: np.ndarray, rng: np.random.Generator, radius: int = DISK_RADIUS) -> np.ndarray:
-    """Disk (pillbox) blur of radius 5 (Table 1 row 7); deterministic (rng unused)."""
+def disk_blur(img: np.ndarray, rng: np.random.Generator, radius: float = DISK_RADIUS, *,
+              kernel_scale: float = 1.0) -> np.ndarray:
+    """Disk (pillbox) blur of radius 5 (Table 1 row 7), radius 5 x ``kernel_scale`` when scaled; deterministic
+    (rng unused)."""
     img = _check_image(img)
     _rng(rng)
-    return _filter(img, disk_kernel(radius))
+    return _filter(img, disk_kernel(radius * _check_scale(kernel_scale)))
+
+
+#: The Table 1 functions whose parameters are lengths in pixels, scaled by ``kernel_scaling="image"``.
+SCALED_BLURS = ("motion_blur", "gaussian_blur", "disk_blur")
 
 
 def perspective_matrix(shape: tuple[int, ...], rng: np.random.Generator,
@@ -291,13 +343,25 @@ def downsample2(img: np.ndarray) -> np.ndarray:
     return resize_bicubic(img, (max(1, (h + 1) // 2), max(1, (w + 1) // 2)))
 
 
-def apply_chain(img: np.ndarray, chain: Sequence[str], seed: int | Sequence[int] = 0) -> np.ndarray:
+def _check_kernel_scaling(kernel_scaling: str, kernel_reference: int) -> None:
+    if kernel_scaling not in KERNEL_SCALINGS:
+        raise ValueError(f"kernel_scaling must be one of {KERNEL_SCALINGS}, got {kernel_scaling!r}")
+    if isinstance(kernel_reference, bool) or not isinstance(kernel_reference, (int, np.integer)) \
+            or kernel_reference < 1:
+        raise ValueError(f"kernel_reference must be an int >= 1, got {kernel_reference!r}")
+
+
+def apply_chain(img: np.ndarray, chain: Sequence[str], seed: int | Sequence[int] = 0, *,
+                kernel_scaling: str = DEFAULT_KERNEL_SCALING, kernel_reference: int = KERNEL_REFERENCE) -> np.ndarray:
     """Eq. 1: ``rho_k(down2(... down2(rho_1(G))))``; a chain of length k returns an image 2^(k-1) times smaller.
 
     The random parameters of all steps come, in order, from one ``numpy.random.default_rng(seed)``; the empty
-    chain returns a copy of ``img`` (the undegraded gallery image).
+    chain returns a copy of ``img`` (the undegraded gallery image). ``kernel_scaling="image"``: the blurs of
+    ``SCALED_BLURS`` run with ``kernel_scale = current width / kernel_reference`` (1, 1/2, 1/4 along a chain on a
+    112 px crop); ``"literal"``: Table 1's pixel sizes at every step, as the paper's text reads.
     """
     img = _check_image(img)
+    _check_kernel_scaling(kernel_scaling, kernel_reference)
     if isinstance(chain, str) or not all(isinstance(c, str) for c in chain):
         raise TypeError(f"chain must be a sequence of degradation names, got {chain!r}")
     unknown = [c for c in chain if c not in DEGRADATIONS]
@@ -310,7 +374,10 @@ def apply_chain(img: np.ndarray, chain: Sequence[str], seed: int | Sequence[int]
             out = downsample2(out)
             if min(out.shape[:2]) < 2:
                 raise ValueError(f"image {img.shape[:2]} is too small for a chain of {len(chain)} steps")
-        out = DEGRADATIONS[name](out, rng)
+        if kernel_scaling == "image" and name in SCALED_BLURS:
+            out = DEGRADATIONS[name](out, rng, kernel_scale=out.shape[1] / kernel_reference)
+        else:
+            out = DEGRADATIONS[name](out, rng)
     return out
 
 
@@ -554,13 +621,16 @@ class MitmMatcher:
         fusion / blur_fusion: see ``FUSIONS`` and ``fuse``.
         seed: chain i of an enrolment image draws its random parameters from ``default_rng([seed, i])``.
         batch_size: crops per ``embed`` call.
+        kernel_scaling / kernel_reference: Table 1's blur lengths scaled with the chain's image ("image", read
+            at ``kernel_reference`` px) or in pixels at every step ("literal"); see ``apply_chain``.
     """
 
     def __init__(self, embed: Embedder, sr: SuperResolver | None = None, *, scales: Sequence[int] = SR_SCALES,
                  blur_levels: int = BLUR_LEVELS, max_sigma: float = MAX_BLUR_SIGMA,
                  chains: Iterable[Sequence[str]] | None = None, include_original: bool = True,
                  match_sizes: Sequence[int] = DEFAULT_MATCH_SIZES, fusion: str = "smax_sadd",
-                 blur_fusion: str = "max", input_size: int = 112, seed: int = 0, batch_size: int = 128) -> None:
+                 blur_fusion: str = "max", input_size: int = 112, seed: int = 0, batch_size: int = 128,
+                 kernel_scaling: str = DEFAULT_KERNEL_SCALING, kernel_reference: int = KERNEL_REFERENCE) -> None:
         if not callable(embed):
             raise TypeError("embed must be callable: embed(uint8 (N, S, S, 3) crops) -> (N, D)")
         if sr is not None and not callable(sr):
@@ -576,6 +646,8 @@ class MitmMatcher:
         if not self.scales or any(k < 1 for k in self.scales) or len(set(self.scales)) != len(self.scales):
             raise ValueError(f"scales must be distinct ints >= 1, got {list(scales)}")
         blur_sigmas(blur_levels, max_sigma)  # validates both
+        _check_kernel_scaling(kernel_scaling, kernel_reference)
+        self.kernel_scaling, self.kernel_reference = kernel_scaling, int(kernel_reference)
         self.blur_levels, self.max_sigma = blur_levels, float(max_sigma)
         self.chains = [tuple(c) for c in (enumerate_chains(3) if chains is None else chains)]
         for c in self.chains:
@@ -616,7 +688,8 @@ class MitmMatcher:
         """The degraded hypotheses of one enrolment crop (eq. 1): the original (when kept), then each chain."""
         crop = _check_image(crop, "crop")
         out = [crop.copy()] if self.include_original else []
-        out += [apply_chain(crop, chain, [self.seed, i]) for i, chain in enumerate(self.chains)]
+        out += [apply_chain(crop, chain, [self.seed, i], kernel_scaling=self.kernel_scaling,
+                            kernel_reference=self.kernel_reference) for i, chain in enumerate(self.chains)]
         return out
 
     def gallery_templates(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
