@@ -369,3 +369,13 @@ def test_detector_finds_the_same_face_with_both_bundles(bundle, facenet, tmp_pat
     np.testing.assert_allclose(ours.landmarks, theirs.landmarks, atol=1e-3)
     np.testing.assert_allclose(ours.scores, theirs.scores, atol=1e-5)
     assert np.abs(ours.landmarks[0] - ASTRONAUT_LANDMARKS).max() < 6  # and it is her face, where annotated
+
+
+def test_export_script_front_end(wheel, bundle, tmp_path, capsys):
+    """export/detector_bundle.py (what make setup runs) builds the same bundle and reports a bad wheel as an error."""
+    from export.detector_bundle import main
+
+    assert main(["--out", str(tmp_path / "mtcnn"), "--wheel", str(wheel)]) == 0
+    assert (tmp_path / "mtcnn" / "manifest.json").read_bytes() == (bundle / "manifest.json").read_bytes()
+    assert main(["--out", str(tmp_path / "bad"), "--wheel", str(tmp_path / "mtcnn" / "manifest.json")]) == 1
+    assert "sha256" in capsys.readouterr().err
