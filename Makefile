@@ -3,18 +3,23 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-# Extras installed for development: tests, torch (training/ and the torch parity tests), OpenVINO (backend tests),
-# NNCF (the export tests), cryptography and FAISS (the gallery's encryption and large-gallery search tests).
-# dlib-check: dlib itself, to test the torch port of its ResNet against dlib's own descriptor.
-EXTRAS ?= dev,train,openvino,export,crypto,faiss,dlib-check,serve
+# Runtime extras installed for development: both engines (ONNX Runtime, OpenVINO), OpenCV, the detector converter's
+# onnx, cryptography and FAISS (the gallery's encryption and large-gallery search tests), the service.
+EXTRAS ?= ort,opencv,openvino,convert,crypto,faiss,serve
+# Dependency groups of the checkout (pyproject.toml [dependency-groups], pip >= 25.1): tests and wheel builds, torch
+# (training/ and the torch parity tests), NNCF (the export tests), dlib itself (the dlib port's test).
+GROUPS ?= dev train export dlib-check
 comma := ,
-STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))
+empty :=
+space := $(empty) $(empty)
+STAMP := $(VENV)/.crres-setup-$(subst $(comma),-,$(EXTRAS))-$(subst $(space),-,$(GROUPS))
+WHEEL_DIR ?= build/dist
 CORE_SOURCES := $(wildcard cpp/*.cpp cpp/*.hpp)
 SANITIZE_BUILD := build/sanitize
 # Built from PyPI's facenet-pytorch wheel by our own converter; never committed (see export/detector_bundle.py).
 DETECTOR_BUNDLE := models/mtcnn/manifest.json
 
-.PHONY: setup pretrained test test-sanitize test-cpp test-aarch64 bench demo clean
+.PHONY: setup pretrained test test-sanitize test-cpp test-aarch64 bench demo wheel test-wheel clean
 
 setup: $(STAMP) $(DETECTOR_BUNDLE)
 
@@ -24,8 +29,8 @@ $(PY):
 # Build tools first, so the editable install can build the core without an isolated build environment
 # (fast re-installs); the stamp reruns it only when the build inputs change.
 $(STAMP): $(PY) pyproject.toml CMakeLists.txt $(CORE_SOURCES)
-	$(PIP) install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
-	$(PIP) install --no-build-isolation -e ".[$(EXTRAS)]"
+	$(PIP) install "pip>=25.1" "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
+	$(PIP) install --no-build-isolation -e ".[$(EXTRAS)]" $(addprefix --group ,$(GROUPS))
 	@rm -f $(VENV)/.crres-setup-*
 	@touch $@
 
@@ -82,6 +87,15 @@ bench: setup
 # recedes from 112 to 8 px, run the video pipeline, write the annotated video, JSON events and a score-vs-size plot.
 demo: setup
 	$(PY) examples/demo.py --out out/demo
+
+# The runtime wheel and sdist, built outside the tree (build dir in /tmp): what `pip install crres` gets.
+wheel: setup
+	.ci/wheel-smoke.sh --build-only --out $(WHEEL_DIR)
+
+# Build them from a read-only copy of the checkout, install the wheel into a fresh venv outside the repo and run
+# crres models list / verify / the Python API there (CI runs this).
+test-wheel: setup
+	.ci/wheel-smoke.sh --out $(WHEEL_DIR)
 
 clean:
 	rm -rf build bench-results out
