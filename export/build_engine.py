@@ -244,6 +244,7 @@ class Exporter:
         self.out = Path(args.out)
         self.timings: dict[str, float] = {}
         self.files: dict[str, dict[str, str]] = {}
+        self.file_extra: dict[str, dict[str, Any]] = {}  # "runtime/role" -> more manifest keys (the engine's GPU...)
         self.quant: dict[str, Any] = {}
         self.parity: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
@@ -568,61 +569,52 @@ class Exporter:
         self.shipped["openvino/int8_xml"] = (xml, "openvino")
 
     def step_tensorrt_engine(self, script: str, engine: str) -> None:
-        want = self.args.trt_version
+        """build_engine.sh (from the export/build_engine.sh template), the device tool (export/tensorrt_engine.py
+        as trt_tool.py) and the engine's parity set; the engine itself when TensorRT imports here."""
+        import shutil
+
+        from export import tensorrt_engine as te
+        from export.calibration import BANDS
+        from export.parity import embed
+
+        a, s = self.args, self.input_size
+        want = a.trt_version
+        shapes = {f"@{k}_SHAPE@": f"{b}x3x{s}x{s}" for k, b in zip(("MIN", "OPT", "MAX"), te.PROFILE_BATCHES)}
+        text = (REPO / "export" / "build_engine.sh").read_text()
+        for key, value in {"@TRT_VERSION@": want, "@QDQ@": self.qdq.name, "@ENGINE@": engine, "@INPUT@": "image",
+                           **shapes}.items():
+            text = text.replace(key, value)
         sh = self.out / script
-        sh.write_text(
-            "#!/bin/sh\n"
-            f"# Build the TensorRT {want}.x INT8 engine ON THE TARGET DEVICE (engines are device- and\n"
-            "# TensorRT-version-specific). Explicit quantization: the Q/DQ scales come from the ONNX file.\n"
-            "set -eu\ncd \"$(dirname \"$0\")\"\n"
-            "TRTEXEC=${TRTEXEC:-trtexec}\n"
-            f"WANT={want}\n"
-            "HAVE=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)\n"
-            "if [ -n \"$HAVE\" ]; then case \"$HAVE\" in \"$WANT\"|\"$WANT\".*) ;; *)\n"
-            "  echo \"error: TensorRT $HAVE on this device, the bundle was made for TensorRT $WANT\" >&2; exit 2;;\n"
-            "esac; else echo \"warning: cannot read the TensorRT version (python3 tensorrt); expecting $WANT\" >&2; fi\n"
-            f"\"$TRTEXEC\" --onnx={self.qdq.name} --int8 --fp16 --saveEngine={engine} \\\n"
-            f"  --minShapes=image:1x3x{self.input_size}x{self.input_size} "
-            f"--optShapes=image:8x3x{self.input_size}x{self.input_size} "
-            f"--maxShapes=image:32x3x{self.input_size}x{self.input_size}\n")
+        sh.write_text(text)
         sh.chmod(0o755)
         self._add_file("tensorrt", "build_script", sh)
+        tool = self.out / "trt_tool.py"
+        shutil.copyfile(REPO / "export" / "tensorrt_engine.py", tool)
+        self._add_file("tensorrt", "tool", tool)
+        parity_set = self.out / te.PARITY_FILE
+        parity_info = te.write_parity_set(parity_set, self.held.inputs, self.held.resolutions, BANDS, self.ref,
+                                          embed(self.qdq, self.held.inputs, backend=a.eval_backend),
+                                          a.cosine_floor, a.cosine_p1_floor, seed=a.seed)
+        self._add_file("tensorrt", "parity_set", parity_set)
         info: dict[str, Any] = {"engine": engine, "built": False, "required_tensorrt": want,
-                                "note": "engines are device- and TensorRT-version-specific: build with "
-                                        "build_engine.sh on the Jetson"}
+                                "parity_set": parity_info,
+                                "note": "engines are device- and TensorRT-version-specific: build and register it "
+                                        f"on the device with {script}, then check it with trt_tool.py parity"}
         try:
             import tensorrt as trt
         except ImportError:
             trt = None
-        if trt is not None:
+        if trt is not None:  # pragma: no cover - needs TensorRT and a GPU
             have = str(getattr(trt, "__version__", "unknown"))
             check_tensorrt_version(have, want)
-            self._build_trt_engine(trt, self.out / engine)  # pragma: no cover - needs TensorRT
-            info.update(built=True, tensorrt=have, built_on=platform.node())
-            self._add_file("tensorrt", "engine", self.out / engine)
+            path = te.build_engine(trt, self.qdq, self.out / engine, "image", s)
+            entry = te.engine_entry(self.out, path, have, te.gpu_info(), "tensorrt-python")
+            self._add_file("tensorrt", "engine", path)
+            self.file_extra["tensorrt/engine"] = {k: v for k, v in entry.items() if k not in ("path", "sha256")}
+            info.update(built=True)
         else:
             LOG.info("tensorrt is not importable here: run %s on the device", sh)
         self.extra["tensorrt"] = info
-
-    def _build_trt_engine(self, trt: Any, path: Path) -> None:  # pragma: no cover - needs TensorRT
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(self.qdq.read_bytes()):
-            raise ExportError("TensorRT could not parse the QDQ ONNX: " +
-                              "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
-        config = builder.create_builder_config()
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.set_flag(trt.BuilderFlag.FP16)
-        profile = builder.create_optimization_profile()
-        s = self.input_size
-        profile.set_shape("image", (1, 3, s, s), (8, 3, s, s), (32, 3, s, s))
-        config.add_optimization_profile(profile)
-        data = builder.build_serialized_network(network, config)
-        if data is None:
-            raise ExportError("TensorRT engine build failed")
-        path.write_bytes(bytes(data))
 
     # --- thresholds ---------------------------------------------------------------------------------------
     def _training_identities(self) -> set[str]:
@@ -774,7 +766,8 @@ class Exporter:
                       "layout": "NCHW", "name": "image"},
             "output": {"name": "embedding", "normalised": False},
             "embedding_dim": int(ck["embedding_dim"]),
-            "files": {rt: {role: {"path": p, "sha256": sha256_file(self.out / p)} for role, p in roles.items()}
+            "files": {rt: {role: {"path": p, "sha256": sha256_file(self.out / p),
+                                  **self.file_extra.get(f"{rt}/{role}", {})} for role, p in roles.items()}
                       for rt, roles in self.files.items()},
             "thresholds": self.thresholds,
             "recipe": recipe or None,
