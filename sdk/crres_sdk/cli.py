@@ -570,6 +570,7 @@ def _usage_error(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from crres_sdk.dependencies import EXTRAS, missing_message
     from crres_sdk.errors import BackendUnavailableError, BundleError
     from crres_sdk.gallery import GalleryError
 
@@ -586,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(exc) if not isinstance(exc, KeyError) or not exc.args else str(exc.args[0])
         kind = "" if isinstance(exc, CliError) else f"{type(exc).__name__}: "
+        if isinstance(exc, ModuleNotFoundError) and exc.name in EXTRAS:  # an optional dependency: name its extra
+            message, kind = missing_message(exc.name, f"crres {args.command}"), ""
         print(f"crres: {kind}{message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

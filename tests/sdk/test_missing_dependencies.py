@@ -83,3 +83,13 @@ def test_require(monkeypatch):
         require("cv2", "video input")
     assert "video input needs it" in str(err.value) and "JetPack" in str(err.value)
     assert "pip install somepkg" in missing_message("somepkg", "x")
+
+
+def test_cli_names_the_extra_when_a_command_needs_opencv(tmp_path):
+    done = python(f"""
+        from crres_sdk.cli import main
+        sys.exit(main(["verify", {str(tmp_path / 'a.jpg')!r}, {str(tmp_path / 'b.jpg')!r}]))
+        """, block=("cv2",))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("crres: OpenCV (cv2) is not installed; crres verify needs it")
+    assert 'pip install "crres[opencv]"' in done.stderr and "Traceback" not in done.stderr
