@@ -22,6 +22,9 @@ upsampling standing in for the SR network (does the learned SR help?). Impostor 
 fused default (``smax_sadd``) and of the plain baseline give decision thresholds at FAR 1e-2 / 1e-3 per probe
 size band.
 
+``--kernel-scaling literal`` reproduces the issue-9 runs (Table 1's blur kernels in pixels after every x2
+downsampling); the default ``image`` scales them with the chain's image (issue 17, docs/mitm.md).
+
 Writes ``results.json`` and ``report.md`` into ``--out`` and prints the tables. Deterministic for a given seed.
 Runs on one thread (ONNX Runtime intra-op threads = ``--threads``).
 """
@@ -161,7 +164,7 @@ def evaluate_model(model: str, args: argparse.Namespace, gallery: list[dict], pr
         sr_variants["bicubic"] = bicubic_sr
     chains = sample_chains(args.chains, args.seed) if args.chains else []
     matcher = MitmMatcher(embedder.embed, None, chains=chains, match_sizes=args.match_sizes, seed=args.seed,
-                          batch_size=64)
+                          batch_size=64, blur_levels=args.blur_levels, kernel_scaling=args.kernel_scaling)
     sizes, hyps = matcher.match_sizes, len(chains) + 1
     timing: dict[str, float] = {}
 
@@ -246,6 +249,7 @@ def evaluate_model(model: str, args: argparse.Namespace, gallery: list[dict], pr
     return {"model": {**embedder.describe(), "path": str(model)},
             "sr": {"models": [str(s) for s in args.sr or []], "variants": list(sr_variants)},
             "chains": len(chains), "gallery_hypotheses": hyps, "match_sizes": list(sizes),
+            "kernel_scaling": matcher.kernel_scaling,
             "scales": list(matcher.scales), "blur_levels": matcher.blur_levels,
             "embeddings": {"gallery": int(len(gallery) * hyps * len(sizes)),
                            "probes": int(len(probes) * (1 + len(sr_variants) * len(matcher.scales)
@@ -289,7 +293,7 @@ def verify_btm_stm(model: str, args: argparse.Namespace) -> dict:
     chains = sample_chains(args.chains, args.seed) if args.chains else []
     # Probes of 5..10 px reach k x r = 10..80 px: the SDK's full list of match sizes.
     matcher = MitmMatcher(embedder.embed, sr, chains=chains, match_sizes=SDK_MATCH_SIZES, seed=args.seed,
-                          batch_size=64)
+                          batch_size=64, blur_levels=args.blur_levels, kernel_scaling=args.kernel_scaling)
     gallery_cache: dict[str, tuple[dict, np.ndarray]] = {}
     rows: dict[str, list[float]] = {}
     t0 = time.perf_counter()
@@ -418,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also rank-1 at x2 with the undegraded image plus one chain at a time")
     p.add_argument("--chains", type=int, default=32, help="degradation chains per gallery image (of 1463)")
     p.add_argument("--match-sizes", type=int, nargs="+", default=list(DEFAULT_MATCH_SIZES))
+    p.add_argument("--kernel-scaling", choices=("image", "literal"), default="image",
+                   help="Table 1 blur kernels scaled with the chain's image (crres_sdk.mitm.apply_chain) or in "
+                        "pixels at every step as the paper's text reads (the issue-9 runs)")
+    p.add_argument("--blur-levels", type=int, default=16, help="probe blur hypotheses, sigma 0..1 (paper: 16)")
     p.add_argument("--color", choices=("rgb", "bgr"), help="input colour order of a bare ONNX model")
     p.add_argument("--mean", help="input mean of a bare ONNX model (default 127.5)")
     p.add_argument("--std", help="input std of a bare ONNX model (default 128)")
