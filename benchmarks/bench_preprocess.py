@@ -10,6 +10,8 @@ a (16, 3, 112, 112) float32 RGB (x - 127.5) / 128 batch. Implementations, measur
                sampling and brought up with degrade's bicubic F_up)
   crres_bilinear  the same with resample="bilinear" (one bilinear warp per face, what the baselines compute)
   crres_uint8  crres_sdk.align_faces_uint8 (HWC uint8 crops, for storage), matched
+  crres_scalar the default with the core's vector path switched off (_core.set_simd_enabled(False)): what the
+               build's SIMD path (AVX2+FMA on x86-64, NEON on aarch64) buys on this CPU
 Small faces: 16 faces at r = 12-100 px (all smaller than the crop) in the same frame, crres (matched) against
 crres_bilinear as baseline: the cost of resolution matching where it applies.
 Degrade: 64 uint8 112x112x3 crops, each down to r in {7, 14, 28, 56} and back up:
@@ -17,7 +19,9 @@ Degrade: 64 uint8 112x112x3 crops, each down to r in {7, 14, 28, 56} and back up
   opencv       cv2.resize INTER_CUBIC down and up (not antialiased: a different, cheaper operation)
   torch        F.interpolate(bicubic, antialias=True) down and up on a float32 NCHW batch, when torch is present
   crres        crres_sdk.degrade (C++, PIL-exact)
-Times are per face / per crop. Thread counts apply to OpenCV (cv2.setNumThreads), torch and the core; PIL and
+Every record carries the CPU (model, ISA flags such as avx2 / avx512f / avx512_vnni / asimd) and the core's
+vector path (``core_simd``: the one built in and supported here, ``avx2+fma``, ``neon`` or ``scalar``), so the
+align speed-up can be tabled per instruction set (benchmarks/README.md). Times are per face / per crop. Thread counts apply to OpenCV (cv2.setNumThreads), torch and the core; PIL and
 numpy run on one thread.
 
     python benchmarks/bench_preprocess.py --json bench-results/preprocess.json
@@ -35,7 +39,9 @@ from PIL import Image
 from skimage.transform import SimilarityTransform
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
+from export.build_engine import cpu_isa  # noqa: E402
 
 from crres_sdk import ARCFACE_TEMPLATE, _core, align_faces, align_faces_uint8, degrade  # noqa: E402
 
@@ -89,9 +95,14 @@ def bench_align(repeats: int, threads_list: list[int]) -> list[Record]:
             "crres": lambda: align_faces(frame, landmarks, threads=threads),
             "crres_bilinear": lambda: align_faces(frame, landmarks, threads=threads, resample="bilinear"),
             "crres_uint8": lambda: align_faces_uint8(frame, landmarks, threads=threads),
+            "crres_scalar": lambda: align_faces(frame, landmarks, threads=threads),
         }
         for name, fn in impls.items():
-            med, p90 = time_call(fn, repeats)
+            _core.set_simd_enabled(name != "crres_scalar")
+            try:
+                med, p90 = time_call(fn, repeats)
+            finally:
+                _core.set_simd_enabled(True)
             records.append(Record("align", f"{N_FACES}faces_1920x1080", name, threads, med, p90,
                                   baseline=None if name == "opencv" else "opencv",
                                   extra={"items": N_FACES, "unit": "per call; per face = median_s / items"}))
@@ -172,9 +183,14 @@ def main() -> None:
         parser.error("--repeats must be >= 5 for a meaningful median")
     records = bench_align(args.repeats, args.threads) + bench_degrade(max(args.repeats // 10, 5), args.threads)
     fill_speedups(records)
+    cpu = cpu_isa()
+    print(f"CPU: {cpu['model']} ({cpu['machine']}; {' '.join(cpu['isa'])}); core vector path: "
+          f"{_core.simd_available()}")
     for r in records:
         r.extra.update(machine())
-        r.extra["core_simd"] = _core.simd_path()  # the core's vector path: avx2+fma, neon or scalar
+        r.extra["cpu"] = cpu
+        # the core's vector path in this record: avx2+fma, neon or scalar (crres_scalar: switched off)
+        r.extra["core_simd"] = "scalar" if r.impl == "crres_scalar" else _core.simd_available()
     report(records, args.json, unit="us", per="/item")
 
 
