@@ -10,8 +10,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 from crres_sdk.bundle import ModelBundle, load_bundle
-from crres_sdk.dependencies import (MissingDependencyError, MissingEngineWarning, engine_missing_message,
-                                    installed_engines, missing_message)
+from crres_sdk.backends import available_backends
+from crres_sdk.dependencies import MissingDependencyError, MissingEngineWarning, engine_missing_message, missing_message
 from crres_sdk.errors import BackendUnavailableError, BundleError
 from crres_sdk.estimator import ResolutionEstimator
 from crres_sdk.face import Face
@@ -84,7 +84,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_NEEDS_OPENCV))
 
 
-if not installed_engines():
+if not available_backends():
     warnings.warn(f"crres_sdk: {engine_missing_message()}", MissingEngineWarning, stacklevel=2)
 
 __version__ = "0.1.0"

@@ -9,15 +9,15 @@ system OpenCV (built with GStreamer, for CSI cameras) and NVIDIA's onnxruntime-g
 | ``onnxruntime`` | ``crres[ort]`` (CPU) or ``crres[ort-gpu]`` (CUDA) | inference (one engine is enough) |
 | ``openvino`` | ``crres[openvino]`` | inference on Intel CPUs, GPUs and NPUs |
 | ``onnx`` | ``crres[convert]`` | ``crres models fetch`` (building the detector bundle) |
+
+How to install each engine (TensorRT included) is ``crres_sdk.backends.INSTALL_HINTS``; this module reuses it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import platform
 import sys
-from pathlib import Path
 from types import ModuleType
 
 #: module -> (extra, what it is), for the messages below.
@@ -27,8 +27,6 @@ EXTRAS = {
     "openvino": ("openvino", "OpenVINO"),
     "onnx": ("convert", "the onnx package"),
 }
-#: Inference engines the SDK can run models on (TensorRT also needs polygraphy: see crres_sdk.backends).
-ENGINES = ("onnxruntime", "openvino", "tensorrt")
 
 
 class MissingDependencyError(ImportError):
@@ -37,11 +35,6 @@ class MissingDependencyError(ImportError):
 
 class MissingEngineWarning(UserWarning):
     """crres_sdk was imported where no inference engine is installed."""
-
-
-def is_jetson() -> bool:
-    """An NVIDIA Jetson (L4T): there OpenCV and the engines come from JetPack, not from PyPI."""
-    return platform.machine() == "aarch64" and Path("/etc/nv_tegra_release").exists()
 
 
 def installed(module: str) -> bool:
@@ -59,8 +52,8 @@ def missing_message(module: str, purpose: str) -> str:
     install = f'pip install "crres[{extra}]"' if extra else f"pip install {module}"
     message = f"{what} ({module}) is not installed; {purpose} needs it: {install}"
     if module == "cv2":
-        message += (" (on a Jetson use JetPack's OpenCV with GStreamer instead: apt install python3-opencv, in a "
-                    "venv made with --system-site-packages)")
+        message += (" (on a Jetson use JetPack's OpenCV, built with GStreamer, instead: sudo apt install "
+                    "nvidia-opencv, in a venv made with --system-site-packages)")
     return message
 
 
@@ -74,14 +67,8 @@ def require(module: str, purpose: str) -> ModuleType:
         raise MissingDependencyError(missing_message(module, purpose)) from exc
 
 
-def installed_engines() -> list[str]:
-    return [name for name in ENGINES if installed(name)]
-
-
 def engine_missing_message() -> str:
-    """What to install when no inference engine is present, for this platform."""
-    if is_jetson():
-        return ("no inference engine is installed: on a Jetson install NVIDIA's onnxruntime-gpu wheel for your JetPack "
-                "(see docs/jetson.md) and use JetPack's TensorRT (pip install polygraphy for backend='tensorrt')")
-    return ('no inference engine is installed: pip install "crres[ort]" (ONNX Runtime, CPU), "crres[openvino]" '
-            '(Intel CPU/GPU/NPU) or "crres[ort-gpu]" (NVIDIA CUDA)')
+    """What to install when no inference engine is present (the hints are crres_sdk.backends')."""
+    from crres_sdk.backends import INSTALL_HINTS
+
+    return "no inference engine is installed: " + "; or ".join(f"{name}: {hint}" for name, hint in INSTALL_HINTS.items())

@@ -51,8 +51,8 @@ def test_without_an_engine_the_import_warns_with_the_extras():
         """, block=("onnxruntime", "openvino", "tensorrt"))
     assert done.returncode == 0, done.stderr
     assert "imported" in done.stdout
-    assert "MissingEngineWarning" in done.stderr and 'pip install "crres[ort]"' in done.stderr
-    assert "crres[openvino]" in done.stderr and "crres[ort-gpu]" in done.stderr
+    assert "MissingEngineWarning" in done.stderr and "pip install 'crres[ort]'" in done.stderr
+    assert "crres[openvino]" in done.stderr and "crres[ort-gpu]" in done.stderr and "JetPack" in done.stderr
 
 
 def test_with_an_engine_the_import_is_quiet():
