@@ -41,9 +41,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from training import degradations as D
-from training import losses as L
 from training.data import NORMALISATION, build_dataset, normalise, source_identity
 from training.heads import get_head
+from training.methods import get_method
+from training.methods.sizes import sample_sizes
 from training.models import get_model
 from training.pretrained import initialise
 from training.teacher_cache import IndexedDataset, class_means, teacher_embeddings
@@ -151,11 +152,12 @@ def lr_factor(step: int, total_steps: int, milestones: list[float], gamma: float
 # --- the training step ----------------------------------------------------------------------------------
 
 class TrainStep(nn.Module):
-    """Backbone + head and the recipe's loss: ``forward(x01, labels, gen) -> {"loss": ..., parts}``.
+    """Backbone + head and the recipe's method: ``forward(x01, labels, gen, index) -> {"loss": ..., parts}``.
 
     One module so DDP sees every trainable parameter in one forward. ``gen`` is the CPU
     generator that drives augmentation and degradation sampling (checkpointed, so resumed
-    runs draw the same degradations).
+    runs draw the same degradations). The loss itself is the method's (``training.methods``); this
+    class gives it the networks, the augmentation and the degradations.
     """
 
     def __init__(self, recipe: Recipe, model: nn.Module, head: nn.Module,
@@ -164,21 +166,24 @@ class TrainStep(nn.Module):
                  teacher_head: nn.Module | None = None) -> None:
         super().__init__()
         self.recipe, self.model, self.head = recipe, model, head
-        self._teacher = teacher  # a plain tuple: not registered, never trained, not in DDP
-        if recipe.method == "lu_kd" and teacher is None:
-            raise ValueError("the lu_kd method needs a teacher")
-        # Frozen pretrained network's embeddings of every crop and its flip (training.teacher_cache).
-        self._cache = teacher_cache
-        if recipe.method in ("frozen_siamese", "frozen_kd") and teacher_cache is None:
-            raise ValueError(f"the {recipe.method} method needs the pretrained network's cached embeddings "
-                             "(a recipe with init=...)")
-        # frozen_kd's teacher classifier: the head at its class-mean start, frozen (a plain attribute, not trained).
+        self.method = get_method(recipe.method)
+        given = {"needs_teacher": (teacher, "a teacher checkpoint (--teacher PATH)"),
+                 "needs_cache": (teacher_cache, "the pretrained network's cached embeddings (a recipe with init=...)"),
+                 "needs_teacher_head": (teacher_head, "the frozen teacher head")}
+        for need, (value, what) in given.items():
+            if getattr(self.method, need) and value is None:
+                raise ValueError(f"the {recipe.method} method needs {what}")
+        # Plain attributes (a tuple, a dict, a one-item list): never registered, trained, saved or seen by DDP.
+        self.teacher = teacher
+        self.cache = teacher_cache
         self._teacher_head = [teacher_head] if teacher_head is not None else []
-        if recipe.method == "frozen_kd" and teacher_head is None:
-            raise ValueError("the frozen_kd method needs the frozen teacher head")
         self.autocast = False
 
-    def _embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
+    @property
+    def teacher_head(self) -> nn.Module | None:
+        return self._teacher_head[0] if self._teacher_head else None
+
+    def embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
         net = self.model if net is None else net
         x = normalise(x01)
         if not x.is_cuda:  # oneDNN's NHWC convolutions: ~2x faster forward+backward on CPU, same arithmetic
@@ -189,7 +194,7 @@ class TrainStep(nn.Module):
             return out[0].float(), [s.float() for s in out[1]]
         return out.float()
 
-    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(augmented batch, which samples were flipped)."""
         r = self.recipe
         n = x.shape[0]
@@ -206,25 +211,10 @@ class TrainStep(nn.Module):
             x = (gray + sat * (x - gray)).clamp(0, 1)
         return x, mask
 
-    def _lr_sizes(self, n: int, hr: int, gen: torch.Generator) -> torch.Tensor:
-        r, kw = self.recipe, self.recipe.sampler_kwargs
-        if r.sampler == "none":
-            return torch.full((n,), hr, dtype=torch.int64)
-        if r.sampler == "bt_r":
-            return D.sample_bt_r(n, int(kw.get("r", 14)), kw.get("fraction", 0.5), hr, gen)
-        if r.sampler == "bt_m":
-            return D.sample_bt_m(n, kw.get("fraction", 0.5), hr, tuple(kw.get("sizes", D.BTM_SIZES)), gen)
-        if r.sampler == "st_r":
-            return torch.full((n,), int(kw.get("r", 14)), dtype=torch.int64)
-        if r.sampler == "paug":
-            return D.sample_paug(n, gen)
-        if r.sampler == "maug":
-            return D.sample_maug(n, gen)
-        if r.sampler == "uniform":
-            return D.sample_uniform_range(n, int(kw.get("lo", 8)), kw.get("hi"), hr, gen)
-        raise ValueError(f"sampler {r.sampler!r} does not give one size per sample")
+    def lr_sizes(self, n: int, hr: int, gen: torch.Generator) -> torch.Tensor:
+        return sample_sizes(self.recipe.sampler, n, hr, self.recipe.sampler_kwargs, gen)
 
-    def _degrade(self, x: torch.Tensor, sizes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def degrade(self, x: torch.Tensor, sizes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Each sample at its resolution; with ``camera_p`` Lu & Ebrahimi's blur/noise/JPEG first."""
         if self.recipe.camera_p > 0:
             return D.lu_degradation(x, sizes=sizes, p=self.recipe.camera_p, generator=gen)[0]
@@ -232,74 +222,11 @@ class TrainStep(nn.Module):
 
     def forward(self, x01: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,
                 index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        r = self.recipe
-        n, hr = x01.shape[0], x01.shape[-1]
+        if self.method.needs_index and index is None:
+            raise ValueError(f"the {self.method.name} method needs the batch's dataset indices")
         with torch.no_grad():
-            x, flipped = self._augment(x01, gen)
-        if r.method == "frozen_siamese":
-            # Knoche eq. 7 with the HR branch replaced by the frozen pretrained network (issue 17): its cached
-            # HR embedding of the same (possibly flipped) crop is f_HR; the trained network's branch sees the
-            # crop at a sampled resolution (112 included, so its own HR embedding stays tied to the teacher's).
-            if index is None:
-                raise ValueError("frozen_siamese needs the batch's dataset indices")
-            idx = index.cpu()
-            with torch.no_grad():
-                f_hr = torch.where(flipped.cpu()[:, None], self._cache["hr_flip"][idx], self._cache["hr"][idx])
-                x_lr = self._degrade(x, self._lr_sizes(n, hr, gen), gen)
-            f_lr = self._embed(x_lr)
-            return L.knoche_siamese_loss(self.head, f_hr.to(f_lr), f_lr, labels, **r.loss_kwargs)
-        if r.method == "frozen_kd":
-            # Lu & Ebrahimi eq. 4 with the frozen pretrained network (and its class-mean head) as the HR teacher:
-            # its logits come from the cached HR embedding of the same (possibly flipped) crop, so no teacher
-            # forward per step. No wavelet term: dlib's ResNet has no wavelet stages (lu2023 Sec. II-B).
-            if index is None:
-                raise ValueError("frozen_kd needs the batch's dataset indices")
-            idx = index.cpu()
-            skw = r.sampler_kwargs
-            with torch.no_grad():
-                f_hr = torch.where(flipped.cpu()[:, None], self._cache["hr_flip"][idx], self._cache["hr"][idx])
-                z_hr = self._teacher_head[0](f_hr.to(x))
-                x_lr, _ = D.lu_degradation(x, p=skw.get("p", 0.5), size_range=tuple(skw.get("size_range", (7, hr))),
-                                           generator=gen)
-            kw = dict(r.loss_kwargs)
-            return L.lu_loss(self.head, self._embed(x_lr), labels, z_hr, None, None,
-                             temperature=kw.pop("temperature"), **kw)
-        if r.method == "batch":
-            with torch.no_grad():
-                x = self._degrade(x, self._lr_sizes(n, hr, gen), gen)
-            emb = self._embed(x)
-            ce = self.head.loss(emb, labels)
-            return {"loss": ce, "ce": ce}
-        if r.method in ("siamese", "ling", "lai"):
-            with torch.no_grad():
-                if r.sampler == "fixed_branches":
-                    branches = [D.degrade(x, s) for s in r.sampler_kwargs["sizes"]]
-                elif r.sampler == "lai":
-                    kw = r.sampler_kwargs
-                    branches = D.lai_branches(x, tuple(kw.get("sizes", D.LAI_SIZES)),
-                                              kw.get("mode", "bilinear"))[1:]
-                else:
-                    branches = [D.degrade_batch(x, self._lr_sizes(n, hr, gen))]
-            # All branches in one forward (weights shared; BatchNorm sees them together).
-            feats = self._embed(torch.cat([x] + branches)).split(n)
-            if r.method == "siamese":
-                return L.knoche_siamese_loss(self.head, feats[0], list(feats[1:]), labels, **r.loss_kwargs)
-            if r.method == "ling":
-                return L.ling_loss(self.head, feats[0], feats[1], labels, **r.loss_kwargs)
-            return L.lai_loss(self.head, list(feats), labels, **r.loss_kwargs)
-        if r.method == "lu_kd":
-            teacher, teacher_head = self._teacher
-            kw = dict(r.loss_kwargs)
-            with torch.no_grad():
-                emb_t, stages_t = self._embed(x, teacher, stages=True)
-                z_hr = teacher_head(emb_t)
-                skw = r.sampler_kwargs
-                x_lr, _ = D.lu_degradation(x, p=skw.get("p", 0.5), size_range=tuple(skw.get("size_range", (7, hr))),
-                                           generator=gen)
-            emb_s, stages_s = self._embed(x_lr, stages=True)
-            return L.lu_loss(self.head, emb_s, labels, z_hr, stages_t, stages_s,
-                             temperature=kw.pop("temperature"), **kw)
-        raise ValueError(f"unknown method {r.method!r}")
+            x, flipped = self.augment(x01, gen)
+        return self.method.step(self, x, flipped, labels, gen, index)
 
 
 # --- RNG state (primitives + tensors only, for weights_only checkpoints) ----------------------------
@@ -426,6 +353,44 @@ def keep_freed_heap() -> bool:
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, -1))
 
 
+def method_inputs(recipe: Recipe, model: nn.Module, head: nn.Module, dataset: Any, dev: torch.device, *,
+                  init_head: bool, progress: bool):
+    """What the recipe's method needs besides the batch: ``(teacher, cache, teacher_head)``, each None if unused.
+
+    A pretrained start (``recipe.init``) or a method that reads the frozen network's embeddings computes them once
+    per dataset (``training.teacher_cache``); a pretrained start also puts the head's class centres where that
+    network already puts each class (``init_head``: not on resume, where the checkpoint's head is loaded).
+    """
+    method = get_method(recipe.method)
+    num_classes = dataset.num_classes
+    cache = None
+    if recipe.init or method.needs_cache:
+        cache = teacher_embeddings(model, dataset, TEACHER_CACHE_DIR, progress=progress)
+        if recipe.init and init_head:
+            with torch.no_grad():
+                head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+    teacher_head = None
+    if method.needs_teacher_head:  # the classifier at the pretrained class means, frozen
+        teacher_head = get_head(recipe.head, model.embedding_dim, num_classes, **recipe.head_kwargs).to(dev)
+        with torch.no_grad():
+            teacher_head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+        teacher_head.requires_grad_(False)
+    teacher = None
+    if method.needs_teacher:
+        if not recipe.teacher:
+            raise ValueError(f"recipe {recipe.name!r} needs a teacher checkpoint: --teacher PATH")
+        tck = load_checkpoint(recipe.teacher)
+        if tck["num_classes"] != num_classes:
+            raise ValueError(f"teacher has {tck['num_classes']} classes, the data {num_classes}")
+        t_model, t_head = model_from_checkpoint(tck)
+        for p in list(t_model.parameters()) + list(t_head.parameters()):
+            p.requires_grad_(False)
+        teacher = (t_model.to(dev), t_head.to(dev))
+        if dev.type == "cpu":
+            t_model.to(memory_format=torch.channels_last)
+    return teacher, cache, teacher_head
+
+
 def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, device: str = "cpu",
           seed: int = 0, resume: str | None = None, max_steps: int | None = None, workers: int = 0,
           max_bad_steps: int = 20, progress: bool = True, log_every: int = 10) -> dict[str, Any]:
@@ -454,40 +419,13 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     num_classes = dataset.num_classes
     head = get_head(recipe.head, model.embedding_dim, num_classes, **recipe.head_kwargs)
 
-    cache = None
     if recipe.init:
         # Start from a pretrained network (training.pretrained); on resume the checkpoint overwrites it below.
         initialise(model, recipe.init, recipe.model)
-    if recipe.init or recipe.method in ("frozen_siamese", "frozen_kd"):
-        # The starting network, frozen: its embeddings of every crop (and flip), computed once per dataset.
-        cache = teacher_embeddings(model, dataset, TEACHER_CACHE_DIR, progress=progress and rank == 0)
-        if recipe.init and not resume:
-            with torch.no_grad():  # class centres where the pretrained network already puts each class
-                head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
-
-    teacher_head = None
-    if recipe.method == "frozen_kd":
-        teacher_head = get_head(recipe.head, model.embedding_dim, num_classes, **recipe.head_kwargs).to(dev)
-        with torch.no_grad():
-            teacher_head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
-        teacher_head.requires_grad_(False)
-
-    teacher = None
-    if recipe.method == "lu_kd":
-        if not recipe.teacher:
-            raise ValueError(f"recipe {recipe.name!r} needs a teacher checkpoint: --teacher PATH")
-        tck = load_checkpoint(recipe.teacher)
-        if tck["num_classes"] != num_classes:
-            raise ValueError(f"teacher has {tck['num_classes']} classes, the data {num_classes}")
-        t_model, t_head = model_from_checkpoint(tck)
-        for p in list(t_model.parameters()) + list(t_head.parameters()):
-            p.requires_grad_(False)
-        teacher = (t_model.to(dev), t_head.to(dev))
-        if dev.type == "cpu":
-            t_model.to(memory_format=torch.channels_last)
-
+    teacher, cache, teacher_head = method_inputs(recipe, model, head, dataset, dev, init_head=not resume,
+                                                 progress=progress and rank == 0)
     step_module = TrainStep(recipe, model, head, teacher, cache, teacher_head).to(dev)
-    if dev.type == "cpu":  # weights in NHWC to match the channels_last inputs of TrainStep._embed
+    if dev.type == "cpu":  # weights in NHWC to match the channels_last inputs of TrainStep.embed
         model.to(memory_format=torch.channels_last)
     step_module.autocast = dev.type == "cuda"
     if recipe.batch_size % world:

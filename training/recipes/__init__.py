@@ -20,9 +20,9 @@ import importlib
 import pkgutil
 from typing import Any
 
-from training.recipes.base import METHODS, Recipe
+from training.recipes.base import Recipe
 
-__all__ = ["Recipe", "METHODS", "get_recipe", "list_recipes"]
+__all__ = ["Recipe", "get_recipe", "list_recipes"]
 
 
 def list_recipes() -> list[str]:

@@ -17,15 +17,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The training step a recipe runs (``training.train.TrainStep``).
-METHODS = ("batch", "siamese", "ling", "lai", "lu_kd", "frozen_siamese", "frozen_kd")
 
 
 @dataclass
 class Recipe:
     name: str
     paper: str
-    method: str                                   # one of METHODS
+    method: str                                   # training.methods registry name
     model: str                                    # registry name (training.models)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     head: str = "arcface"                         # training.heads.get_head name
@@ -73,8 +71,10 @@ class Recipe:
         return new
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"recipe {self.name!r}: method must be one of {METHODS}, got {self.method!r}")
+        from training.methods import list_methods  # registry imports degradations/losses, not recipes
+
+        if self.method not in list_methods():
+            raise ValueError(f"recipe {self.name!r}: method must be one of {list_methods()}, got {self.method!r}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (BatchNorm and the triplet loss need pairs)")
         if self.epochs < 1:
