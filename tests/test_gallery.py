@@ -176,7 +176,7 @@ def test_faiss_backend_gives_the_numpy_results(tmp_path):
 
 
 def test_auto_backend_rule(monkeypatch, tmp_path):
-    import crres_sdk.gallery as gallery_module
+    import crres_sdk.gallery.index as gallery_module  # where auto_backend reads FAISS_MIN_TEMPLATES
 
     assert auto_backend(FAISS_MIN_TEMPLATES, FAISS_MIN_PROBES) == "faiss"
     assert auto_backend(FAISS_MIN_TEMPLATES - 1, 10 * FAISS_MIN_PROBES) == "numpy"

@@ -196,7 +196,7 @@ def test_downgraded_gallery_is_not_silently_upgraded(tmp_path):
 
 
 def test_upgrade_interrupted_after_its_commit_is_finished_on_the_next_open(tmp_path, monkeypatch):
-    import crres_sdk.gallery as gm
+    import crres_sdk.gallery.store as gm  # where Gallery opens call _write_integrity_key
 
     path = tmp_path / "old.db"
     shutil.copy(DATA / "gallery_v1_plain.db", path)
