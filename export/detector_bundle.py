@@ -19,8 +19,6 @@ from pathlib import Path
 
 from crres_sdk.errors import BundleError
 from crres_sdk.mtcnn_convert import build_bundle, downloads_dir, fetch_wheel
-# The weight reader, under its earlier name here (tests/training/test_safe_loading.py imports it from this module).
-from crres_sdk.mtcnn_convert import read_wheel_weights as load_networks  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,8 +54,8 @@ BUNDLE_ENV = "CRRES_DETECTOR_BUNDLE"
 def find_detector_bundle(path: str | Path | None = None) -> Path:
     """The MTCNN bundle: ``path``, else $CRRES_DETECTOR_BUNDLE, else models/mtcnn, else ~/.cache/crres."""
     return find_bundle("mtcnn", BUNDLE_ENV, path,
-                       "Build it with `make setup`, or `python export/detector_bundle.py --out "
-                       "~/.cache/crres/models/mtcnn` (needs the train extra and PyPI access once).")
+                       "Build it with `make setup` (in a checkout) or `crres models fetch` (needs the convert "
+                       "extra, `pip install 'crres[convert]'`, and PyPI access once).")
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def test_export_embedding_cache_refuses_payload(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_detector_weights_refuse_payload(tmp_path):
-    from export.detector_bundle import load_networks
+    from crres_sdk.mtcnn_convert import read_wheel_weights
 
     marker = tmp_path / "pwned"
     buf = io.BytesIO()
@@ -173,7 +173,7 @@ def test_detector_weights_refuse_payload(tmp_path):
         for name in ("pnet", "rnet", "onet"):
             zf.writestr(f"facenet_pytorch/data/{name}.pt", buf.getvalue())
     with pytest.raises(pickle.UnpicklingError):
-        load_networks(wheel)
+        read_wheel_weights(wheel)
     assert not marker.exists()
 
 
