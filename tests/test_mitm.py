@@ -225,7 +225,7 @@ def test_apply_chain_follows_eq1(face):
     assert mitm.apply_chain(face, ("shear",), 0).shape == (112, 112, 3)
     assert mitm.apply_chain(face, ("shear", "disk_blur"), 0).shape == (56, 56, 3)
     np.testing.assert_array_equal(mitm.apply_chain(face, (), 0), face)
-    np.testing.assert_array_equal(out, mitm.apply_chain(face, chain, seed=11))   # blur at step 1: scale 1
+    np.testing.assert_array_equal(out, mitm.apply_chain(face, chain, seed=11, kernel_scaling="image"))  # step 1: s=1
     assert not np.array_equal(out, mitm.apply_chain(face, chain, seed=12))
     with pytest.raises(ValueError, match="unknown"):
         mitm.apply_chain(face, ("shear", "warp"), 0)
@@ -324,7 +324,8 @@ def test_apply_chain_scales_kernels_by_the_current_width(face):
     np.testing.assert_array_equal(mitm.apply_chain(face, chain, 3, kernel_scaling="literal"), lit)
     # a reference of 224 px halves every kernel on a 112 px crop
     rng = np.random.default_rng(3)
-    np.testing.assert_array_equal(mitm.apply_chain(face, ("disk_blur",), 3, kernel_reference=224),
+    np.testing.assert_array_equal(mitm.apply_chain(face, ("disk_blur",), 3, kernel_scaling="image",
+                                                   kernel_reference=224),
                                   mitm.disk_blur(face, rng, kernel_scale=0.5))
     # non-blur functions are untouched by the mode
     other = ("shear", "gaussian_noise", "patch_shuffle")

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs-per-fold", type=int, default=20, help="pairs of each of the 10 folds, half genuine")
     p.add_argument("--chains", type=int, default=16, help="degradation chains per gallery image (of 1463)")
     p.add_argument("--blur-levels", type=int, default=16, help="probe blur hypotheses, sigma 0..1 (paper: 16)")
-    p.add_argument("--kernel-scaling", default="image,literal",
+    p.add_argument("--kernel-scaling", default="literal,image",
                    help="gallery blur kernels: image (scaled with the chain's image), literal, or both")
     p.add_argument("--sr", nargs="*", default=None, help="folders with sr_x{2,4,8}.onnx (none: bicubic)")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino"))
