@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from crres_sdk.backends import Session, available_backends, open_model, resolve_backend
+from crres_sdk.backends import Session, auto_backends, open_model, resolve_backend
 from crres_sdk.bundle import ModelBundle, find_bundle, load_bundle
 from crres_sdk.detector import FaceDetector, check_image_size
 from crres_sdk.errors import BundleError, FaceGeometryError
@@ -152,8 +152,9 @@ class Recognizer:
             default MTCNN (12 px minimum face).
         backend: ``"auto"`` (a bundle's TensorRT engine when TensorRT is installed, else OpenVINO, else ONNX
             Runtime), ``"onnxruntime"``, ``"openvino"`` or ``"tensorrt"``.
-        device: the backend's device: ``cpu``/``cuda``/``tensorrt`` (ONNX Runtime execution providers),
-            ``cpu``/``gpu``/``npu`` (OpenVINO).
+        device: ``"auto"`` (the bundle's TensorRT engine on the GPU when it runs here, else the CPU; the rule is
+            :func:`crres_sdk.backends.auto_backends`), ``cpu``/``cuda``/``tensorrt`` (ONNX Runtime execution
+            providers), ``cpu``/``gpu``/``npu`` (OpenVINO). An explicit ``"cpu"`` never picks TensorRT.
         precision: ``"auto"`` (INT8 when the bundle has an INT8 file for the backend, else FP32), ``"fp32"``,
             ``"int8"``.
         gallery: a gallery file path (created when missing) or an open :class:`Gallery`; None = no gallery.
@@ -198,7 +199,7 @@ class Recognizer:
         *,
         detector: FaceDetector | dict | None = None,
         backend: str = "auto",
-        device: str = "cpu",
+        device: str = "auto",
         precision: str = "auto",
         gallery: str | os.PathLike | Gallery | None = None,
         fpir: float | None = 0.01,
@@ -309,11 +310,7 @@ class Recognizer:
     def _open(self, backend: str, device: str, precision: str) -> tuple[str, str, str, Session]:
         files = self.bundle.manifest["files"]
         if backend == "auto":
-            candidates = ["tensorrt"] if ("tensorrt" in available_backends() and "engine" in files.get("tensorrt", {})
-                                          and device != "cpu") else []
-            candidates.append(resolve_backend("auto"))
-            if "onnxruntime" not in candidates:
-                candidates.append("onnxruntime")
+            candidates = auto_backends(device, files.get("tensorrt", {}).get("engine"))
         else:
             candidates = [resolve_backend(backend)]
         precisions = {"auto": ["int8", "fp32"], "fp32": ["fp32"], "int8": ["int8"]}[precision]

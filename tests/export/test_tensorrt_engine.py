@@ -235,6 +235,12 @@ def test_export_builds_and_lists_the_engine_where_tensorrt_imports(trained_tiny,
     assert entry["tensorrt"] == "10.3.0" and entry["gpu"] == "Fake Orin (nvgpu)" and entry["built_with"] == "tensorrt-python"
     assert m["export"]["tensorrt"]["built"] is True
     assert te.check_parity(out)["passed"]  # through the SDK's TensorRTSession on the fakes
+    # Recognizer(): device "auto" takes the registered engine; an explicit CPU keeps to the CPU engines.
+    from crres_sdk import Recognizer
+
+    with pytest.warns(UserWarning, match="accuracy gate was not run"):  # built with --lfw none
+        assert Recognizer(model=out, detector=None).backend == "tensorrt"
+    assert Recognizer(model=out, detector=None, device="cpu").backend in ("openvino", "onnxruntime")
 
 
 @pytest.mark.parametrize("builder", ["trtexec", "python"])
