@@ -90,12 +90,12 @@ demo: setup
 
 # The runtime wheel and sdist, built outside the tree (build dir in /tmp): what `pip install crres` gets.
 wheel: setup
-	.ci/wheel-smoke.sh --build-only --out $(WHEEL_DIR)
+	CRRES_DEV_PYTHON=$(abspath $(PY)) .ci/wheel-smoke.sh --build-only --out $(WHEEL_DIR)
 
 # Build them from a read-only copy of the checkout, install the wheel into a fresh venv outside the repo and run
 # crres models list / verify / the Python API there (CI runs this).
 test-wheel: setup
-	.ci/wheel-smoke.sh --out $(WHEEL_DIR)
+	CRRES_DEV_PYTHON=$(abspath $(PY)) .ci/wheel-smoke.sh --out $(WHEEL_DIR)
 
 clean:
 	rm -rf build bench-results out

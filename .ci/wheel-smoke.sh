@@ -12,7 +12,8 @@
 # or pyenv's X.Y.*; one that this machine lacks is skipped with the reason, so CI can ask for 3.10 where it exists)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEV_PY="$ROOT/.venv/bin/python"  # make setup's venv: has `build`, scikit-image and OpenCV for the photos
+# make setup's venv (Makefile: the one its VENV names): has `build`, and scikit-image and OpenCV for the photos
+DEV_PY="${CRRES_DEV_PYTHON:-$ROOT/.venv/bin/python}"
 OUT="" BUILD_ONLY=0 PYTHONS=()
 while [ $# -gt 0 ]; do
     case "$1" in
