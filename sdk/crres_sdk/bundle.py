@@ -362,16 +362,16 @@ def find_bundle(name: str, env_var: str, path: str | Path | None, how_to_build: 
 
     ``how_to_build`` (a command from the source tree) is shown only where that tree is present; an installed
     package says the command that fixes it there (:func:`fix_command`)."""
+    hint = f"Fix: {fix_command(name)}." if name in DEFAULT_BUNDLES or not in_checkout() else how_to_build
     if path is not None or os.environ.get(env_var):
         candidate = Path(path if path is not None else os.environ[env_var]).expanduser()
         if (candidate / "manifest.json").is_file():
             return candidate
         origin = "the path given" if path is not None else f"${env_var}"
-        raise BundleError(f"{name} bundle not found: {candidate} (from {origin}) has no manifest.json")
+        raise BundleError(f"{name} bundle not found: {candidate} (from {origin}) has no manifest.json. {hint}")
     found = locate_bundle(name)
     if found is not None:
         return found[0]
     looked = ", ".join(f"{s.root / name} ({s.origin})" for s in model_sources())
-    hint = how_to_build if in_checkout() and name not in DEFAULT_BUNDLES else f"Fix: {fix_command(name)}."
     raise BundleError(f"{name} bundle not found (looked in: {looked}). {hint} Or point ${env_var} at a bundle folder, "
                       f"or ${MODELS_ENV} at a folder of bundles; `crres models list` shows what is installed.")
