@@ -6,11 +6,13 @@
 Targets and their steps are one table (``export/targets.py``). Arguments are validated up front (exit 2 with a
 clear message); every step is timed and logged. The FP32 ONNX is always kept. INT8 embeddings are compared with
 FP32 on held-out crops degraded into the low (5-10 px), mid (11-40) and high (41-112) bands (cosine mean and 1st
-percentile per band) and, with LFW, by verification accuracy per btm-stm protocol (low/mid/high/all; at most
-``--tolerance-pp`` below FP32). When a check fails the exporter tries, in order: the other calibration methods,
-the first conv and the embedding layer kept in FP32, sensitivity-ranked mixed precision (the k layers with the
-most quantization noise also kept FP32, export/sensitivity.py) and a calibration set weighted towards low
-resolution. If none passes, the build exits 1 with the report (``parity_report.json``) and writes no manifest.
+percentile per band) and by verification accuracy: with LFW per btm-stm protocol (low/mid/high/all; at most
+``--tolerance-pp`` below FP32), without it on the small real face set scikit-image ships
+(export/small_face_gate.py); ``parity.accuracy_gate.set`` in the manifest names the set or says "not run".
+When a check fails the exporter tries, in order: the other calibration methods, the first conv and the embedding
+layer kept in FP32, sensitivity-ranked mixed precision (the k layers with the most quantization noise also kept
+FP32, export/sensitivity.py) and a calibration set weighted towards low resolution. If none passes, the build
+exits 1 with the report (``parity_report.json``) and writes no manifest.
 Per-resolution thresholds at FAR 1e-2 ... 1e-6 (1:1 pairs, and 1:N pairs against resolution-matched gallery
 templates, with the fitted impostor tail the SDK's fpir policy extrapolates) are measured for the FP32 model and
 every INT8 file (export/thresholds.py). Exit codes: 0 bundle written, 1 build or parity failure, 2 bad arguments.
@@ -98,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lfw", default=None,
                    help="LFW folder (images/, pairs.txt, btm_stm/) for accuracy parity and threshold pairs, or "
-                        "'none' (default: ../shared/data/lfw when it exists)")
+                        "'none' (default: ../shared/data/lfw when it exists); without LFW the INT8 accuracy gate "
+                        "runs on scikit-image's small real face set (export/small_face_gate.py)")
     p.add_argument("--lfw-pairs-per-fold", type=int, default=None,
                    help="use only N pairs of each of the 10 LFW folds, half genuine (smoke runs; default all 600)")
     p.add_argument("--tolerance-pp", type=float, default=0.5,
-                   help="max LFW verification-accuracy drop INT8 vs FP32 per btm-stm band, percentage points")
+                   help="max verification-accuracy drop INT8 vs FP32 per band, percentage points (LFW: 10-fold "
+                        "accuracy per btm-stm band; the small face set: net lost pairs, failing only when also "
+                        "beyond chance, see export/small_face_gate.py)")
     p.add_argument("--cosine-floor", type=float, default=0.95, help="min INT8-vs-FP32 cosine mean per band")
     p.add_argument("--cosine-p1-floor", type=float, default=0.85,
                    help="min 1st-percentile INT8-vs-FP32 cosine per band")
@@ -253,6 +258,10 @@ class Exporter:
         self.lfw_fp32: dict[str, Any] | None = None       # FP32 accuracy per band
         self.lfw_caches: dict[str, Any] = {}             # "runtime/role" -> EmbeddingCache over LFW crops
         self.lfw_reports: dict[str, Any] = {}            # "runtime/role" -> INT8 vs FP32 comparison
+        self.small_set = None                             # export.small_face_gate.FaceSet when it gates instead
+        self.small_fp32: dict[str, np.ndarray] | None = None  # FP32 pair scores per band on it
+        self.small_reports: dict[str, Any] = {}          # "runtime/role" -> INT8 vs FP32 comparison on it
+        self.accuracy_not_run: str | None = None         # why no accuracy gate ran (None: one did)
         self.shipped: dict[str, tuple[Path, str]] = {}   # "runtime/role" -> (file, backend) evaluated
         self.rankings: dict[str, list[dict[str, Any]]] = {}
         self.thresholds: dict[str, Any] | None = None
@@ -340,6 +349,8 @@ class Exporter:
         if self.lfw_root is None:
             LOG.info("LFW accuracy parity skipped (%s)", "--lfw none" if self.args.lfw else
                      "no LFW at ../shared/data/lfw")
+            if self.spec["quantizes"]:
+                self._small_set_reference()
             return
         try:
             self.lfw = lfw_parity.load(self.lfw_root, pairs_per_fold=self.args.lfw_pairs_per_fold,
@@ -351,6 +362,23 @@ class Exporter:
         self.lfw_fp32 = lfw_parity.accuracy(cache, self.lfw)
         LOG.info("LFW btm-stm FP32 accuracy: %s", ", ".join(f"{b} {v['accuracy_pct']:.2f}% ({v['seconds']:.0f} s)"
                                                            for b, v in self.lfw_fp32.items()))
+
+    def _small_set_reference(self) -> None:
+        """Without LFW the INT8 files are gated on the small real face set (export/small_face_gate.py)."""
+        from export import small_face_gate
+        from export.lfw_parity import make_cache
+
+        why = small_face_gate.available()
+        if why is not None:
+            self.accuracy_not_run = f"no LFW and {why}"
+            LOG.warning("no INT8 accuracy gate (%s): INT8 files are gated by cosine floors only, and the manifest "
+                        "says so", self.accuracy_not_run)
+            return
+        self.small_set = small_face_gate.build(self.args.seed)
+        self.small_fp32 = small_face_gate.scores(make_cache(self.fp32, self.args.eval_backend, self.norm,
+                                                            self.small_set.crops, self.input_size, progress=False),
+                                                 self.small_set)
+        LOG.info("INT8 accuracy gate on %s (%d pairs; no LFW)", small_face_gate.SET_NAME, self.small_set.pairs)
 
     def _lfw_cache(self, path: Path, backend: str, file_key: str):
         """An LFW EmbeddingCache for this model file, pre-filled from an earlier build's disk store if any."""
@@ -366,8 +394,10 @@ class Exporter:
 
     # --- INT8 candidates ----------------------------------------------------------------------------------
     def _evaluate(self, path: Path, backend: str, file_key: str, att: dict[str, Any]) -> dict[str, Any]:
-        """Cosine parity on the held-out crops, then (when it passes and LFW is on) LFW accuracy parity."""
-        from export import lfw_parity
+        """Cosine parity on the held-out crops, then (when it passes) the accuracy gate: LFW, else the small face
+        set. ``passed``: True = every gate passed, False = one failed, None = cosine passed and no accuracy gate
+        could run (accepted, but never recorded as passed)."""
+        from export import lfw_parity, small_face_gate
         from export.parity import band_report, cosine, embed, format_report
 
         a = self.args
@@ -384,13 +414,26 @@ class Exporter:
             cache = self._lfw_cache(path, backend, file_key)
             cmp = lfw_parity.compare(self.lfw_fp32, lfw_parity.accuracy(cache, self.lfw), a.tolerance_pp)
             LOG.info("%s", lfw_parity.format_report(file_key, cmp))
-            record["lfw"] = cmp
+            record["accuracy"] = {"set": "lfw", **cmp}
             record["passed"] = cmp["passed"]
             if cmp["passed"]:
                 self.lfw_caches[file_key] = cache
                 self.lfw_reports[file_key] = cmp
                 # kept now, not only after the thresholds: a later step may still fail, and the rebuild reuses it
                 lfw_parity.save_store(cache, lfw_parity.store_path(path, backend, self.norm, self.lfw))
+        elif rep["passed"] and self.small_set is not None:
+            cache = lfw_parity.make_cache(path, backend, self.norm, self.small_set.crops, self.input_size,
+                                          progress=False)
+            cmp = small_face_gate.compare(self.small_fp32, small_face_gate.scores(cache, self.small_set),
+                                          self.small_set.issame, a.tolerance_pp)
+            LOG.info("%s", small_face_gate.format_report(file_key, cmp))
+            record["accuracy"] = cmp
+            record["passed"] = cmp["passed"]
+            if cmp["passed"]:
+                self.small_reports[file_key] = cmp
+        elif rep["passed"]:
+            record["accuracy"] = {"set": "not run", "reason": self.accuracy_not_run}
+            record["passed"] = None
         record["seconds"] = round(time.perf_counter() - t0, 2)
         return record
 
@@ -476,7 +519,7 @@ class Exporter:
                 info = quantize_ort(pre, tmp, calib.inputs, att["method"], flavour=flavour, exclude=att["exclude"])
                 record = self._evaluate(tmp, a.eval_backend, file_key, att)
                 tried.append(record)
-                if record["passed"]:
+                if record["passed"] is not False:
                     chosen = (tmp, info, att, record)
                     break
                 if k == 0 and not a.no_remedies:
@@ -495,11 +538,10 @@ class Exporter:
         tmp.replace(target)
         for f in self.out.glob("_attempt*.onnx"):
             f.unlink()
-        self.parity[key].update(remedy_used=att["remedy"], passed=True, bands=record["report"]["bands"])
+        self.parity[key].update(remedy_used=att["remedy"], passed=record["passed"], bands=record["report"]["bands"],
+                                accuracy=record["accuracy"])
         if att.get("sensitive"):
             self.parity[key]["sensitive_layers_kept_fp32"] = att["sensitive"]
-        if "lfw" in record:
-            self.parity[key]["lfw"] = record["lfw"]
         self.quant[key] = info
         self.calib_desc = self._calibration_description(att["weights"] or self.bands, att["method"])
         self.qdq = target
@@ -552,15 +594,16 @@ class Exporter:
                 info["calibration_bands"] = att["weights"]
             record = self._evaluate(xml, "openvino", "openvino/int8_xml", att)
             tried.append(record)
-            if record["passed"]:
+            if record["passed"] is not False:
                 break
         self.parity["openvino"] = {"file": "openvino/int8_xml", "backend": "openvino", "attempts": tried}
-        if not tried[-1]["passed"]:
+        if tried[-1]["passed"] is False:
             self._write_failure()
             raise ParityError(f"INT8 parity failed for openvino; see {self.out / 'parity_report.json'}")
         last = tried[-1]
-        self.parity["openvino"].update(remedy_used=last["remedy"], passed=True, bands=last["report"]["bands"])
-        for k in ("sensitive_layers_kept_fp32", "lfw"):
+        self.parity["openvino"].update(remedy_used=last["remedy"], passed=last["passed"],
+                                       bands=last["report"]["bands"])
+        for k in ("sensitive_layers_kept_fp32", "accuracy"):
             if k in last:
                 self.parity["openvino"][k] = last[k]
         self.quant["openvino"] = info
@@ -727,7 +770,8 @@ class Exporter:
 
     def _write_failure(self) -> None:
         (self.out / "parity_report.json").write_text(json.dumps(
-            {"passed": False, "parity": self.parity, "lfw_fp32": self.lfw_fp32, "timings_s": self.timings},
+            {"passed": False, "parity": self.parity, "lfw_fp32": self.lfw_fp32, "cpu": cpu_isa(),
+             "timings_s": self.timings},
             indent=2))
 
     def _lfw_summary(self) -> dict[str, Any]:
@@ -741,6 +785,24 @@ class Exporter:
                 "embeddings_reused_from_disk": self.extra.get("lfw_embeddings_reused"),
                 "fp32": self.lfw_fp32, "files": self.lfw_reports,
                 "passed": all(r["passed"] for r in self.lfw_reports.values())}
+
+    def _accuracy_gate(self) -> dict[str, Any]:
+        """Which set gated the INT8 files' verification accuracy: ``set`` is "lfw", the small face set's name or
+        "not run" (with ``reason``); the SDK warns when it opens an INT8 file of a bundle whose set is "not run"."""
+        from export import small_face_gate
+
+        if not self.spec["quantizes"]:
+            return {"set": "not run", "reason": "FP32 target: nothing is quantized", "passed": None}
+        if self.lfw is not None:
+            return {"set": "lfw", "pairs": int(self.lfw.info["pairs"]), "tolerance_pp": self.args.tolerance_pp,
+                    "rule": "10-fold accuracy per btm-stm band at most tolerance_pp below FP32 (details: "
+                            "parity.lfw_accuracy)", "passed": all(r["passed"] for r in self.lfw_reports.values())}
+        if self.small_set is not None:
+            return {"set": small_face_gate.SET_NAME, "pairs": self.small_set.pairs,
+                    "what": small_face_gate.DESCRIPTION, "rule": small_face_gate.RULE,
+                    "tolerance_pp": self.args.tolerance_pp, "data": self.small_set.info, "files": self.small_reports,
+                    "passed": all(r["passed"] for r in self.small_reports.values())}
+        return {"set": "not run", "reason": self.accuracy_not_run, "passed": None}
 
     def step_manifest(self) -> None:
         import onnx
@@ -790,7 +852,7 @@ class Exporter:
                        "note": None if self.spec["quantizes"] else "FP32 target: nothing is quantized",
                        "floor_mean": a.cosine_floor,
                        "floor_p1": a.cosine_p1_floor, "results": self.parity, "cpu": cpu_isa(),
-                       "lfw_accuracy": self._lfw_summary()},
+                       "accuracy_gate": self._accuracy_gate(), "lfw_accuracy": self._lfw_summary()},
         }
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2))
         from crres_sdk.bundle import load_bundle

@@ -78,14 +78,24 @@ class AccuracyGateNotRunWarning(UserWarning):
 
 def _warn_if_accuracy_gate_not_run(manifest: dict, file_key: str) -> None:
     """INT8 accuracy can drop where cosine floors hold (a model whose scores crowd near 1 loses pairs at a cosine
-    of 0.999), so a bundle exported without its LFW accuracy gate says so when its INT8 file is used."""
-    status = str(((manifest.get("parity") or {}).get("lfw_accuracy") or {}).get("status", "not recorded"))
-    if status != "run":
+    of 0.999), so a bundle exported without an accuracy gate says so when its INT8 file is used.
+    ``parity.accuracy_gate.set`` names the set ("lfw", "skimage-lfw-subset") or is "not run"; bundles written
+    before that record existed had only ``parity.lfw_accuracy.status`` ("run" = LFW gated them)."""
+    parity = manifest.get("parity") or {}
+    gate = parity.get("accuracy_gate")
+    if isinstance(gate, dict):
+        ran = gate.get("set") not in (None, "not run")
+        state = f"{gate.get('set', 'not recorded')}" + (f" ({gate['reason']})" if gate.get("reason") else "")
+    else:
+        state = str((parity.get("lfw_accuracy") or {}).get("status", "not recorded"))
+        ran = state == "run"
+    if not ran:
         import warnings
 
         warnings.warn(f"model {manifest.get('name')!r}: {file_key} passed only the cosine parity floors; its "
-                      f"accuracy gate was {status} (export/build_engine.py --lfw DIR runs it); "
-                      "precision='fp32' avoids the INT8 file", AccuracyGateNotRunWarning, stacklevel=4)
+                      f"accuracy gate was {state} (export/build_engine.py runs it on LFW, or on scikit-image's "
+                      "small face set without LFW); precision='fp32' avoids the INT8 file",
+                      AccuracyGateNotRunWarning, stacklevel=4)
 
 
 def find_model_bundle(model: str | os.PathLike = "default") -> Path:

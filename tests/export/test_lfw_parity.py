@@ -56,6 +56,9 @@ def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
 
     crops, checkpoint = _make_checkpoint(tmp_path)
     out = tmp_path / "b"
+    # 100 pairs of a 4-step model: 10-fold accuracy differs by points between near-identical models, so this
+    # checks the record, not the verdict (tolerance 100); the verdict's own test runs in CI on the small real
+    # face set (tests/export/test_small_face_gate.py).
     assert _build(checkpoint, crops, out, "onnx", "--lfw", str(LFW), "--lfw-pairs-per-fold", "10",
                   "--threshold-probes", "40", "--tolerance-pp", "100", "--thresholds-from-lfw", "--quiet") == 0
     m = json.loads((out / "manifest.json").read_text())
@@ -65,7 +68,9 @@ def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
     assert lfw["data"]["protocols"]["low"]["second_image_sizes"] == [5, 10]
     for band in lfw["files"]["onnx/int8"]["bands"].values():
         assert 0 <= band["int8_pct"] <= 100 and band["drop_pp"] == pytest.approx(band["fp32_pct"] - band["int8_pct"])
-    assert m["parity"]["results"]["onnxruntime"]["lfw"]["passed"]
+    assert m["parity"]["accuracy_gate"] == {"set": "lfw", "pairs": 100, "tolerance_pp": 100.0, "passed": True,
+                                            "rule": m["parity"]["accuracy_gate"]["rule"]}
+    assert m["parity"]["results"]["onnxruntime"]["accuracy"] == {"set": "lfw", **lfw["files"]["onnx/int8"]}
     # threshold pairs: the held-out --calib identities plus LFW (40 probes vs the kept pairs' images)
     t = m["thresholds"]
     assert "calib-holdout" in t["source"] and "lfw: LFW View-2" in t["source"] and "40 probe crops" in t["source"]
