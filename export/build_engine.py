@@ -787,8 +787,9 @@ class Exporter:
                 "passed": all(r["passed"] for r in self.lfw_reports.values())}
 
     def _accuracy_gate(self) -> dict[str, Any]:
-        """Which set gated the INT8 files' verification accuracy: ``set`` is "lfw", the small face set's name or
-        "not run" (with ``reason``); the SDK warns when it opens an INT8 file of a bundle whose set is "not run"."""
+        """Which set gated which INT8 files' verification accuracy: ``set`` is "lfw", the small face set's name or
+        "not run" (with ``reason``), ``files`` the gated file keys; the SDK warns when it opens an INT8 file that is
+        not among them (a TensorRT engine built later on the device never is)."""
         from export import small_face_gate
 
         if not self.spec["quantizes"]:
@@ -796,7 +797,8 @@ class Exporter:
         if self.lfw is not None:
             return {"set": "lfw", "pairs": int(self.lfw.info["pairs"]), "tolerance_pp": self.args.tolerance_pp,
                     "rule": "10-fold accuracy per btm-stm band at most tolerance_pp below FP32 (details: "
-                            "parity.lfw_accuracy)", "passed": all(r["passed"] for r in self.lfw_reports.values())}
+                            "parity.lfw_accuracy)", "files": sorted(self.lfw_reports),
+                    "passed": all(r["passed"] for r in self.lfw_reports.values())}
         if self.small_set is not None:
             return {"set": small_face_gate.SET_NAME, "pairs": self.small_set.pairs,
                     "what": small_face_gate.DESCRIPTION, "rule": small_face_gate.RULE,

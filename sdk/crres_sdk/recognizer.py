@@ -78,24 +78,31 @@ class AccuracyGateNotRunWarning(UserWarning):
 
 def _warn_if_accuracy_gate_not_run(manifest: dict, file_key: str) -> None:
     """INT8 accuracy can drop where cosine floors hold (a model whose scores crowd near 1 loses pairs at a cosine
-    of 0.999), so a bundle exported without an accuracy gate says so when its INT8 file is used.
-    ``parity.accuracy_gate.set`` names the set ("lfw", "skimage-lfw-subset") or is "not run"; bundles written
-    before that record existed had only ``parity.lfw_accuracy.status`` ("run" = LFW gated them)."""
+    of 0.999), so an INT8 file no accuracy gate ran on says so when it is used. ``parity.accuracy_gate`` names the
+    set ("lfw", "skimage-lfw-subset", or "not run" with a reason) and the files it gated (a TensorRT engine built
+    on the device never is: its QDQ source was); bundles written before that record existed had only
+    ``parity.lfw_accuracy`` ("status": "run" and the gated "files")."""
     parity = manifest.get("parity") or {}
     gate = parity.get("accuracy_gate")
-    if isinstance(gate, dict):
-        ran = gate.get("set") not in (None, "not run")
-        state = f"{gate.get('set', 'not recorded')}" + (f" ({gate['reason']})" if gate.get("reason") else "")
+    if not isinstance(gate, dict):
+        lfw = parity.get("lfw_accuracy") or {}
+        status = str(lfw.get("status", "no accuracy record"))  # "run" or "not run (why)"
+        reason = status[len("not run ("):-1] if status.startswith("not run (") and status.endswith(")") else status
+        gate = {"set": "lfw", "files": lfw.get("files") or {}} if status == "run" else \
+            {"set": "not run", "reason": reason}
+    gated = gate.get("files") or {}
+    if gate.get("set") in (None, "not run"):
+        state = "not run" + (f" ({gate['reason']})" if gate.get("reason") else "")
+    elif file_key not in gated:
+        state = f"not run on this file (it ran on {gate['set']} for {', '.join(gated) or 'no file'})"
     else:
-        state = str((parity.get("lfw_accuracy") or {}).get("status", "not recorded"))
-        ran = state == "run"
-    if not ran:
-        import warnings
+        return
+    import warnings
 
-        warnings.warn(f"model {manifest.get('name')!r}: {file_key} passed only the cosine parity floors; its "
-                      f"accuracy gate was {state} (export/build_engine.py runs it on LFW, or on scikit-image's "
-                      "small face set without LFW); precision='fp32' avoids the INT8 file",
-                      AccuracyGateNotRunWarning, stacklevel=4)
+    warnings.warn(f"model {manifest.get('name')!r}: {file_key} passed only the cosine parity floors; its "
+                  f"accuracy gate was {state} (export/build_engine.py runs it on LFW, or on scikit-image's "
+                  "small face set without LFW); precision='fp32' avoids the INT8 file",
+                  AccuracyGateNotRunWarning, stacklevel=4)
 
 
 def find_model_bundle(model: str | os.PathLike = "default") -> Path:

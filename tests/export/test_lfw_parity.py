@@ -69,7 +69,7 @@ def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
     for band in lfw["files"]["onnx/int8"]["bands"].values():
         assert 0 <= band["int8_pct"] <= 100 and band["drop_pp"] == pytest.approx(band["fp32_pct"] - band["int8_pct"])
     assert m["parity"]["accuracy_gate"] == {"set": "lfw", "pairs": 100, "tolerance_pp": 100.0, "passed": True,
-                                            "rule": m["parity"]["accuracy_gate"]["rule"]}
+                                            "files": ["onnx/int8"], "rule": m["parity"]["accuracy_gate"]["rule"]}
     assert m["parity"]["results"]["onnxruntime"]["accuracy"] == {"set": "lfw", **lfw["files"]["onnx/int8"]}
     # threshold pairs: the held-out --calib identities plus LFW (40 probes vs the kept pairs' images)
     t = m["thresholds"]

@@ -128,7 +128,7 @@ def test_export_without_lfw_gates_int8_on_the_small_set(tiny, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     acc = m["parity"]["accuracy_gate"]
     assert acc["set"] == gate.SET_NAME and acc["pairs"] == 800 and acc["passed"] is True
-    assert acc["rule"] == gate.RULE and "not LFW accuracy" in acc["what"]
+    assert acc["rule"] == gate.RULE and "not LFW accuracy" in acc["what"] and list(acc["files"]) == ["onnx/int8"]
     assert m["parity"]["lfw_accuracy"]["status"].startswith("not run")  # LFW itself was not run, and says so
     assert m["parity"]["cpu"]["isa"] == cpu_isa()["isa"]  # the CPU these figures were measured on
     ort = m["parity"]["results"]["onnxruntime"]
@@ -171,16 +171,22 @@ def test_without_any_accuracy_set_the_record_says_not_run_and_the_sdk_warns(tiny
     assert f == {"set": "not run", "reason": "FP32 target: nothing is quantized", "passed": None}
 
 
-def test_legacy_manifest_without_the_record_is_read_from_lfw_status():
+def test_the_sdk_warns_for_every_int8_file_the_gate_did_not_cover():
     from crres_sdk.recognizer import AccuracyGateNotRunWarning, _warn_if_accuracy_gate_not_run
 
+    gated = {"parity": {"accuracy_gate": {"set": "lfw", "files": ["onnx/int8", "tensorrt/qdq"]}}}
+    legacy = {"parity": {"lfw_accuracy": {"status": "run", "files": {"onnx/int8": {"passed": True}}}}}
     with warnings.catch_warnings():
         warnings.simplefilter("error", AccuracyGateNotRunWarning)
-        _warn_if_accuracy_gate_not_run({"parity": {"lfw_accuracy": {"status": "run"}}}, "onnx/int8")
-        _warn_if_accuracy_gate_not_run({"parity": {"accuracy_gate": {"set": "lfw"}}}, "onnx/int8")
-    for manifest in ({"parity": {"lfw_accuracy": {"status": "not run (--lfw none)"}}}, {}):
-        with pytest.warns(AccuracyGateNotRunWarning):
-            _warn_if_accuracy_gate_not_run(manifest, "onnx/int8")
+        _warn_if_accuracy_gate_not_run(gated, "onnx/int8")
+        _warn_if_accuracy_gate_not_run(legacy, "onnx/int8")  # written before parity.accuracy_gate existed
+    # a TensorRT engine built on the device from the gated QDQ file: its own decisions were never checked
+    with pytest.warns(AccuracyGateNotRunWarning, match="not run on this file .*lfw for onnx/int8, tensorrt/qdq"):
+        _warn_if_accuracy_gate_not_run(gated, "tensorrt/engine")
+    with pytest.warns(AccuracyGateNotRunWarning, match=r"was not run \(--lfw none\)"):
+        _warn_if_accuracy_gate_not_run({"parity": {"lfw_accuracy": {"status": "not run (--lfw none)"}}}, "onnx/int8")
+    with pytest.warns(AccuracyGateNotRunWarning, match=r"not run \(no accuracy record\)"):
+        _warn_if_accuracy_gate_not_run({}, "onnx/int8")
 
 
 # ------------------------------------------------------------------------------ the shipped default model
