@@ -29,7 +29,7 @@ $(PY):
 # Build tools first, so the editable install can build the core without an isolated build environment
 # (fast re-installs); the stamp reruns it only when the build inputs change.
 $(STAMP): $(PY) pyproject.toml CMakeLists.txt $(CORE_SOURCES)
-	$(PIP) install "pip>=25.1" "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
+	$(PIP) install "pip>=25.1" "scikit-build-core>=0.11" "pybind11>=2.12" "cmake>=3.18" ninja
 	$(PIP) install --no-build-isolation -e ".[$(EXTRAS)]" $(addprefix --group ,$(GROUPS))
 	@rm -f $(VENV)/.crres-setup-*
 	@touch $@

@@ -40,7 +40,7 @@ INSTALL_HINTS = {
                    "wheel for your JetPack)",
     "openvino": "pip install 'crres[openvino]'",
     "tensorrt": "TensorRT's Python package comes with JetPack (apt install python3-libnvinfer) or NVIDIA's pip "
-                "index (pip install tensorrt); its CUDA binding: pip install cuda-python",
+                "index (pip install tensorrt); its CUDA binding: pip install \"crres[tensorrt]\" (cuda-python)",
 }
 #: The name-based tensor API the TensorRT session uses (set_input_shape, set_tensor_address, execute_async_v3).
 MIN_TENSORRT = (8, 5)
