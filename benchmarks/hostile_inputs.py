@@ -99,9 +99,9 @@ def poisoned_files(tmp: Path) -> None:
         record("poisoned", "torch loaders", "skipped", "torch not installed")
         return
     from training import sr
+    from training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
     from training.evaluation.datasets import read_bin
     from training.evaluation.embedder import load_checkpoint_embedder
-    from training.train import CHECKPOINT_FORMAT, load_checkpoint
 
     cases = {
         "sr --resume": (lambda p: sr.load_resume_checkpoint(p), (SystemExit,), {}),

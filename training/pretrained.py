@@ -131,7 +131,7 @@ def write_checkpoint(init: str, out: Path) -> Path:
 
     from training.data import NORMALISATION
     from training.models import get_model
-    from training.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+    from training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
 
     model_name, file_name = INITIALISERS[init]
     model = initialise(get_model(model_name), init, model_name).eval()

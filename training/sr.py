@@ -41,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from training.checkpoint import save_atomic
 from training.degradations import lu_degradation
 from training.models.edsr import CONFIGS, SCALES, edsr
-from training.train import CsvLog, save_atomic
+from training.train import CsvLog
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: The model I/O, written to sr_x{k}.json and assumed by crres_sdk.mitm.OnnxSuperResolver.

@@ -16,7 +16,7 @@ One process (CPU or one GPU) or many under ``torchrun --nproc_per_node=N -m trai
   the weights, optimizer state and BatchNorm running statistics stay as they were) and counted; ``--max-bad-steps`` consecutive bad steps abort the run.
 * Checkpoints: ``OUT/last.pt`` after every epoch and at the end (model, head, optimizer, step,
   every rank's RNG states), ``OUT/final.pt`` at the end (what export/ reads). Both are plain
-  dicts of tensors and primitives and are read with ``load_checkpoint`` (``weights_only=True``).
+  dicts of tensors and primitives, written and read by ``training.checkpoint`` (``weights_only=True``).
 * Logs: ``OUT/train_log.csv`` always, TensorBoard under ``OUT/tb`` when
   ``torch.utils.tensorboard`` imports; a tqdm bar (or a plain line) on rank 0.
 """
@@ -27,7 +27,6 @@ import argparse
 import csv
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -41,6 +40,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from training import degradations as D
+from training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    head_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_atomic,
+)
 from training.data import NORMALISATION, build_dataset, normalise, source_identity
 from training.heads import get_head
 from training.methods import get_method
@@ -50,48 +57,8 @@ from training.pretrained import initialise
 from training.teacher_cache import IndexedDataset, class_means, teacher_embeddings
 from training.recipes import Recipe, get_recipe, list_recipes
 
-CHECKPOINT_FORMAT = "crres-training-checkpoint"
 #: Cached embeddings of the pretrained network per dataset (keyed by weights and file list; shared by runs).
 TEACHER_CACHE_DIR = Path(os.environ.get("CRRES_CACHE", Path.home() / ".cache" / "crres")) / "teacher"
-CHECKPOINT_VERSION = 1
-
-
-# --- checkpoints ------------------------------------------------------------------------------------
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint safely (``weights_only=True``: tensors and primitives only).
-
-    Checkpoints are untrusted input: a pickle that would construct arbitrary objects (e.g. one
-    with a ``__reduce__`` payload) is refused with ``ValueError`` before anything runs.
-    """
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as exc:
-        raise ValueError(f"refusing to load {path}: not a plain tensors-and-primitives checkpoint "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a crres training checkpoint (format {CHECKPOINT_FORMAT!r})")
-    if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint format version {ckpt['format_version']}, newer than "
-                         f"this code's {CHECKPOINT_VERSION}")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
-    """Rebuild ``(backbone, head)`` from a checkpoint dict, weights loaded strictly, eval mode."""
-    model = get_model(ckpt["model_name"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    head = get_head(ckpt["head_name"], model.embedding_dim, ckpt["num_classes"], **ckpt["head_kwargs"])
-    head.load_state_dict(ckpt["head_state_dict"])
-    return model.eval(), head.eval()
-
-
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 # --- distributed helpers ----------------------------------------------------------------------------
@@ -382,7 +349,8 @@ def method_inputs(recipe: Recipe, model: nn.Module, head: nn.Module, dataset: An
         tck = load_checkpoint(recipe.teacher)
         if tck["num_classes"] != num_classes:
             raise ValueError(f"teacher has {tck['num_classes']} classes, the data {num_classes}")
-        t_model, t_head = model_from_checkpoint(tck)
+        t_model = model_from_checkpoint(tck)
+        t_head = head_from_checkpoint(tck, t_model.embedding_dim)
         for p in list(t_model.parameters()) + list(t_head.parameters()):
             p.requires_grad_(False)
         teacher = (t_model.to(dev), t_head.to(dev))

@@ -86,7 +86,7 @@ def test_sr_resume_refuses_payload(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_training_checkpoint_refuses_payload(tmp_path):
-    from training.train import CHECKPOINT_FORMAT, load_checkpoint
+    from training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 
     marker = tmp_path / "pwned"
     evil = _evil_torch(tmp_path / "e.pt", marker, format=CHECKPOINT_FORMAT, format_version=1)

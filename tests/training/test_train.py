@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from training import train as T
+from training.checkpoint import CHECKPOINT_FORMAT, head_from_checkpoint, load_checkpoint, model_from_checkpoint
 from training.data import make_synthetic_identities
 from training.models import get_model
 from training.recipes import Recipe, get_recipe, list_recipes
-from training.train import load_checkpoint, lr_factor, model_from_checkpoint, train
+from training.train import lr_factor, train
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +113,8 @@ def test_final_checkpoint_is_what_export_needs(synth, tmp_path):
     assert ck["normalisation"]["color"] == "rgb" and ck["recipe"]["name"] == "bt_r"
     assert ck["classes"] == ["id_0000", "id_0001", "id_0002", "id_0003"]
     assert ck["optimizer"] is None  # final.pt is weights only; last.pt carries the training state
-    model, head = model_from_checkpoint(ck)
+    model = model_from_checkpoint(ck)
+    head = head_from_checkpoint(ck, model.embedding_dim)
     x = torch.rand(2, 3, 112, 112)
     assert model(x).shape == (2, 16) and head(model(x)).shape == (2, 4)
 
@@ -189,7 +191,7 @@ class _Payload:
 def test_malicious_checkpoint_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": T.CHECKPOINT_FORMAT, "format_version": 1, "x": _Payload(str(marker))}, evil)
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": 1, "x": _Payload(str(marker))}, evil)
     with pytest.raises(ValueError, match="refusing to load"):
         load_checkpoint(evil)
     assert not marker.exists()
