@@ -118,3 +118,18 @@ def test_select_layout_from_pairs(tmp_path):
     assert select_layout(tmp_path, 2, 1, 0) == (relpaths, rows)           # seeded
     with pytest.raises(SystemExit):
         select_layout(tmp_path, identities=3, probes_per_identity=1, seed=0)
+
+
+def test_reachable_match_sizes_map_probes_as_the_sdk_grid_does():
+    """The experiment's smaller grid is the SDK's, less the sizes a >= 14 px probe never reaches: every SR scale
+    of such a probe is matched at the same size as with the SDK's full grid."""
+    from training.experiments.mitm_eval import REACHABLE_MATCH_SIZES
+
+    assert REACHABLE_MATCH_SIZES == (28, 40, 56, 80, 112)
+    assert set(REACHABLE_MATCH_SIZES) <= set(mitm.DEFAULT_MATCH_SIZES)
+    embed = lambda x: np.zeros((len(x), 4), np.float32)  # noqa: E731
+    full = mitm.MitmMatcher(embed, chains=[])
+    reduced = mitm.MitmMatcher(embed, chains=[], match_sizes=REACHABLE_MATCH_SIZES)
+    for r in range(14, 113):
+        for k in full.scales:
+            assert reduced.size_for(k * r) == full.size_for(k * r), (r, k)

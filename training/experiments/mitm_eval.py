@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from crres_sdk.mitm import DEFAULT_MATCH_SIZES, SR_SCALES
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -54,7 +55,10 @@ from training.evaluation.mitm import (  # noqa: E402
 
 BANDS = ((16, 18), (19, 21), (22, 24))
 FARS = (1e-2, 1e-3)
-DEFAULT_MATCH_SIZES = (28, 40, 56, 80, 112)   # every size k x r can map to for r >= 14 (crres_sdk.mitm.size_for)
+#: The SDK's match sizes (crres_sdk.mitm.DEFAULT_MATCH_SIZES) that a probe of >= 14 px can reach at SR x2 and up
+#: (k x r >= 28, crres_sdk.mitm.MitmMatcher.size_for): the camera probes here are 16-24 px, so gallery hypotheses
+#: at the smaller sizes would never be compared and are not made.
+REACHABLE_MATCH_SIZES = tuple(s for s in DEFAULT_MATCH_SIZES if s >= min(SR_SCALES) * 14)
 
 
 # ------------------------------------------------------------------------------------------------- layout
@@ -266,7 +270,6 @@ def verify_btm_stm(model: str, args: argparse.Namespace) -> dict:
     ``--verify-pairs-per-fold`` pairs of every LFW fold (half genuine): 10-fold accuracy of the plain cosine and
     of the meet-in-the-middle scores (gallery side = the 112 px image, probe side = the degraded one)."""
     from crres_sdk import degrade
-    from crres_sdk.mitm import DEFAULT_MATCH_SIZES as SDK_MATCH_SIZES
     from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
 
     from training.evaluation.datasets import BTM_STM_PROTOCOLS, lfw_image_relpath, parse_pairs, parse_size_protocol
@@ -292,7 +295,7 @@ def verify_btm_stm(model: str, args: argparse.Namespace) -> dict:
     sr = OnnxSuperResolver.from_dir(*args.sr, backend="onnxruntime", threads=args.threads) if args.sr else None
     chains = sample_chains(args.chains, args.seed) if args.chains else []
     # Probes of 5..10 px reach k x r = 10..80 px: the SDK's full list of match sizes.
-    matcher = MitmMatcher(embedder.embed, sr, chains=chains, match_sizes=SDK_MATCH_SIZES, seed=args.seed,
+    matcher = MitmMatcher(embedder.embed, sr, chains=chains, match_sizes=DEFAULT_MATCH_SIZES, seed=args.seed,
                           batch_size=64, blur_levels=args.blur_levels, kernel_scaling=args.kernel_scaling)
     gallery_cache: dict[str, tuple[dict, np.ndarray]] = {}
     rows: dict[str, list[float]] = {}
@@ -421,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-chain", action="store_true",
                    help="also rank-1 at x2 with the undegraded image plus one chain at a time")
     p.add_argument("--chains", type=int, default=32, help="degradation chains per gallery image (of 1463)")
-    p.add_argument("--match-sizes", type=int, nargs="+", default=list(DEFAULT_MATCH_SIZES))
+    p.add_argument("--match-sizes", type=int, nargs="+", default=list(REACHABLE_MATCH_SIZES))
     p.add_argument("--kernel-scaling", choices=("image", "literal"), default="literal",
                    help="Table 1 blur kernels scaled with the chain's image (crres_sdk.mitm.apply_chain) or in "
                         "pixels at every step as the paper's text reads (the issue-9 runs)")
