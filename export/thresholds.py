@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from training.evaluation.far_threshold import threshold_at_far
+
 LOG = logging.getLogger("crres.export")
 RESOLUTIONS: tuple[int, ...] = (7, 10, 14, 20, 28, 40, 56, 112)
 FARS: tuple[str, ...] = ("1e-2", "1e-3", "1e-4", "1e-5", "1e-6")
@@ -121,23 +123,6 @@ def pair_scores(source: PairSource, embed: EmbedFn, resolution: int,
     return scores[same & ~self_pair].astype(np.float64), scores[~same].astype(np.float64)
 
 
-def threshold_at_far(impostor: np.ndarray, far: float) -> tuple[float, float]:
-    """The lowest threshold t (among impostor scores) with measured FAR = mean(impostor > t) <= far.
-
-    With k = floor(far * n) the threshold is the (k+1)-th largest impostor score; when k = 0 (fewer than 1/far
-    impostor pairs) it is the largest score, i.e. FAR 0 on this data. Returns (threshold, measured FAR).
-    """
-    s = np.asarray(impostor, np.float64).ravel()
-    if s.size == 0:
-        raise ValueError("threshold_at_far needs impostor scores")
-    if not 0 < far < 1:
-        raise ValueError(f"far must lie in (0, 1), got {far}")
-    k = int(math.floor(far * s.size + 1e-9))
-    k = min(k, s.size - 1)
-    t = float(np.partition(s, s.size - 1 - k)[s.size - 1 - k])
-    return t, float(np.mean(s > t))
-
-
 @dataclass(frozen=True)
 class Tail:
     """Exponential impostor tail: P(score > t) = p_u * exp(-(t - u) / scale) for t >= u."""
@@ -182,7 +167,7 @@ def thresholds_from_scores(impostor: np.ndarray, fars: Sequence[str] = FARS,
     for f in sorted(fars, key=float, reverse=True):  # loosest first
         rate = float(f)
         if rate * s.size >= min_exceedances:
-            t, _ = threshold_at_far(s, rate)
+            t = threshold_at_far(s, rate)["threshold"]
             fitted = False
         else:
             t, fitted = tail.threshold(rate), True

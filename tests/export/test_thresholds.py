@@ -12,11 +12,17 @@ from hypothesis import strategies as st
 from export import thresholds as th
 
 
+def _threshold(s, far):
+    """(threshold, measured FAR) of the one threshold_at_far export uses."""
+    r = th.threshold_at_far(s, far)
+    return r["threshold"], r["accepted"] / r["impostors"]
+
+
 def test_threshold_at_far_picks_the_k_plus_1_th_largest_impostor_score():
     s = np.arange(1000) / 1000.0                      # 0.000 .. 0.999
-    t, measured = th.threshold_at_far(s, 1e-2)        # k = 10 accepted impostors allowed
+    t, measured = _threshold(s, 1e-2)        # k = 10 accepted impostors allowed
     assert t == pytest.approx(0.989) and measured == pytest.approx(0.010)
-    t, measured = th.threshold_at_far(s, 1e-4)        # fewer than 1/far impostors: FAR 0 at the maximum
+    t, measured = _threshold(s, 1e-4)        # fewer than 1/far impostors: FAR 0 at the maximum
     assert t == pytest.approx(0.999) and measured == 0.0
     with pytest.raises(ValueError, match="far must lie"):
         th.threshold_at_far(s, 0.0)
@@ -27,7 +33,7 @@ def test_threshold_at_far_picks_the_k_plus_1_th_largest_impostor_score():
 @given(st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=300), st.floats(1e-4, 0.5))
 def test_threshold_is_the_lowest_impostor_score_meeting_the_far(scores, far):
     s = np.asarray(scores)
-    t, measured = th.threshold_at_far(s, far)
+    t, measured = _threshold(s, far)
     assert measured == np.mean(s > t) and measured <= far + 1e-12
     assert t in s
     # any lower impostor score as threshold would accept too many (or t is already the smallest score)
@@ -74,13 +80,13 @@ def test_compute_pools_sources_without_cross_source_pairs():
     for k, r in enumerate((7, 14)):
         imp = np.concatenate([th.pair_scores(s, embed, r)[1] for s in (a, b)])
         gen = th.pair_scores(b, embed, r)[0]
-        t, _ = th.threshold_at_far(imp, 0.1)
+        t = th.threshold_at_far(imp, 0.1)["threshold"]
         assert out["far"]["1e-1"][k] == pytest.approx(t, abs=1e-6)
         assert out["tar"]["1e-1"][k] == pytest.approx(np.mean(gen > t), abs=1e-6)
         assert out["tail"]["fitted"]["1e-1"][k] is False
         # the 1:N table pairs the gallery degraded to the probe's resolution
         imp_m = np.concatenate([th.pair_scores(s, embed, r, "matched")[1] for s in (a, b)])
-        assert out["identification"]["far"]["1e-1"][k] == pytest.approx(th.threshold_at_far(imp_m, 0.1)[0], abs=1e-6)
+        assert out["identification"]["far"]["1e-1"][k] == pytest.approx(th.threshold_at_far(imp_m, 0.1)["threshold"], abs=1e-6)
 
 
 def test_lookup_interpolates_in_log_resolution_and_prefers_the_file_entry():
@@ -120,7 +126,7 @@ def test_exponential_tail_fit_recovers_the_scale_and_is_conservative_for_a_gauss
     out = th.thresholds_from_scores(gauss)
     assert out["fitted"] == {"1e-2": False, "1e-3": False, "1e-4": False, "1e-5": True, "1e-6": True}
     assert out["far"]["1e-5"] >= 0.1 * 4.2649 and out["far"]["1e-6"] >= 0.1 * 4.7534   # N(0,1) upper quantiles
-    assert out["far"]["1e-2"] == pytest.approx(th.threshold_at_far(gauss, 1e-2)[0])
+    assert out["far"]["1e-2"] == pytest.approx(th.threshold_at_far(gauss, 1e-2)["threshold"])
     values = [out["far"][f] for f in th.FARS]
     assert values == sorted(values) and values[-1] <= 1.0
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from training.evaluation.far_threshold import threshold_at_far  # noqa: F401  (re-exported)
+
 #: The fusions of the "+Multi-scale Accumulation" row of Table 2 and of Table 3 (names of crres_sdk.mitm.FUSIONS).
 MULTISCALE_FUSIONS = ("smax_sadd", "s_max", "s_add", "t_add", "t_concat", "probe_t_add+s_add",
                       "probe_t_add+s_max", "gallery_t_add+s_add", "gallery_t_add+s_max")
@@ -112,22 +114,6 @@ def rank1(scores: np.ndarray, true_index: np.ndarray) -> float:
     others = scores.copy()
     others[np.arange(len(scores)), true_index] = -np.inf
     return float(np.mean(true > others.max(axis=1)))
-
-
-def threshold_at_far(impostor: np.ndarray, far: float) -> dict:
-    """The decision threshold t (accept when score > t, as crres_sdk.Recognizer decides) at which at most
-    ``far`` of the impostor scores are accepted: the (floor(far n) + 1)-th highest impostor score. Also how many
-    impostor scores that rests on (``accepted`` of ``impostors``); below ~1/far scores it is not estimable."""
-    s = np.sort(np.asarray(impostor, np.float64).ravel())
-    n = len(s)
-    if n == 0:
-        raise ValueError("no impostor scores")
-    k = int(np.floor(far * n))
-    if k >= n:
-        raise ValueError(f"FAR {far} with {n} impostor scores accepts them all")
-    t = float(s[n - k - 1])
-    return {"far": far, "threshold": t, "impostors": n, "accepted": int(np.sum(s > t)),
-            "estimable": bool(n * far >= 1)}
 
 
 def camera_probe(crop: np.ndarray, resolution: int, rng: np.random.Generator, *,
