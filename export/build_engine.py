@@ -287,8 +287,7 @@ class Exporter:
 
     # --- steps -------------------------------------------------------------------------------------------
     def step_load_checkpoint(self) -> None:
-        from export.onnx_export import model_from_checkpoint
-        from training.train import load_checkpoint
+        from training.checkpoint import load_checkpoint, model_from_checkpoint
 
         path = Path(self.args.checkpoint)
         try:

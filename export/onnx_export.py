@@ -1,8 +1,10 @@
-"""Checkpoint -> FP32 ONNX (opset >= 17, dynamic batch, input ``image``, output ``embedding``), checked."""
+"""Checkpoint -> FP32 ONNX (opset >= 17, dynamic batch, input ``image``, output ``embedding``), checked.
+
+``export_fp32`` is training/onnx_export.py's ``export_embedding_onnx``: the project's one ONNX exporter lives in
+training (which uses it too, and never imports export)."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,36 +12,10 @@ import numpy as np
 import onnx
 import torch
 
-from training.models import get_model
-
-OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "image", "embedding"
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
-    """The backbone only (the training head is not part of the deployed model), eval mode, strict load."""
-    model = get_model(ckpt["model_name"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
-
-
-class _EmbeddingOnly(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image)
-
-
-def export_fp32(model: torch.nn.Module, input_size: int, path: Path, opset: int = OPSET) -> None:
-    dummy = torch.zeros(2, 3, input_size, input_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_EmbeddingOnly(model).eval(), (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
+from training.onnx_export import EMBEDDING_INPUT as INPUT_NAME
+from training.onnx_export import EMBEDDING_OUTPUT as OUTPUT_NAME
+from training.onnx_export import OPSET
+from training.onnx_export import export_embedding_onnx as export_fp32  # noqa: F401  (export's name for it)
 
 
 def check_onnx(model: torch.nn.Module, path: Path, samples: np.ndarray, opset: int = OPSET,

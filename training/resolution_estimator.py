@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from training.degradations import degrade_batch
+from training.onnx_export import export_onnx
 
 R_MIN, R_MAX = 5, 112
 MEAN, STD = 127.5, 128.0
@@ -119,11 +119,8 @@ def evaluate(model: ResolutionNet, crops: np.ndarray, seed: int) -> dict:
 def export_bundle(model: ResolutionNet, out: Path, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "estimator.onnx"
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for a plain CNN
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(2, 3, 112, 112),), str(path), input_names=["image"],
-                          output_names=["log2_resolution"], dynamic_axes={"image": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
+    export_onnx(model, (torch.zeros(2, 3, 112, 112),), path, input_names=["image"], output_names=["log2_resolution"],
+                dynamic_axes={"image": {0: "batch"}})
     manifest = {
         "format": "crres-bundle/1",
         "name": "resolution-estimator",

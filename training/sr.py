@@ -31,7 +31,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from training import onnx_export
 from training.checkpoint import save_atomic
 from training.degradations import lu_degradation
 from training.models.edsr import CONFIGS, SCALES, edsr
@@ -163,15 +163,10 @@ def validate(model: torch.nn.Module, hr: torch.Tensor, scale: int, degradation: 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, lr_size: int = 14) -> Path:
     """ONNX with dynamic batch / height / width, opset 17 (input ``lr``, output ``sr``)."""
-    path = Path(path)
     model = model.eval().cpu()
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for a plain CNN
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.rand(2, 3, lr_size, lr_size),), str(path), input_names=["lr"],
-                          output_names=["sr"], opset_version=17, dynamo=False,
-                          dynamic_axes={"lr": {0: "batch", 2: "height", 3: "width"},
-                                        "sr": {0: "batch", 2: "height", 3: "width"}})
-    return path
+    return onnx_export.export_onnx(model, (torch.rand(2, 3, lr_size, lr_size),), path, input_names=["lr"],
+                                   output_names=["sr"], dynamic_axes={"lr": {0: "batch", 2: "height", 3: "width"},
+                                                                      "sr": {0: "batch", 2: "height", 3: "width"}})
 
 
 def check_onnx(model: torch.nn.Module, path: Path, lr: torch.Tensor) -> float:

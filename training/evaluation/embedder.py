@@ -240,16 +240,16 @@ def load_bundle_embedder(root: str | Path, *, backend: str = "auto", threads: in
 
 def checkpoint_session_embedder(torch_embedder: TorchEmbedder, *, backend: str, threads: int | None = None,
                                 name: str = "checkpoint") -> SessionEmbedder:
-    """A checkpoint's network exported to FP32 ONNX (the exporter's own ``export_fp32``) and run on
+    """A checkpoint's network exported to FP32 ONNX (the exporter's own, training/onnx_export.py) and run on
     ``backend``: several times faster than eager torch on a CPU, for evaluating many training runs. The ONNX
     file lives only while the session is built."""
     import tempfile
 
-    from export.onnx_export import export_fp32
+    from training.onnx_export import export_embedding_onnx
 
     with tempfile.TemporaryDirectory(prefix="crres-eval-") as tmp:
         onnx_path = Path(tmp) / f"{name}.onnx"
-        export_fp32(torch_embedder.model, torch_embedder.input_size, onnx_path)
+        export_embedding_onnx(torch_embedder.model, torch_embedder.input_size, onnx_path)
         emb = SessionEmbedder(onnx_path, backend=backend, threads=threads,
                               normalization=torch_embedder.normalization, input_size=torch_embedder.input_size,
                               batch_size=torch_embedder.batch_size, name=f"{torch_embedder.name}:{backend}")
