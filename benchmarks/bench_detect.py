@@ -8,7 +8,7 @@ sizes, min face 12 px (Haar: minSize 12 x 12), at 1 and 2 threads. Implementatio
   crres      crres_sdk.FaceDetector (MTCNN; glue in the C++ core)
   reference  the same MTCNN with numpy/PIL glue (benchmarks/mtcnn_reference.py): the C++ core's share
 
-    python benchmarks/bench_detect.py --json bench-results/detect.json [--lfw ../shared/data/lfw] [--limit N]
+    python -m benchmarks.bench_detect --json bench-results/detect.json [--lfw ../shared/data/lfw] [--limit N]
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ import cv2
 import numpy as np
 from skimage import data
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
-from mtcnn_reference import detect_reference  # noqa: E402
+# Until the Makefile's bench target and tests/export/test_bench_embed.py run this with -m, a run as a file
+# (python -m benchmarks.bench_detect) finds the repo's packages through this line.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
+from benchmarks.mtcnn_reference import detect_reference  # noqa: E402
 
 from crres_sdk import FaceDetector  # noqa: E402
 

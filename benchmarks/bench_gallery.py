@@ -14,7 +14,7 @@ The FAISS switch of backend="auto" (crres_sdk.gallery.FAISS_MIN_TEMPLATES templa
 FAISS_MIN_PROBES probes per call) is set from where faiss beat numpy here at both 1 and 2 threads; the JSON keeps
 the per-level row counts in extra.level_rows and what "auto" picks in extra.auto_picks.
 
-    python benchmarks/bench_gallery.py --json bench-results/gallery.json
+    python -m benchmarks.bench_gallery --json bench-results/gallery.json
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ if ARGS is not None:  # thread counts must be set before numpy loads its BLAS
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
-
+from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 from crres_sdk.gallery import (  # noqa: E402
     FAISS_MIN_PROBES,
     FAISS_MIN_TEMPLATES,

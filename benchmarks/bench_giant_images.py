@@ -1,6 +1,6 @@
 """Peak memory (RSS) and time of one ``Recognizer.identify`` on very large photos (issue 19 item 5).
 
-    python benchmarks/bench_giant_images.py --json bench-results/giant.json [--sizes 12 48] [--repeats 1]
+    python -m benchmarks.bench_giant_images --json bench-results/giant.json [--sizes 12 48] [--repeats 1]
 
 Each case runs in a fresh process (peak RSS is per process): it makes a synthetic photo of N megapixels (4:3, a
 smooth random background) with the astronaut's face pasted at 1/10 of the photo's height, enrols her from the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -23,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _rss_mib() -> float:
@@ -84,8 +82,8 @@ def main() -> int:
 
     records = []
     for mp in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--child", str(mp), "--threads", str(args.threads)],
-                              capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run([sys.executable, "-m", "benchmarks.bench_giant_images", "--child", str(mp), "--threads",
+                               str(args.threads)], capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)
             return 1

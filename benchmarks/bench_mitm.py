@@ -18,7 +18,7 @@ Recognizer(matching="mitm") hands to its MitmMatcher). Cases, measured in the sa
                               default gallery resolutions
                mitm           MitmMatcher.gallery_templates: (chains + 1) x match sizes embeddings
 
-    python benchmarks/bench_mitm.py --json bench-results/mitm.json --sr runs/sr/x2 runs/sr/x4 runs/sr/x8
+    python -m benchmarks.bench_mitm --json bench-results/mitm.json --sr runs/sr/x2 runs/sr/x4 runs/sr/x8
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
 def parse() -> argparse.Namespace:
@@ -51,9 +50,7 @@ if ARGS is not None:  # thread counts must be set before numpy loads its BLAS
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
-
+from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 from crres_sdk import Recognizer, degrade  # noqa: E402
 from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains  # noqa: E402
 from crres_sdk.preprocess import align_faces_uint8  # noqa: E402

@@ -11,28 +11,26 @@ Frames: scikit-image's astronaut face pasted N times at 90-140 px on a noisy 192
 Gallery cases: identify one face against galleries of G templates (5 per identity, random unit vectors plus the
 astronaut), crres vs the plain brute-force search; for search alone up to 1M templates see bench_gallery.py.
 
-    python benchmarks/bench_pipeline.py --json bench-results/pipeline.json [--model default] [--threads 2]
+    python -m benchmarks.bench_pipeline --json bench-results/pipeline.json [--model default] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
-from mtcnn_reference import detect_reference  # noqa: E402
+from skimage import data
 
-from crres_sdk import Gallery, ModelKey, Recognizer  # noqa: E402
-from crres_sdk.backends import open_model  # noqa: E402
-from crres_sdk.preprocess import ARCFACE_TEMPLATE  # noqa: E402
-from skimage import data  # noqa: E402
+from benchmarks.common import Record, fill_speedups, machine, report, time_call
+from benchmarks.mtcnn_reference import detect_reference
+from crres_sdk import Gallery, ModelKey, Recognizer
+from crres_sdk.backends import open_model
+from crres_sdk.preprocess import ARCFACE_TEMPLATE
 
 
 def make_frame(n_faces: int, seed: int = 0) -> np.ndarray:

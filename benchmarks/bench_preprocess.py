@@ -24,7 +24,7 @@ vector path (``core_simd``: the one built in and supported here, ``avx2+fma``, `
 align speed-up can be tabled per instruction set (benchmarks/README.md). Times are per face / per crop. Thread counts apply to OpenCV (cv2.setNumThreads), torch and the core; PIL and
 numpy run on one thread.
 
-    python benchmarks/bench_preprocess.py --json bench-results/preprocess.json
+    python -m benchmarks.bench_preprocess --json bench-results/preprocess.json
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ import numpy as np
 from PIL import Image
 from skimage.transform import SimilarityTransform
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Until the Makefile's bench target and tests/export/test_bench_embed.py run this with -m, a run as a file
+# (python -m benchmarks.bench_preprocess) finds the repo's packages through this line.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import Record, fill_speedups, machine, report, time_call  # noqa: E402
+from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 from export.build_engine import cpu_isa  # noqa: E402
 
 from crres_sdk import ARCFACE_TEMPLATE, _core, align_faces, align_faces_uint8, degrade  # noqa: E402

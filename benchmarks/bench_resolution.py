@@ -8,7 +8,7 @@ effective resolution is r. Implementations:
   estimator  crres_sdk.ResolutionEstimator on the aligned crop, capped at the geometry
 Figures: median absolute error in px and in log2, per band. Timing: per face (align + estimate).
 
-    python benchmarks/bench_resolution.py --json bench-results/resolution.json [--limit 1000]
+    python -m benchmarks.bench_resolution --json bench-results/resolution.json [--limit 1000]
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Record, fill_speedups, machine, report  # noqa: E402
+# Until the Makefile's bench target and tests/export/test_bench_embed.py run this with -m, a run as a file
+# (python -m benchmarks.bench_resolution) finds the repo's packages through this line.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import Record, fill_speedups, machine, report  # noqa: E402
 
 from crres_sdk import FaceDetector, ResolutionEstimator, equivalent_resolution  # noqa: E402
 

@@ -3,7 +3,7 @@ process, a real mosquitto. Measures per camera the frames processed per second, 
 (the reader decoding it) to the MQTT event arriving at a subscriber (median, p95), and the service process's CPU
 and RSS (start, end, max, slope over the run).
 
-    python benchmarks/bench_serve.py --cameras 1,4,8 --duration 60 --json bench-results/serve.json
+    python -m benchmarks.bench_serve --cameras 1,4,8 --duration 60 --json bench-results/serve.json
 
 Needs the serve extra, scikit-image (the demo photo) and Debian's mosquitto (``.ci/install-serve-deps.sh``).
 Records follow DESIGN section 7: ``median_s``/``p90_s`` are the capture -> MQTT latency; everything else is in
@@ -31,9 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import Record, machine  # noqa: E402
+from benchmarks.common import Record, machine
 
 
 def free_port() -> int:

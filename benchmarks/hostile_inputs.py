@@ -1,7 +1,7 @@
 """Hostile inputs, counted (issue 19): what a tampered gallery, a poisoned file, a lying name, a ghost face, a giant
 image, a full disk or a broken bundle gets from crres.
 
-    python benchmarks/hostile_inputs.py --json bench-results/hostile.json
+    python -m benchmarks.hostile_inputs --json bench-results/hostile.json
 
 Every input is tried once and classified:
 
@@ -33,16 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from crres_sdk import cli
+from crres_sdk.bundle import load_bundle
+from crres_sdk.errors import BundleError, FaceGeometryError, ImageTooLargeError
+from crres_sdk.gallery import Gallery, GalleryError, ModelKey
+from tests import hostile_cases as hc
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "tests"))  # after ROOT: tests/training must not shadow training
-
-import hostile_cases as hc  # noqa: E402
-
-from crres_sdk import cli  # noqa: E402
-from crres_sdk.bundle import load_bundle  # noqa: E402
-from crres_sdk.errors import BundleError, FaceGeometryError, ImageTooLargeError  # noqa: E402
-from crres_sdk.gallery import Gallery, GalleryError, ModelKey  # noqa: E402
 
 RESULTS: list[dict] = []
 
@@ -326,9 +323,9 @@ def failures(tmp: Path) -> None:
 
 
 def sigkills(tmp: Path, kills: int) -> None:
+    from tests import gallery_crash_worker as gw
+
     worker = ROOT / "tests" / "gallery_crash_worker.py"
-    sys.path.append(str(worker.parent))
-    import gallery_crash_worker as gw
 
     path = tmp / "crash.db"
     acknowledged: set[str] = set()

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_records_carry_the_isa_and_the_core_vector_path(tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_preprocess.py"), "--json", str(out),
-                    "--repeats", "5", "--threads", "1"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_preprocess", "--json", str(out),
+                    "--repeats", "5", "--threads", "1"], check=True, capture_output=True, cwd=ROOT)
     records = json.loads(out.read_text())
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
     for r in records:

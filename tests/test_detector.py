@@ -4,21 +4,17 @@ with the numpy/PIL reference (benchmarks/mtcnn_reference.py).
 Parity tolerance: boxes and landmarks within 1e-2 px and scores within 1e-5 of the reference (the two share
 networks and resampling definitions; only float32-vs-float64 box arithmetic differs)."""
 
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from benchmarks.mtcnn_reference import detect_reference
 from crres_sdk.backends import available_backends
 from crres_sdk.bundle import load_bundle
 from crres_sdk.detector import FaceDetector, find_detector_bundle, pyramid_scales
 from crres_sdk.errors import BundleError
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from mtcnn_reference import detect_reference  # noqa: E402
 
 try:
     find_detector_bundle()

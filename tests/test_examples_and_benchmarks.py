@@ -25,8 +25,8 @@ def test_preprocess_demo(tmp_path):
 
 def test_preprocess_benchmark_json(tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_preprocess.py"), "--json", str(out),
-                    "--repeats", "5", "--threads", "1"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_preprocess", "--json", str(out),
+                    "--repeats", "5", "--threads", "1"], check=True, capture_output=True, cwd=ROOT)
     records = json.loads(out.read_text())
     assert {r["impl"] for r in records if r["benchmark"] == "align"} >= {"opencv", "insightface", "crres"}
     assert {r["impl"] for r in records if r["benchmark"] == "degrade"} >= {"pil", "opencv", "crres"}
@@ -65,8 +65,8 @@ def test_quickstart_finds_the_astronaut_in_a_small_face(tmp_path):
 def test_pipeline_benchmark_json(tmp_path):
     _default_model_or_skip()
     out = tmp_path / "pipeline.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_pipeline.py"), "--json", str(out), "--threads", "1",
-                    "--faces", "1", "--repeats", "1", "--gallery-sizes", "50"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_pipeline", "--json", str(out), "--threads", "1",
+                    "--faces", "1", "--repeats", "1", "--gallery-sizes", "50"], check=True, capture_output=True, cwd=ROOT)
     records = json.loads(out.read_text())
     assert {r["benchmark"] for r in records} == {"pipeline_1080p", "identify_gallery"}
     for r in records:
@@ -82,9 +82,9 @@ def test_pipeline_benchmark_json(tmp_path):
 def test_mitm_benchmark_json(tmp_path):
     _default_model_or_skip()
     out = tmp_path / "mitm.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_mitm.py"), "--json", str(out), "--threads", "1",
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_mitm", "--json", str(out), "--threads", "1",
                     "--chains", "2", "--repeats", "1", "--enrol-repeats", "1", "--gallery-sizes", "5"],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, cwd=ROOT)
     records = json.loads(out.read_text())
     assert {(r["benchmark"], r["impl"]) for r in records} == {
         ("mitm_probe", "plain"), ("mitm_probe", "mitm-bicubic"), ("mitm_score", "plain"), ("mitm_score", "mitm"),

@@ -36,11 +36,10 @@ from crres_sdk.gallery import (
     resolution_level,
     write_key_file,
 )
+from tests import gallery_crash_worker as worker
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("gallery_crash_worker.py")
-sys.path.insert(0, str(WORKER.parent))
-import gallery_crash_worker as worker  # noqa: E402
 
 D = 8
 MODEL = ModelKey("test-model", "1", D)
@@ -672,7 +671,7 @@ def test_sigkill_during_enrolment_leaves_only_whole_enrolments(tmp_path):
 
 def test_benchmark_json(tmp_path):
     out = tmp_path / "gallery.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_gallery.py"), "--json", str(out), "--sizes",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_gallery", "--json", str(out), "--sizes",
                            "500", "--db-sizes", "100", "--dim", "32", "--repeats", "3", "--threads", "1"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,7 @@ from crres_sdk.gallery import (
     GalleryKeyError,
     GalleryUpgradeRequired,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-import hostile_cases as hc  # noqa: E402
+from tests import hostile_cases as hc
 
 DATA = Path(__file__).with_name("data")
 

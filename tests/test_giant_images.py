@@ -98,7 +98,7 @@ def test_benchmark_reports_peak_memory(tmp_path):
     except BundleError as exc:
         pytest.skip(f"no default model bundle: {exc}")
     out = tmp_path / "giant.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_giant_images.py"), "--json", str(out),
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_giant_images", "--json", str(out),
                            "--sizes", "9"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     (rec,) = json.loads(out.read_text())

@@ -10,7 +10,7 @@ on a working copy of at most :data:`DETECT_MAX_PIXELS` (4K UHD, 8.3 MP; ``max_pi
 the boxes and landmarks are mapped back to the full frame, where alignment and embedding then work at full
 resolution. On a larger photo the smallest face found grows accordingly: ``min_face`` in the working copy, i.e.
 ``max(min_face, 12 / s)`` px of the original for a downscale ``s`` (29 px on a 48 MP photo). Peak RSS of one
-``Recognizer.identify`` (``python benchmarks/bench_giant_images.py --json bench-results/giant.json``, 2-core VM,
+``Recognizer.identify`` (``python -m benchmarks.bench_giant_images --json bench-results/giant.json``, 2-core VM,
 ONNX Runtime, 1 thread): 12 MP 2379 -> 1562 MiB (9.5 -> 6.4 s), 48 MP 8986 -> 1757 MiB (34.1 -> 6.9 s), before ->
 after the working copy; what remains is mostly the MTCNN pyramid over the 8.3 MP copy.
 """

@@ -1,16 +1,11 @@
 """MTCNN glue in the C++ core (NMS, P-Net decoding, candidate crops, pyramid checks) against the numpy/PIL
 reference in benchmarks/mtcnn_reference.py. No networks needed, so these also run under the sanitizers."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from benchmarks.mtcnn_reference import _crops, _nms
 from crres_sdk import _core
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from mtcnn_reference import _crops, _nms  # noqa: E402
 
 
 def _random_boxes(rng, n):

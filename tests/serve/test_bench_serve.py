@@ -19,7 +19,7 @@ def test_bench_serve_json(tmp_path):
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (.ci/install-serve-deps.sh installs it)")
     out = tmp_path / "serve.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_serve.py"), "--cameras", "1", "--duration",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_serve", "--cameras", "1", "--duration",
                            "5", "--warmup", "5", "--frames", "20", "--json", str(out)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout

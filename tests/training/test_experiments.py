@@ -2,14 +2,13 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from training.experiments import summarize
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "training" / "experiments"))
-import summarize  # noqa: E402
 
 
 def _results(hr, low, cr7):

@@ -3,9 +3,6 @@ and its rank-1, threshold and synthetic-probe helpers do what they say. Random t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,8 +15,6 @@ from training.evaluation.mitm import (
     rank1,
     threshold_at_far,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -105,7 +100,6 @@ def test_camera_probe_is_seeded_and_low_resolution():
 
 
 def test_select_layout_from_pairs(tmp_path):
-    sys.path.insert(0, str(ROOT))
     from training.experiments.mitm_eval import select_layout
 
     lines = ["1 2", "A 1 2", "B 1 3", "A 1 C 1", "B 2 D 1"]   # 1 fold x 2 matched + 2 mismatched pairs

@@ -6,7 +6,7 @@ detector to the same template): residual translation (phase correlation, px), me
 the same difference after undoing the translation. With ``--model`` (an ONNX embedding model or bundle) it also
 reports the cosine similarity between the two crops' embeddings.
 
-    python training/experiments/check_prepare.py --shared ../shared --out runs/check_prepare [--model BUNDLE]
+    python -m training.experiments.check_prepare --shared ../shared --out runs/check_prepare [--model BUNDLE]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main() -> int:
         ours, ref = cv2.imread(str(ours_path)), cv2.imread(str(ref_path))
         rows.append({"image": f"{ours_path.parent.name}/{ours_path.name}", **compare(ours, ref)})
     if args.model:
+        # docs/results.md runs this as a file; until it says python -m training.experiments.check_prepare:
         sys.path.insert(0, str(REPO))
         from training.evaluation.embedder import open_embedder
 

@@ -106,4 +106,4 @@ for entry in "${VARIANTS[@]}"; do
         fi
     done
 done
-$PY training/experiments/summarize.py "$OUT_ROOT/$COMPARISON"
+$PY -m training.experiments.summarize "$OUT_ROOT/$COMPARISON"

@@ -1,7 +1,7 @@
 """Meet-in-the-middle ablation (Grm et al. 2023, Table 2 / Table 3) on an SCface-like layout built from LFW
 (issue 9).
 
-    python training/experiments/mitm_eval.py --lfw ../shared/data/lfw \
+    python -m training.experiments.mitm_eval --lfw ../shared/data/lfw \
         --model ../shared/models/reference_mobilefacenet_128d.onnx --model models/crres_default \
         --sr runs/sr/x2 runs/sr/x4 runs/sr/x8 --identities 150 --chains 32 --out runs/mitm/eval
 
@@ -38,13 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from crres_sdk.mitm import DEFAULT_MATCH_SIZES, SR_SCALES
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from training.evaluation.mitm import (  # noqa: E402
+from training.evaluation.mitm import (
     MULTISCALE_FUSIONS,
     ablation_scores,
     camera_probe,
@@ -53,6 +49,7 @@ from training.evaluation.mitm import (  # noqa: E402
     threshold_at_far,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 BANDS = ((16, 18), (19, 21), (22, 24))
 FARS = (1e-2, 1e-3)
 #: The SDK's match sizes (crres_sdk.mitm.DEFAULT_MATCH_SIZES) that a probe of >= 14 px can reach at SR x2 and up
@@ -454,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--probe-res MIN MAX must satisfy 1 <= MIN <= MAX < 112")
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"command": "python training/experiments/mitm_eval.py " + " ".join(sys.argv[1:] if argv is None
+    results = {"command": "python -m training.experiments.mitm_eval " + " ".join(sys.argv[1:] if argv is None
                                                                                     else argv), "models": []}
     if args.verify:
         results["verification"] = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Face SR networks x2 / x4 / x8 for meet-in-the-middle matching (Grm et al. 2023 Sec. 3.3; issue 9), on one CPU
-# thread, then the ablation that uses them (training/experiments/mitm_eval.py).
+# thread, then the ablation that uses them (python -m training.experiments.mitm_eval).
 #   training/experiments/mitm_sr.sh [OUT=runs/sr]
 # Env: SHARED (default ../shared), PY (default .venv/bin/python), CONFIG (EDSR size, default small = 8 blocks x
 #      32 features), STEPS2 / STEPS4 / STEPS8 (optimisation steps per scale), LIMIT (training crops, 0 = all),

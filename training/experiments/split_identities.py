@@ -6,7 +6,7 @@ Thresholds must come from identities that are neither trained on nor in any eval
 as in make_data.sh). glint24 is left out entirely: 18 of its 24 identities are LFW people, and LFW is the
 accuracy set. CelebA's identities come from CelebFaces, whose authors built it disjoint from LFW.
 
-    python training/experiments/split_identities.py --celeba ../shared/data/train/celeba --out runs/data/dlib_ft
+    python -m training.experiments.split_identities --celeba ../shared/data/train/celeba --out runs/data/dlib_ft
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tabulate one comparison of ``compare.sh``: mean ± spread over seeds of every variant, per protocol.
 
-    python training/experiments/summarize.py runs/compare/knoche
+    python -m training.experiments.summarize runs/compare/knoche
 
 Reads ``<root>/<variant>/seed<k>/eval/results.json`` (``python -m training.evaluate``) and prints a Markdown
 table (accuracy in %, mean ± half the range over seeds: with two seeds, each seed lies at one end) plus the
