@@ -22,7 +22,6 @@ from crres_sdk.gallery import (
     FAISS_MIN_PROBES,
     FAISS_MIN_TEMPLATES,
     FORMAT,
-    HR_LEVEL,
     DuplicateIdentity,
     Gallery,
     GalleryError,
@@ -129,7 +128,6 @@ def test_each_identity_uses_its_own_nearest_level(gallery):
 
 def test_resolution_levels_round_and_cap_at_hr():
     assert resolution_level([150.0, 112.4, 13.6, 6.5, 0.7]).tolist() == [112.0, 112.0, 14.0, 6.0, 1.0]
-    assert HR_LEVEL == 112.0
 
 
 def test_top_k_order_matches_brute_force(gallery):

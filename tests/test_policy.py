@@ -202,11 +202,11 @@ def test_remove_one_photo_of_an_identity(gallery):
 
 
 def test_every_grid_and_the_level_choice_come_from_the_policy_module(gallery):
-    from crres_sdk import mitm, policy, recognizer
-    from crres_sdk.gallery import HR_LEVEL, resolution_level
+    from crres_sdk import mitm, policy, preprocess, recognizer
+    from crres_sdk.gallery import resolution_level
 
     assert recognizer.DEFAULT_GALLERY_RESOLUTIONS is policy.GALLERY_LEVELS
-    assert mitm.DEFAULT_MATCH_SIZES is policy.MITM_SIZES and HR_LEVEL == policy.CROP_SIZE
+    assert mitm.DEFAULT_MATCH_SIZES is policy.MITM_SIZES and policy.TEMPLATE_SIZE is preprocess.TEMPLATE_SIZE == 112
     assert resolution_level([150.0, 13.6]).tolist() == policy.template_level([150.0, 13.6]).tolist()
     rng = np.random.default_rng(5)
     levels = [7, 14, 28, 112]

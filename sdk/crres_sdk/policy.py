@@ -3,7 +3,8 @@
 Resolution
     A face is matched at its *probe resolution*: the blind effective-resolution estimate when one ran, never above
     the geometric equivalent resolution (a crop cannot carry more than its pixels), clipped to [1, crop size]
-    (:func:`probe_resolution`). Enrolment stores the HR template at the face's own probe resolution and one
+    (:func:`probe_resolution`; the canonical crop's side is :data:`crres_sdk.preprocess.TEMPLATE_SIZE`, the highest
+    resolution a face can be matched at). Enrolment stores the HR template at the face's own probe resolution and one
     template of the crop degraded to every gallery level below it (:func:`enrolment_levels`); a probe at r is
     compared with each identity's templates at the level nearest r in log r, ties to the higher level
     (:func:`nearest_level`, what :class:`crres_sdk.Gallery` searches). The grids: gallery levels
@@ -36,9 +37,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from crres_sdk.errors import BundleError
+from crres_sdk.preprocess import TEMPLATE_SIZE
 
-#: The canonical crop's side (px): the highest resolution a face can be matched at.
-CROP_SIZE = 112
 #: Resolutions (px) at which enrolment also stores templates of the degraded HR crop (gallery-side matching).
 GALLERY_LEVELS: tuple[int, ...] = (7, 10, 14, 20, 28, 40, 56)
 #: Meet-in-the-middle match sizes (Grm et al.): the gallery hypotheses and probe SR targets.
@@ -50,7 +50,7 @@ MIN_ENROLL_RESOLUTION = 24.0
 DECISIONS = ("match", "unknown", "too-small", "no-gallery", "ranked")
 
 
-def probe_resolution(equivalent: float, effective: float | None = None, crop_size: int = CROP_SIZE) -> float:
+def probe_resolution(equivalent: float, effective: float | None = None, crop_size: int = TEMPLATE_SIZE) -> float:
     """What a face is matched at: the effective estimate when present, capped by the equivalent (geometric)
     resolution, clipped to [1, crop_size]."""
     r = float(equivalent) if effective is None else min(float(effective), float(equivalent))
@@ -71,7 +71,7 @@ def enrolment_levels(own: float, levels: Sequence[int] = GALLERY_LEVELS) -> list
 
 def template_level(resolution: float | np.ndarray) -> np.ndarray:
     """The gallery level a template made at this resolution is filed under: whole pixels in [1, crop size]."""
-    return np.minimum(np.maximum(np.rint(np.asarray(resolution, np.float64)), 1.0), float(CROP_SIZE))
+    return np.minimum(np.maximum(np.rint(np.asarray(resolution, np.float64)), 1.0), float(TEMPLATE_SIZE))
 
 
 def level_preference(levels: Sequence[float] | np.ndarray, r: float) -> np.ndarray:
@@ -195,6 +195,6 @@ class ThresholdPolicy:
         return float(self.identification.threshold(resolution, f)), f
 
 
-__all__ = ["CROP_SIZE", "DECISIONS", "GALLERY_LEVELS", "MIN_ENROLL_RESOLUTION", "MITM_SIZES", "ThresholdPolicy",
+__all__ = ["DECISIONS", "GALLERY_LEVELS", "MIN_ENROLL_RESOLUTION", "MITM_SIZES", "ThresholdPolicy",
            "ThresholdTable", "enrolment_levels", "face_resolution", "level_preference", "nearest_level", "pair_far", "parse_rate",
            "probe_resolution", "template_level"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from crres_sdk.preprocess import TEMPLATE_SIZE
 from training.evaluation.datasets import PairDataset
 from training.evaluation.progress import Progress
 from training.evaluation.verification import evaluate_scores, l2_normalize
@@ -79,9 +80,7 @@ def second_image_crops(load: Callable[[int], np.ndarray], landmarks: np.ndarray,
 def evaluate(cache: Any, ds: PairDataset, crops: np.ndarray, found: np.ndarray) -> dict[str, Any]:
     """10-fold accuracy of (first image HR crop, second image end-to-end crop) over the pairs whose face was
     found; misses counted as failures in ``accuracy_with_misses``."""
-    from training.evaluation.protocols import HR
-
-    a = cache.get(ds.pair_index[:, 0], HR)
+    a = cache.get(ds.pair_index[:, 0], TEMPLATE_SIZE)
     b = np.zeros_like(a)
     if found.any():
         b[found] = l2_normalize(cache.embed_crops(np.ascontiguousarray(crops[found])))
@@ -117,12 +116,13 @@ def evaluate_fixed(cache: Any, ds: PairDataset, load: Callable[[int], np.ndarray
     """Every pair at one r at a time: first image HR crop, second at r, by the crop protocol (``degrade`` of the
     aligned crop, Lai & Lam's HR-vs-LR order) and end to end per mode. ``{r: {"crop": ..., mode: ...,
     "gap_pp": {mode: crop - end-to-end accuracy, pp}}}``."""
-    from training.evaluation.protocols import HR, pair_scores
+    from training.evaluation.protocols import pair_scores
 
     out: dict[str, Any] = {}
     for r in resolutions:
         r = int(r)
-        row: dict[str, Any] = {"crop": evaluate_scores(pair_scores(cache, ds, HR, r), ds.issame, ds.folds).to_dict()}
+        crop = evaluate_scores(pair_scores(cache, ds, TEMPLATE_SIZE, r), ds.issame, ds.folds)
+        row: dict[str, Any] = {"crop": crop.to_dict()}
         sizes = np.full(ds.n_pairs, r)
         for mode in modes:
             crops, found = second_image_crops(load, landmarks, ds.pair_index[:, 1], sizes, mode, detector, progress)

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from crres_sdk.preprocess import TEMPLATE_SIZE
 from training.evaluation.datasets import PairDataset
 from training.evaluation.embedder import Embedder
 from training.evaluation.progress import Progress
 from training.evaluation.verification import evaluate_scores, l2_normalize
 
-HR = 112
 LAI_RESOLUTIONS = (8, 12, 16, 20)
 #: Resolutions for Knoche Fig. 7-style distance distributions (a subset of the sweep when present).
 FIG7_RESOLUTIONS = (5, 7, 14, 28, 56)
@@ -95,7 +95,7 @@ def _summary(scores: np.ndarray, ds: PairDataset, keep_distances: bool) -> dict:
 
 def evaluate_hr(cache: EmbeddingCache, ds: PairDataset, keep_distances: bool = True) -> dict:
     """Both images at 112 px: the standard LFW protocol."""
-    return _summary(pair_scores(cache, ds, HR, HR), ds, keep_distances)
+    return _summary(pair_scores(cache, ds, TEMPLATE_SIZE, TEMPLATE_SIZE), ds, keep_distances)
 
 
 def evaluate_fixed(cache: EmbeddingCache, ds: PairDataset, resolutions: Iterable[int], modes=("cr", "er"),
@@ -108,11 +108,11 @@ def evaluate_fixed(cache: EmbeddingCache, ds: PairDataset, resolutions: Iterable
     out: dict = {m: {} for m in modes}
     for r in resolutions:
         r = int(r)
-        if not 1 <= r <= HR:
-            raise ValueError(f"resolution must be in [1, {HR}], got {r}")
+        if not 1 <= r <= TEMPLATE_SIZE:
+            raise ValueError(f"resolution must be in [1, {TEMPLATE_SIZE}], got {r}")
         if "cr" in modes:
-            first = _summary(pair_scores(cache, ds, r, HR), ds, keep_distances)
-            second = _summary(pair_scores(cache, ds, HR, r), ds, keep_distances)
+            first = _summary(pair_scores(cache, ds, r, TEMPLATE_SIZE), ds, keep_distances)
+            second = _summary(pair_scores(cache, ds, TEMPLATE_SIZE, r), ds, keep_distances)
             merged = {"accuracy": (first["accuracy"] + second["accuracy"]) / 2,
                       "std": (first["std"] + second["std"]) / 2,
                       "best_distance_threshold": (first["kfold"]["distance_threshold_mean"]
@@ -146,7 +146,7 @@ def evaluate_size_protocol(cache: EmbeddingCache, ds: PairDataset, sizes: np.nda
 
 def evaluate_lai(cache: EmbeddingCache, ds: PairDataset, resolutions: Sequence[int] = LAI_RESOLUTIONS) -> dict:
     """Lai & Lam §IV-A: first image HR (gallery), second at r (query) - one order only, unlike Knoche's CR."""
-    return {int(r): _summary(pair_scores(cache, ds, HR, int(r)), ds, keep_distances=False) for r in resolutions}
+    return {int(r): _summary(pair_scores(cache, ds, TEMPLATE_SIZE, int(r)), ds, keep_distances=False) for r in resolutions}
 
 
 def strip_private(obj):

@@ -30,12 +30,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from crres_sdk.preprocess import TEMPLATE_SIZE
 from training.dlib_serialization import (DlibFormatError, DlibNetwork, affine_weights, conv_weights, fc_weights,
                                          read_network_file)
 from training.models.registry import register_model
 
 CHIP_SIZE = 150
-TEMPLATE_SIZE = 112
 #: dlib's input_rgb_image mean (the .dat file stores the same values; the reader checks them).
 DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 #: (channels, blocks) per level, from the input outwards; every level after the first starts by downsampling.

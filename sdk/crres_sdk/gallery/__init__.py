@@ -96,7 +96,6 @@ from crres_sdk.gallery.keys import INTEGRITY_KEY_SUFFIX, generate_key, write_key
 from crres_sdk.gallery.records import (
     FORMAT,
     FORMAT_V1,
-    HR_LEVEL,
     AuditEntry,
     IdentityInfo,
     Match,
@@ -114,7 +113,6 @@ __all__ = [
     "FORMAT",
     "FAISS_MIN_PROBES",
     "FAISS_MIN_TEMPLATES",
-    "HR_LEVEL",
     "AuditEntry",
     "DuplicateIdentity",
     "Gallery",

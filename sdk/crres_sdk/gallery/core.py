@@ -21,13 +21,14 @@ from crres_sdk.gallery.errors import DuplicateIdentity, GalleryError, GalleryInt
     UnknownIdentity
 from crres_sdk.gallery.index import _check_backend, _faiss_available, _import_faiss, _Index, auto_backend
 from crres_sdk.gallery.keys import INTEGRITY_KEY_SUFFIX, _aad, _Cipher, _derived_integrity_key, _Integrity, _resolve_key
-from crres_sdk.gallery.records import HR_LEVEL, AuditEntry, IdentityInfo, Match, ModelKey, PhotoInfo, SourceImage, \
+from crres_sdk.gallery.records import AuditEntry, IdentityInfo, Match, ModelKey, PhotoInfo, SourceImage, \
     TemplateRecord, resolution_level
 from crres_sdk.gallery.rows import _Rows
 from crres_sdk.gallery.store import _chain_v1, _Store
 from crres_sdk.gallery.transfer import _Transfer
 from crres_sdk.gallery.validate import NORM_TOLERANCE, _bad_rows, _check_hashes, _check_metadata, _check_name, \
     _check_resolutions, _check_thumbnails_shape, _vector_problem
+from crres_sdk.preprocess import TEMPLATE_SIZE
 
 
 class Gallery(_Transfer, _Rows, _Store):
@@ -560,7 +561,7 @@ class Gallery(_Transfer, _Rows, _Store):
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         p = self._check_templates(probes, self.model.dim, normalize=True, what="probes")
         if probe_resolutions is None:
-            res = np.full(len(p), HR_LEVEL)
+            res = np.full(len(p), float(TEMPLATE_SIZE))
         else:
             res = _check_resolutions(probe_resolutions, len(p), what="probe_resolutions")
         use = self.backend_for(fusion, backend, len(p))

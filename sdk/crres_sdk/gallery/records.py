@@ -10,13 +10,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from crres_sdk.policy import CROP_SIZE, template_level
+from crres_sdk.policy import template_level
 
 FORMAT = "crres-gallery/2"
 #: The format before integrity keys: upgraded in place by a writable open.
 FORMAT_V1 = "crres-gallery/1"
-#: Level of high-resolution templates: the canonical 112 px crop.
-HR_LEVEL = float(CROP_SIZE)
 
 
 @dataclass(frozen=True)
@@ -108,6 +106,6 @@ class SourceImage:
 
 
 def resolution_level(resolution: float | np.ndarray) -> np.ndarray:
-    """The level a template of this resolution is filed under: whole pixels, capped at :data:`HR_LEVEL`
-    (:func:`crres_sdk.policy.template_level`)."""
+    """The level a template of this resolution is filed under: whole pixels, capped at the crop size
+    (:data:`crres_sdk.preprocess.TEMPLATE_SIZE`; :func:`crres_sdk.policy.template_level`)."""
     return template_level(resolution)
