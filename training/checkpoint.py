@@ -23,6 +23,10 @@ from training.models import get_model
 
 CHECKPOINT_FORMAT = "crres-training-checkpoint"
 CHECKPOINT_VERSION = 1
+#: Where a checkpoint keeps its model input convention (``training.data.NORMALIZATION``: color, mean, std, as
+#: ``crres_sdk.Normalization`` holds them). The key keeps the spelling every checkpoint so far was written with;
+#: read it with :func:`checkpoint_normalization`, which also takes the SDK's spelling.
+NORMALIZATION_KEY = "normalisation"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -61,6 +65,15 @@ def head_from_checkpoint(ckpt: dict[str, Any], embedding_dim: int) -> nn.Module:
     return head.eval()
 
 
+def checkpoint_normalization(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The model input convention a checkpoint records (a copy), under :data:`NORMALIZATION_KEY` or spelled
+    ``"normalization"``."""
+    for key in (NORMALIZATION_KEY, "normalization"):
+        if isinstance(ckpt.get(key), dict):
+            return dict(ckpt[key])
+    raise KeyError(f"checkpoint records no input normalization (keys: {sorted(ckpt)})")
+
+
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
@@ -68,5 +81,5 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "head_from_checkpoint", "load_checkpoint",
-           "model_from_checkpoint", "save_atomic"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "NORMALIZATION_KEY", "checkpoint_normalization",
+           "head_from_checkpoint", "load_checkpoint", "model_from_checkpoint", "save_atomic"]

@@ -3,9 +3,9 @@
 Pixel convention (one for all of training/): a dataset item is ``(image, label)`` with ``image``
 a float32 ``(3, S, S)`` **RGB tensor in [0, 1]** and ``label`` an int. Degradations
 (``training.degradations``; the Lu & Ebrahimi JPEG/noise model needs [0, 1]) run on that range
-on the training device; only then does ``normalise`` map it to the model input
+on the training device; only then does ``normalize`` map it to the model input
 ``(255 x - 127.5) / 128`` (arcface_torch's and the reference model's convention, stored in
-every checkpoint under ``"normalisation"`` so export and the SDK manifest never guess it).
+every checkpoint (``training.checkpoint.checkpoint_normalization``) so export and the SDK manifest never guess it).
 
 Formats:
 
@@ -40,8 +40,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 #: The model input convention, stored in checkpoints (see module docstring); keys and spelling as in
 #: the SDK bundle manifest's ``input`` (``crres_sdk.bundle``: color "rgb"|"bgr", mean, std on 0..255).
-NORMALISATION = {"color": "rgb", "mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0],
+NORMALIZATION = {"color": "rgb", "mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0],
                  "input_range": "0-255", "layout": "NCHW"}
+#: The former name, until tests/export/ imports NORMALIZATION.
+NORMALISATION = NORMALIZATION
 
 
 #: Folder-name prefixes of the training sets (training/experiments/make_data.sh, split_identities.py).
@@ -58,7 +60,7 @@ def source_identity(class_name: str) -> str:
     return class_name
 
 
-def normalise(x01: torch.Tensor) -> torch.Tensor:
+def normalize(x01: torch.Tensor) -> torch.Tensor:
     """[0, 1] RGB batch -> model input ``(255 x - 127.5) / 128``."""
     return (x01 * 255.0 - 127.5) / 128.0
 

@@ -129,9 +129,9 @@ def write_checkpoint(init: str, out: Path) -> Path:
     """The untouched pretrained network as a crres training checkpoint (no head), for evaluate and export."""
     import torch
 
-    from training.data import NORMALISATION
+    from training.data import NORMALIZATION
     from training.models import get_model
-    from training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+    from training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, NORMALIZATION_KEY, save_atomic
 
     model_name, file_name = INITIALISERS[init]
     model = initialise(get_model(model_name), init, model_name).eval()
@@ -141,7 +141,7 @@ def write_checkpoint(init: str, out: Path) -> Path:
         "model_name": model_name, "model_kwargs": {},
         "recipe": {"name": f"{init}_pretrained", "paper": spec.description, "init": init, "method": "none",
                    "notes": f"{spec.requirement} :: {Path(spec.member).name} ({spec.licence}), no fine-tuning"},
-        "normalisation": dict(NORMALISATION), "embedding_dim": int(model.embedding_dim),
+        NORMALIZATION_KEY: dict(NORMALIZATION), "embedding_dim": int(model.embedding_dim),
         "input_size": int(model.input_size), "state_dict": model.state_dict(),
         "head_name": None, "head_kwargs": {}, "num_classes": 0, "head_state_dict": {}, "classes": [],
         "class_sources": [], "optimizer": None, "rng": None, "step": 0, "total_steps": 0,

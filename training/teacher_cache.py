@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from training.data import normalise
+from training.data import normalize
 
 
 def _key(model: nn.Module, dataset: Dataset) -> str:
@@ -42,7 +42,7 @@ def embed_dataset(model: nn.Module, dataset: Dataset, batch_size: int = 128, wor
     embs, flips, labels = [], [], []
     t0 = time.time()
     for i, (images, y) in enumerate(loader):
-        x = normalise(images).contiguous(memory_format=torch.channels_last)
+        x = normalize(images).contiguous(memory_format=torch.channels_last)
         embs.append(model(x).float())
         flips.append(model(x.flip(-1)).float())
         labels.append(y)

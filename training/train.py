@@ -6,7 +6,7 @@ One process (CPU or one GPU) or many under ``torchrun --nproc_per_node=N -m trai
 
 * Data: ``training.data.build_dataset`` (image folder or InsightFace RecordIO), items are RGB in
   [0, 1]; flips, colour jitter and all degradations run **on the training device in batch**
-  (``training.degradations``), then ``training.data.normalise`` gives the model input.
+  (``training.degradations``), then ``training.data.normalize`` gives the model input.
 * Schedule: the recipe's milestones are fractions of the planned run ``epochs x steps/epoch``;
   the learning rate is a pure function of the global step (so resume cannot drift).
   ``--max-steps`` stops early without changing the schedule (smoke tests, resume tests).
@@ -43,12 +43,13 @@ from training import degradations as D
 from training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    NORMALIZATION_KEY,
     head_from_checkpoint,
     load_checkpoint,
     model_from_checkpoint,
     save_atomic,
 )
-from training.data import NORMALISATION, build_dataset, normalise, source_identity
+from training.data import NORMALIZATION, build_dataset, normalize, source_identity
 from training.heads import get_head
 from training.methods import get_method
 from training.methods.sizes import sample_sizes
@@ -152,7 +153,7 @@ class TrainStep(nn.Module):
 
     def embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
         net = self.model if net is None else net
-        x = normalise(x01)
+        x = normalize(x01)
         if not x.is_cuda:  # oneDNN's NHWC convolutions: ~2x faster forward+backward on CPU, same arithmetic
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast and x01.is_cuda):
@@ -458,7 +459,7 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
         base = {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
             "model_name": recipe.model, "model_kwargs": recipe.to_dict()["model_kwargs"],
-            "recipe": recipe.to_dict(), "normalisation": dict(NORMALISATION),
+            "recipe": recipe.to_dict(), NORMALIZATION_KEY: dict(NORMALIZATION),
             "embedding_dim": int(model.embedding_dim), "input_size": int(model.input_size),
             "state_dict": model.state_dict(),
             "head_name": recipe.head, "head_kwargs": recipe.to_dict()["head_kwargs"],

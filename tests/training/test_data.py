@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from training.data import (RECORDIO_MAGIC, ImageFolderDataset, RecordIODataset, build_dataset,
-                           make_synthetic_identities, normalise, pack_record, read_record,
+                           make_synthetic_identities, normalize, pack_record, read_record,
                            synthetic_identity_images, unpack_record, write_record, write_recordio)
 
 
@@ -30,7 +30,7 @@ def test_image_folder_gives_rgb_in_unit_range(tmp_path):
     x0, _ = ds[0]
     assert x0.shape == (3, 112, 112) and torch.allclose(x0, torch.full_like(x0, 128 / 255), atol=1e-6)
     # Model input convention (x - 127.5) / 128 on 0..255 pixels.
-    assert torch.allclose(normalise(torch.tensor([0.0, 1.0])), torch.tensor([-127.5 / 128, 127.5 / 128]))
+    assert torch.allclose(normalize(torch.tensor([0.0, 1.0])), torch.tensor([-127.5 / 128, 127.5 / 128]))
 
 
 def test_image_folder_errors(tmp_path):

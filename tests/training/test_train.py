@@ -17,7 +17,13 @@ import pytest
 import torch
 
 from training import train as T
-from training.checkpoint import CHECKPOINT_FORMAT, head_from_checkpoint, load_checkpoint, model_from_checkpoint
+from training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    checkpoint_normalization,
+    head_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from training.data import make_synthetic_identities
 from training.models import get_model
 from training.recipes import Recipe, get_recipe, list_recipes
@@ -109,8 +115,9 @@ def test_final_checkpoint_is_what_export_needs(synth, tmp_path):
     ck = load_checkpoint(tmp_path / "final.pt")
     assert ck["model_name"] == "tiny_test_net" and ck["model_kwargs"] == {"num_features": 16}
     assert ck["embedding_dim"] == 16 and ck["input_size"] == 112 and ck["num_classes"] == 4
-    assert ck["normalisation"]["mean"] == [127.5] * 3 and ck["normalisation"]["std"] == [128.0] * 3
-    assert ck["normalisation"]["color"] == "rgb" and ck["recipe"]["name"] == "bt_r"
+    norm = checkpoint_normalization(ck)
+    assert norm["mean"] == [127.5] * 3 and norm["std"] == [128.0] * 3
+    assert norm["color"] == "rgb" and ck["recipe"]["name"] == "bt_r"
     assert ck["classes"] == ["id_0000", "id_0001", "id_0002", "id_0003"]
     assert ck["optimizer"] is None  # final.pt is weights only; last.pt carries the training state
     model = model_from_checkpoint(ck)
@@ -210,21 +217,21 @@ def test_malicious_checkpoint_is_refused(tmp_path):
 
 
 def test_nan_steps_are_skipped_then_abort(synth, tmp_path, monkeypatch):
-    real = T.normalise
+    real = T.normalize
     calls = {"n": 0}
 
     def sometimes_nan(x):
         calls["n"] += 1
         return real(x) * float("nan") if calls["n"] == 2 else real(x)
 
-    monkeypatch.setattr(T, "normalise", sometimes_nan)
+    monkeypatch.setattr(T, "normalize", sometimes_nan)
     res = train(_tiny("baseline"), synth, tmp_path / "a", max_steps=4, progress=False)
     assert res["skipped"] == 1 and math.isnan(res["losses"][1])
     assert all(math.isfinite(v) for i, v in enumerate(res["losses"]) if i != 1)
     ck = load_checkpoint(tmp_path / "a" / "final.pt")
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
 
-    monkeypatch.setattr(T, "normalise", lambda x: real(x) * float("nan"))
+    monkeypatch.setattr(T, "normalize", lambda x: real(x) * float("nan"))
     with pytest.raises(FloatingPointError, match="3 consecutive"):
         train(_tiny("baseline"), synth, tmp_path / "b", max_bad_steps=3, progress=False)
 
