@@ -11,7 +11,7 @@ One process (CPU or one GPU) or many under ``torchrun --nproc_per_node=N -m trai
   the learning rate is a pure function of the global step (so resume cannot drift).
   ``--max-steps`` stops early without changing the schedule (smoke tests, resume tests).
 * Mixed precision: bf16 autocast for the backbone on CUDA; heads and losses in fp32. On CPU the backbone runs
-  channels_last (NHWC), which oneDNN trains about twice as fast.
+  channels_last (NHWC), the layout oneDNN's convolutions are fastest in.
 * NaN/inf guard: a step whose loss or gradient norm is not finite is skipped (all ranks agree;
   the weights, optimizer state and BatchNorm running statistics stay as they were) and counted; ``--max-bad-steps`` consecutive bad steps abort the run.
 * Checkpoints: ``OUT/last.pt`` after every epoch and at the end (model, head, optimizer, step,
@@ -154,7 +154,7 @@ class TrainStep(nn.Module):
     def embed(self, x01: torch.Tensor, net: nn.Module | None = None, stages: bool = False):
         net = self.model if net is None else net
         x = normalize(x01)
-        if not x.is_cuda:  # oneDNN's NHWC convolutions: ~2x faster forward+backward on CPU, same arithmetic
+        if not x.is_cuda:  # oneDNN's faster NHWC convolutions on CPU, same arithmetic
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast and x01.is_cuda):
             out = net(x, return_stages=stages) if stages else net(x)
@@ -300,12 +300,10 @@ def keep_freed_heap() -> bool:
     """Keep freed memory in this process's heap instead of handing it back to the kernel (glibc only).
 
     A CPU step allocates and frees the same few GB of activations every step. glibc serves each block over its
-    mmap threshold (at most 32 MB) with a fresh mmap and unmaps it on free, so every step page-faults and
-    zeroes those GB again: a four-branch Lai step spent more time in the kernel than in torch (sys 183 s,
-    user 126 s). ``mallopt(3)``: M_MMAP_MAX = 0 serves large blocks from the heap, M_TRIM_THRESHOLD = -1 never
-    trims it. The cost is memory: the process holds its peak step's heap between steps instead of returning
-    it (a four-branch Lai run of 4 x 64 crops: RSS 15.0 GB from step 4, 16.7 GB at step 111), so two such runs
-    no longer fit in 24 GB (one was OOM-killed). Hence opt-in (``--keep-freed-heap``).
+    mmap threshold with a fresh mmap and unmaps it on free, so every step page-faults and zeroes that memory
+    again, in the kernel. ``mallopt(3)``: M_MMAP_MAX = 0 serves large blocks from the heap, M_TRIM_THRESHOLD = -1
+    never trims it. The cost is memory: the process holds its peak step's heap between steps instead of returning
+    it, so fewer runs fit side by side. Hence opt-in (``--keep-freed-heap``; measured in training/README.md).
     Returns whether both settings were applied.
     """
     if not sys.platform.startswith("linux"):
@@ -445,9 +443,8 @@ def train(recipe: Recipe, data: str | os.PathLike, out: str | os.PathLike, devic
     if _dist_on():
         net = nn.parallel.DistributedDataParallel(step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    # Persistent workers are forked once, while this process is small. Re-forked at every epoch from a process
-    # that holds a two-branch step's activations (~6 GB on CPU), a worker's copy-on-write pages grew to 6.3 GB
-    # and the kernel's OOM killer ended the run at the epoch boundary (twice, docs/results.md section 4.1).
+    # Persistent workers are forked once, while this process is small: a worker forked at every epoch from a
+    # process holding a multi-branch step's activations would copy those pages as they change.
     loader = DataLoader(IndexedDataset(dataset), batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
                         generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
     logger = Logger(out, enabled=rank == 0, progress=progress, append=bool(resume))

@@ -108,7 +108,7 @@ from crres_sdk.gallery.records import (
 from crres_sdk.gallery.validate import NORM_TOLERANCE
 
 # FORMAT_V1, INTEGRITY_KEY_SUFFIX, NORM_TOLERANCE and _Index stay importable from here (tests and
-# benchmarks/bench_gallery.py use them) without being part of the public list, as before.
+# benchmarks/bench_gallery.py use them) without being part of the public list.
 __all__ = [
     "FORMAT",
     "FAISS_MIN_PROBES",
