@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from crres_sdk.bundle import load_bundle
 
-    from export.build_engine import cpu_isa
+    from export.manifest import cpu_isa
 
     why = available()
     if why:
