@@ -456,7 +456,7 @@ STEPS: dict[str, Callable[..., None]] = {
     "load_checkpoint": step_load_checkpoint,
     "export_onnx": step_export_onnx,
     "face_data": step_face_data,
-    "lfw_reference": step_accuracy_reference,
+    "accuracy_reference": step_accuracy_reference,
     "quantize_ort": step_quantize_ort,
     "quantize_openvino": step_quantize_openvino,
     "tensorrt_engine": step_tensorrt_engine,

@@ -45,7 +45,7 @@ class BuildState:
     held: Any = None                           #: the held-out parity set (None: the target does not quantize)
     ref: np.ndarray | None = None              #: FP32 embeddings of the held-out parity set
 
-    # --- lfw_reference: the FP32 side of the INT8 accuracy gate ---------------------------------------------
+    # --- accuracy_reference: the FP32 side of the INT8 accuracy gate ----------------------------------------
     lfw: Any = None                            #: export.lfw_parity.LfwSet when LFW gates
     lfw_fp32: dict[str, Any] | None = None     #: FP32 btm-stm accuracy per band on LFW
     small_set: Any = None                      #: export.small_face_gate.FaceSet when it gates instead

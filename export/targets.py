@@ -1,7 +1,8 @@
 """The export targets, Ultralytics-exporter style: one table of target -> steps (in order) and their arguments.
 
 Every target loads the checkpoint, exports and checks the FP32 ONNX, prepares the face data (calibration set
-when it quantizes, held-out parity/threshold crops always) and the FP32 LFW reference (when ``--lfw``); it ends
+when it quantizes, held-out parity/threshold crops always) and the FP32 side of the INT8 accuracy gate
+(``accuracy_reference``: LFW's btm-stm accuracy with ``--lfw``, else the small real face set's scores); it ends
 with the per-resolution thresholds and the manifest. The table lists what comes in between. ``files`` roles
 are ``manifest["files"][runtime][role]``: onnx/fp32, onnx/int8, openvino/int8_xml + int8_bin, tensorrt/qdq,
 tensorrt/build_script, tensorrt/engine (the SDK relies on these names).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 
-COMMON_STEPS = ("load_checkpoint", "export_onnx", "face_data", "lfw_reference")
+COMMON_STEPS = ("load_checkpoint", "export_onnx", "face_data", "accuracy_reference")
 FINAL_STEPS = ("thresholds", "manifest")
 
 TARGETS: dict[str, dict] = {
