@@ -1,8 +1,15 @@
-"""crres training: models, margin heads, losses and degradations (PyTorch only).
+"""crres training (PyTorch): train, evaluate and hand checkpoints to export/. The runtime SDK never imports it.
 
-One file per concern, after InsightFace's ``recognition/arcface_torch``:
-``models/`` (a timm-style registry), ``heads.py``, ``losses.py``, ``degradations.py``,
-``wavelet.py``. Nothing here is imported by the runtime SDK.
+One file or folder per concern, after InsightFace's ``recognition/arcface_torch``:
+
+* what a network is: ``models/`` (backbones, a timm-style registry), ``heads.py`` (margin heads), ``losses.py``,
+  ``degradations.py`` (``F_up(F_down,r)`` and camera effects, batched on the device), ``wavelet.py``;
+* how a step trains it: ``methods/`` (one file per paper's method, a registry); what to train: ``recipes/``;
+* the run: ``data.py``, ``train.py`` (``python -m training.train``), ``checkpoint.py`` (the checkpoint format),
+  ``onnx_export.py`` (torch -> ONNX), ``pretrained.py`` and ``teacher_cache.py`` (a pretrained start);
+* measuring it: ``evaluation/`` (``python -m training.evaluate``), ``experiments/`` (the runs behind docs/);
+* the other networks the SDK ships or uses: ``resolution_estimator.py``, ``sr.py``; ``prepare.py`` detects and
+  aligns raw photos into a training folder.
 """
 
 from training.models import get_model, list_models, register_model

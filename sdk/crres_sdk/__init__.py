@@ -3,6 +3,14 @@
 ``import crres_sdk`` needs numpy alone (preprocessing core, bundles, gallery). The names that need OpenCV
 (``Recognizer``, ``FaceDetector``, ``VideoPipeline``, ...) are imported on first use, so a missing OpenCV is
 reported there, naming the extra that installs it; a missing inference engine is reported once, at import.
+
+Layout: :mod:`~crres_sdk.preprocess` is the typed layer over the C++ core ``_core`` (alignment, degradation, the
+template); :mod:`~crres_sdk.detector`, :mod:`~crres_sdk.estimator` and :mod:`~crres_sdk.recognizer` detect, measure
+and recognise faces, deciding with :mod:`~crres_sdk.policy` (resolution grids, thresholds),
+:mod:`~crres_sdk.matching` and :mod:`~crres_sdk.mitm` (meet-in-the-middle); :mod:`~crres_sdk.backends` and
+:mod:`~crres_sdk.bundle` run model bundles on ONNX Runtime, OpenVINO or TensorRT. Packages: ``gallery/`` (the
+SQLite gallery, one module per concern), ``video/`` (sources, tracking, accumulation, the pipeline, events) and
+``serve/`` (``crres serve``, an extra); :mod:`~crres_sdk.cli` is the ``crres`` command.
 """
 
 import importlib
