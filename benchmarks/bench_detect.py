@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 from skimage import data
 
-# Until the Makefile's bench target and tests/export/test_bench_embed.py run this with -m, a run as a file
-# (python -m benchmarks.bench_detect) finds the repo's packages through this line.
+# The Makefile's bench target runs this as a file (python benchmarks/bench_detect.py), which puts benchmarks/, not
+# the repo, on sys.path: this line serves that run until it says python -m benchmarks.bench_detect.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 from benchmarks.mtcnn_reference import detect_reference  # noqa: E402

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# Until the Makefile's bench target and tests/export/test_bench_embed.py run this with -m, a run as a file
-# (python -m benchmarks.bench_embed) finds the repo's packages through this line.
+# tests/export/test_bench_embed.py, export/README.md and models/crres_default/README.md run this as a file (python
+# benchmarks/bench_embed.py), which puts benchmarks/, not the repo, on sys.path: this line serves that run until it
+# says python -m benchmarks.bench_embed.
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 

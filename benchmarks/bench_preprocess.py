@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image
 from skimage.transform import SimilarityTransform
 
-# Until the Makefile's bench target and tests/export/test_bench_embed.py run this with -m, a run as a file
-# (python -m benchmarks.bench_preprocess) finds the repo's packages through this line.
+# The Makefile's bench target runs this as a file (python benchmarks/bench_preprocess.py), which puts benchmarks/,
+# not the repo, on sys.path: this line serves that run until it says python -m benchmarks.bench_preprocess.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 from export.build_engine import cpu_isa  # noqa: E402
