@@ -179,7 +179,7 @@ class Quantiser:
     def rejected(self, k: int, path: Path) -> None:
         """Candidate ``k`` failed the gate."""
 
-    def ranking(self) -> list[dict[str, Any]] | None:
+    def recorded_ranking(self) -> list[dict[str, Any]] | None:
         """The sensitivity ranking the parity results record (None: none)."""
         return None
 
@@ -237,7 +237,7 @@ class OrtQuantiser(Quantiser):
             ranking(self.args, self.st, self.flavour, self.pre, path)  # rank on the all-INT8 model just measured
         path.unlink()
 
-    def ranking(self) -> list[dict[str, Any]] | None:
+    def recorded_ranking(self) -> list[dict[str, Any]] | None:
         ranked = self.st.rankings.get(self.flavour)
         return None if ranked is None else ranked[:32]
 
@@ -332,7 +332,7 @@ def search(args: argparse.Namespace, st: BuildState, q: Quantiser) -> None:
     finally:
         q.close()
     entry = st.parity[q.key] = {"file": q.file_key, "backend": q.backend, "attempts": tried}
-    ranked = q.ranking()
+    ranked = q.recorded_ranking()
     if ranked is not None:
         entry["sensitivity_ranking"] = ranked
     if chosen is None:
