@@ -3,16 +3,18 @@
     python -m export.build_engine --target fp32|onnx|x86|jetson --checkpoint runs/x/final.pt --calib CROPS \
         --out DIR [--lfw DIR|none]
 
-Targets and their steps are one table (``export/targets.py``). Arguments are validated up front (exit 2 with a
-clear message); every step is timed and logged. The FP32 ONNX is always kept. INT8 embeddings are compared with
-FP32 on held-out crops degraded into the low (5-10 px), mid (11-40) and high (41-112) bands (cosine mean and 1st
-percentile per band) and by verification accuracy: with LFW per btm-stm protocol (low/mid/high/all; at most
-``--tolerance-pp`` below FP32), without it on the small real face set scikit-image ships
-(export/small_face_gate.py); ``parity.accuracy_gate.set`` in the manifest names the set or says "not run".
-When a check fails the exporter tries, in order: the other calibration methods, the first conv and the embedding
-layer kept in FP32, sensitivity-ranked mixed precision (the k layers with the most quantization noise also kept
-FP32, export/sensitivity.py) and a calibration set weighted towards low resolution. If none passes, the build
-exits 1 with the report (``parity_report.json``) and writes no manifest.
+Targets and their steps are one table (``export/targets.py``); a build runs its target's plan of steps over one
+``BuildState`` (``export/state.py``: each field documented with the step that sets it). Arguments are validated up
+front (exit 2 with a clear message); every step is timed and logged. The INT8 gate and the remedy loop are
+``export/remedies.py``, the manifest ``export/manifest.py``. The FP32 ONNX is always kept. INT8 embeddings are
+compared with FP32 on held-out crops degraded into the low (5-10 px), mid (11-40) and high (41-112) bands (cosine
+mean and 1st percentile per band) and by verification accuracy: with LFW per btm-stm protocol (low/mid/high/all; at
+most ``--tolerance-pp`` below FP32), without it on the small real face set scikit-image ships
+(export/small_face_gate.py); ``parity.accuracy_gate.set`` in the manifest names the set or says "not run". When a
+check fails the exporter tries, in order: the other calibration methods, the first conv and the embedding layer
+kept in FP32, sensitivity-ranked mixed precision (the k layers with the most quantization noise also kept FP32,
+export/sensitivity.py) and a calibration set weighted towards low resolution. If none passes, the build exits 1
+with the report (``parity_report.json``) and writes no manifest.
 Per-resolution thresholds at FAR 1e-2 ... 1e-6 (1:1 pairs, and 1:N pairs against resolution-matched gallery
 templates, with the fitted impostor tail the SDK's fpir policy extrapolates) are measured for the FP32 model and
 every INT8 file (export/thresholds.py). Exit codes: 0 bundle written, 1 build or parity failure, 2 bad arguments.
