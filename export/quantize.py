@@ -123,25 +123,45 @@ def quantize_ort(pre: Path, out: Path, calib: np.ndarray, method: str, *, flavou
 OPENVINO_PRESETS = ("performance", "mixed")
 
 
+def openvino_names(model: Any, onnx_path: Path, onnx_nodes: list[str]) -> list[str]:
+    """The OpenVINO ops that implement each named ONNX node (for NNCF's ignored scope); raises if one has none.
+
+    The ONNX frontend keeps a node's name as the op's name or its prefix ("/fc/Gemm" -> "/fc/Gemm/WithoutBiases"),
+    except for a node that produces a graph output, whose op takes the output's name ("embedding")."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    outputs = {o.name for o in graph.output}
+    produces = {n.name: [o for o in n.output if o in outputs] for n in graph.node}
+    ops = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    names: list[str] = []
+    for node in onnx_nodes:
+        pattern = re.compile(re.escape(node) + "(/.*)?")
+        found = [op for op in ops if pattern.fullmatch(op) or op in produces.get(node, [])]
+        if not found:
+            raise ValueError(f"ONNX node {node!r} has no op in the OpenVINO model; cannot keep it FP32")
+        names += found
+    return names
+
+
 def quantize_openvino(fp32: Path, xml_out: Path, calib: np.ndarray, *, subset_size: int,
                       ignored: list[str] | None = None, preset: str = "performance") -> dict[str, Any]:
     """OpenVINO INT8 IR with NNCF post-training quantization (mixed-resolution calibration set).
 
     ``preset``: NNCF's ``performance`` (its default: symmetric weights and activations) or ``mixed`` (asymmetric
-    activations, which suit PReLU networks whose activations are not centred on zero)."""
+    activations, which suit PReLU networks whose activations are not centred on zero). ``ignored``: ONNX node
+    names kept FP32. The model is read with ``Core.read_model``, not ``convert_model``: the latter fuses a
+    convolution with a following multiply and names the result after the multiply, so ONNX names no longer
+    find it (NNCF then quantized every remedy's "kept FP32" layers anyway)."""
     import nncf
     import openvino as ov
 
     if preset not in OPENVINO_PRESETS:
         raise ValueError(f"preset must be one of {OPENVINO_PRESETS}, got {preset!r}")
-    model = ov.convert_model(str(fp32))
+    model = ov.Core().read_model(str(fp32))
     dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
     kwargs: dict[str, Any] = {"subset_size": min(subset_size, len(calib)),
                               "preset": nncf.QuantizationPreset(preset)}
     if ignored:
-        # OpenVINO keeps the ONNX node name as a prefix ("/fc/Gemm" -> "/fc/Gemm/WithoutBiases").
-        patterns = [re.escape(name) + "(/.*)?" for name in ignored]
-        kwargs["ignored_scope"] = nncf.IgnoredScope(patterns=patterns, validate=False)
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=openvino_names(model, fp32, ignored), validate=True)
     q = nncf.quantize(model, dataset, **kwargs)
     ov.save_model(q, str(xml_out), compress_to_fp16=False)
     return {"format": "OpenVINO IR", "tool": f"nncf {nncf.__version__}", "subset_size": kwargs["subset_size"],
