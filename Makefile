@@ -78,9 +78,9 @@ LFW ?= ../shared/data/lfw
 
 bench: setup
 	@mkdir -p bench-results
-	$(PY) benchmarks/bench_preprocess.py --json bench-results/preprocess.json
-	$(PY) benchmarks/bench_detect.py --json bench-results/detect.json --lfw $(LFW)
-	@if [ -d $(LFW)/images ]; then $(PY) benchmarks/bench_resolution.py --json bench-results/resolution.json \
+	$(PY) -m benchmarks.bench_preprocess --json bench-results/preprocess.json
+	$(PY) -m benchmarks.bench_detect --json bench-results/detect.json --lfw $(LFW)
+	@if [ -d $(LFW)/images ]; then $(PY) -m benchmarks.bench_resolution --json bench-results/resolution.json \
 	    --lfw $(LFW); else echo "no LFW at $(LFW): resolution benchmark skipped"; fi
 
 # Enrol the astronaut (+ real distractor faces from scikit-image), render a synthetic CCTV clip in which the face

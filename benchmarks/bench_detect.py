@@ -25,13 +25,10 @@ import cv2
 import numpy as np
 from skimage import data
 
-# The Makefile's bench target runs this as a file (python benchmarks/bench_detect.py), which puts benchmarks/, not
-# the repo, on sys.path: this line serves that run until it says python -m benchmarks.bench_detect.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
-from benchmarks.mtcnn_reference import detect_reference  # noqa: E402
+from benchmarks.common import Record, fill_speedups, machine, report, time_call
+from benchmarks.mtcnn_reference import detect_reference
 
-from crres_sdk import FaceDetector  # noqa: E402
+from crres_sdk import FaceDetector
 
 DEFAULT_LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 

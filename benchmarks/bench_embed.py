@@ -31,12 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# tests/export/test_bench_embed.py, export/README.md and models/crres_default/README.md run this as a file (python
-# benchmarks/bench_embed.py), which puts benchmarks/, not the repo, on sys.path: this line serves that run until it
-# says python -m benchmarks.bench_embed.
-sys.path.insert(0, str(ROOT))
-from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
+from benchmarks.common import Record, fill_speedups, machine, report, time_call
 
 LOG = logging.getLogger("crres.bench")
 IMPLS = ("torch_fp32", "ort_fp32", "ort_int8", "openvino_fp32", "openvino_int8", "openvino_int8_mixed",

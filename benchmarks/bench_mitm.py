@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
 def parse() -> argparse.Namespace:
@@ -51,9 +50,6 @@ if ARGS is not None:  # thread counts must be set before numpy loads its BLAS
 
 import numpy as np  # noqa: E402
 
-# docs/results.md runs this as a file (python benchmarks/bench_mitm.py), which puts benchmarks/, not the repo, on
-# sys.path: this line serves that run until it says python -m benchmarks.bench_mitm.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
 from crres_sdk import Recognizer, degrade  # noqa: E402
 from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains  # noqa: E402

@@ -30,21 +30,16 @@ numpy run on one thread.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 from skimage.transform import SimilarityTransform
 
-# The Makefile's bench target runs this as a file (python benchmarks/bench_preprocess.py), which puts benchmarks/,
-# not the repo, on sys.path: this line serves that run until it says python -m benchmarks.bench_preprocess.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Record, fill_speedups, machine, report, time_call  # noqa: E402
-from export.build_engine import cpu_isa  # noqa: E402
+from benchmarks.common import Record, fill_speedups, machine, report, time_call
+from export.build_engine import cpu_isa
 
-from crres_sdk import ARCFACE_TEMPLATE, _core, align_faces, align_faces_uint8, degrade  # noqa: E402
+from crres_sdk import ARCFACE_TEMPLATE, _core, align_faces, align_faces_uint8, degrade
 
 N_FACES = 16
 N_CROPS = 64

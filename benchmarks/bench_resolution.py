@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-# The Makefile's bench target runs this as a file (python benchmarks/bench_resolution.py), which puts benchmarks/,
-# not the repo, on sys.path: this line serves that run until it says python -m benchmarks.bench_resolution.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Record, fill_speedups, machine, report  # noqa: E402
+from benchmarks.common import Record, fill_speedups, machine, report
 
-from crres_sdk import FaceDetector, ResolutionEstimator, equivalent_resolution  # noqa: E402
+from crres_sdk import FaceDetector, ResolutionEstimator, equivalent_resolution
 
 DEFAULT_LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 BANDS = {"r5-10": (5, 10), "r11-40": (11, 40), "r41-112": (41, 112)}

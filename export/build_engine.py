@@ -33,17 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    # Kept only for `python export/build_engine.py` (the file form), which README.md, DESIGN.md, docs/, models/*/
-    # README.md, training/experiments/default_model.sh and crres_sdk.recognizer's hints still name; the editable
-    # install exposes crres_sdk only. `python -m export.build_engine` from the repo root needs none of it: to go
-    # when those callers say -m.
-    sys.path.insert(0, str(REPO))
-
-
-import numpy as np  # noqa: E402
-from crres_sdk.bundle import sha256_file  # noqa: E402
+import numpy as np
+from crres_sdk.bundle import sha256_file
 
 from export.manifest import cpu_isa  # noqa: F401  (importable from here, as before)
 from export.manifest import write_manifest
@@ -52,6 +43,7 @@ from export.remedies import ExportError, OpenVinoQuantiser, OrtQuantiser, lfw_ca
 from export.state import BuildState
 from export.targets import TARGETS, missing_requirements
 
+REPO = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("crres.export")
 
 
@@ -204,7 +196,7 @@ def check_tensorrt_version(have: str, want: str) -> None:
 
 # --- the steps: each reads the state's earlier fields and sets its own (export/state.py) -------------------
 def step_load_checkpoint(args: argparse.Namespace, st: BuildState) -> None:
-    from training.checkpoint import load_checkpoint, model_from_checkpoint
+    from training.checkpoint import checkpoint_normalization, load_checkpoint, model_from_checkpoint
 
     path = Path(args.checkpoint)
     try:
@@ -214,7 +206,7 @@ def step_load_checkpoint(args: argparse.Namespace, st: BuildState) -> None:
     st.ckpt_sha = sha256_file(path)
     st.model = model_from_checkpoint(st.ckpt)
     st.input_size = int(st.ckpt.get("input_size", st.model.input_size))
-    st.norm = dict(st.ckpt["normalisation"])
+    st.norm = checkpoint_normalization(st.ckpt)
     LOG.info("checkpoint %s: %s %s, input %d, embedding %d", path, st.ckpt["model_name"],
              st.ckpt["model_kwargs"], st.input_size, st.ckpt["embedding_dim"])
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from crres_sdk.preprocess import TEMPLATE_SIZE
 
 SET_NAME = "skimage-lfw-subset"
 #: Five landmarks (left eye, right eye, nose, mouth corners) of the lfw_subset faces in their 25x25 frame: the
@@ -49,7 +50,6 @@ BANDS: dict[str, tuple[int, int]] = {"low": (5, 10), "mid": (11, 24)}
 ROUNDS = 2
 ALPHA = 0.05
 N_FACES = 100
-HR = 112  # the crop width: EmbeddingCache does not degrade at r >= the crop's width
 DESCRIPTION = (f"{SET_NAME}: scikit-image's 100 real LFW face crops (25x25 grayscale, ~28 px equivalent "
                "resolution, no identity labels) aligned with crres_sdk; genuine = a face against its own mirrored, "
                "jitter-aligned copy degraded to the band, impostor = against another face's such copy. It tests "
@@ -62,7 +62,7 @@ RULE = ("per band, each model at its own accuracy-maximising threshold: fail whe
 @dataclass
 class FaceSet:
     crops: np.ndarray                                   # (2 * N_FACES, 112, 112, 3) uint8 BGR: views A, then B
-    first: dict[str, np.ndarray]                        # band -> index of view A per pair (sized HR)
+    first: dict[str, np.ndarray]                        # band -> index of view A per pair (TEMPLATE_SIZE)
     second: dict[str, np.ndarray]                       # band -> index of view B per pair
     sizes: dict[str, np.ndarray]                        # band -> resolution of view B per pair
     issame: dict[str, np.ndarray]                       # band -> genuine?
@@ -139,7 +139,7 @@ def build(seed: int = 0, faces: np.ndarray | None = None) -> FaceSet:
         first[band], second[band] = np.concatenate(f), np.concatenate(s)
         sizes[band], issame[band] = np.concatenate(r), np.concatenate(same)
     info = {"set": SET_NAME, "faces": n, "rounds": ROUNDS, "seed": seed, "pad_px": PAD,
-            "equivalent_resolution_px": round(float(HR * np.linalg.norm(LANDMARKS_25[1] - LANDMARKS_25[0])
+            "equivalent_resolution_px": round(float(TEMPLATE_SIZE * np.linalg.norm(LANDMARKS_25[1] - LANDMARKS_25[0])
                                                     / 35.24), 1),
             "bands": {b: {"range": list(v), "pairs": int(len(issame[b])), "genuine": int(issame[b].sum())}
                       for b, v in BANDS.items()}}
@@ -150,7 +150,7 @@ def scores(cache, fs: FaceSet) -> dict[str, np.ndarray]:
     """Cosine score of every pair per band (``cache``: training.evaluation.protocols.EmbeddingCache on fs.crops)."""
     out = {}
     for band in fs.issame:
-        a = cache.get(fs.first[band], HR)
+        a = cache.get(fs.first[band], TEMPLATE_SIZE)  # the crop width: EmbeddingCache does not degrade it
         b = cache.get(fs.second[band], fs.sizes[band])
         out[band] = np.sum(a * b, axis=1).astype(np.float64)
     return out

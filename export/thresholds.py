@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from crres_sdk.preprocess import TEMPLATE_SIZE
 
 from training.evaluation.far_threshold import threshold_at_far
 
@@ -66,7 +67,6 @@ MIN_EXCEEDANCES = 10
 TAIL_SHARE = 1e-3
 TAIL_MIN = 50
 PAIRINGS = ("cross", "matched")
-HR = 112
 
 
 @dataclass
@@ -115,7 +115,7 @@ def pair_scores(source: PairSource, embed: EmbedFn, resolution: int,
     """
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
-    g = embed(source, source.gallery, HR if pairing == "cross" else int(resolution))
+    g = embed(source, source.gallery, TEMPLATE_SIZE if pairing == "cross" else int(resolution))
     p = embed(source, source.probes, resolution)
     scores = g @ p.T                                                       # (G, P) cosine
     same = source.identities[source.gallery][:, None] == source.identities[source.probes][None, :]

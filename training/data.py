@@ -42,8 +42,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: the SDK bundle manifest's ``input`` (``crres_sdk.bundle``: color "rgb"|"bgr", mean, std on 0..255).
 NORMALIZATION = {"color": "rgb", "mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0],
                  "input_range": "0-255", "layout": "NCHW"}
-#: The former name, until tests/export/ imports NORMALIZATION.
-NORMALISATION = NORMALIZATION
 
 
 #: Folder-name prefixes of the training sets (training/experiments/make_data.sh, split_identities.py).

@@ -100,7 +100,7 @@ def _warn_if_accuracy_gate_not_run(manifest: dict, file_key: str) -> None:
     import warnings
 
     warnings.warn(f"model {manifest.get('name')!r}: {file_key} passed only the cosine parity floors; its "
-                  f"accuracy gate was {state} (export/build_engine.py runs it on LFW, or on scikit-image's "
+                  f"accuracy gate was {state} (python -m export.build_engine runs it on LFW, or on scikit-image's "
                   "small face set without LFW); precision='fp32' avoids the INT8 file",
                   AccuracyGateNotRunWarning, stacklevel=4)
 
@@ -112,14 +112,14 @@ def find_model_bundle(model: str | os.PathLike = "default") -> Path:
         path = Path(model)
         if not (path / "manifest.json").is_file():
             raise BundleError(f"{path} is not a model bundle (no manifest.json); pass a bundle folder written by "
-                              "export/build_engine.py")
+                              "python -m export.build_engine")
         return path
     if not isinstance(model, str) or not model:
         raise TypeError(f"model must be 'default', a bundle name or a bundle folder, got {model!r}")
     name = DEFAULT_MODEL if model == "default" else model
     return find_bundle(name, MODEL_ENV if model == "default" else "CRRES_MODEL_" + name.upper(), None,
                        "Train and export one: training/experiments/default_model.sh, then "
-                       "python export/build_engine.py --target fp32 ...")
+                       "python -m export.build_engine --target fp32 ...")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class Recognizer:
             plain matching); None = closed-set ranking only (decision ``"ranked"``). Fused scores are not
             distributed like the manifest's cosines, and their impostor distribution depends on the model, the SR
             models and the number of chains: calibrate it for the setup you run (``docs/mitm.md`` lists the
-            thresholds measured by ``training/experiments/mitm_eval.py``).
+            thresholds measured by ``python -m training.experiments.mitm_eval``).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""benchmarks/bench_embed.py --quick runs end to end and writes DESIGN section 7 records."""
+"""python -m benchmarks.bench_embed --quick runs end to end and writes DESIGN section 7 records."""
 
 import importlib.util
 import json
@@ -12,8 +12,8 @@ RECORD_KEYS = {"benchmark", "case", "impl", "threads", "median_s", "p90_s", "bas
 
 def test_embed_benchmark_quick_json(tmp_path):
     out = tmp_path / "embed.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_embed.py"), "--quick", "--json", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_embed", "--quick", "--json", str(out)],
+                   check=True, capture_output=True, cwd=ROOT)
     records = json.loads(out.read_text())
     impls = {"torch_fp32", "ort_fp32", "ort_int8"}
     if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):

@@ -30,7 +30,7 @@ from export.calibration import (
     list_crops,
     load_faces,
 )
-from training.data import NORMALISATION, make_synthetic_identities
+from training.data import NORMALIZATION, make_synthetic_identities
 from training.recipes import get_recipe
 from training.train import train
 
@@ -82,8 +82,8 @@ def test_onnx_target_writes_a_valid_bundle_that_passes_parity(onnx_bundle):
     bundle = load_bundle(onnx_bundle, task="face-embedding")
     m = bundle.manifest
     assert m["format"] == "crres-bundle/1" and m["embedding_dim"] == 16
-    assert m["input"]["size"] == [112, 112] and m["input"]["color"] == NORMALISATION["color"]
-    assert m["input"]["mean"] == NORMALISATION["mean"] and m["input"]["std"] == NORMALISATION["std"]
+    assert m["input"]["size"] == [112, 112] and m["input"]["color"] == NORMALIZATION["color"]
+    assert m["input"]["mean"] == NORMALIZATION["mean"] and m["input"]["std"] == NORMALIZATION["std"]
     assert set(m["files"]["onnx"]) == {"fp32", "int8"}
     assert m["export"]["onnx"]["opset"] >= 17 and m["export"]["onnx"]["max_abs_diff_vs_torch"] < 1e-3
     assert set(m["export"]["timings_s"]) >= {"load_checkpoint", "export_onnx", "face_data", "quantize_ort",
@@ -126,7 +126,7 @@ def test_manifest_thresholds_follow_the_schema_and_recompute_independently(onnx_
     ids = [p.parent.name for p in kept]
     for key, role in (("fp32", "fp32"), ("onnx/int8", "int8")):
         sess = open_model(bundle.file("onnx", role), "onnxruntime")
-        run = lambda c: sess.run({"image": preprocess(c, NORMALISATION)})[0]
+        run = lambda c: sess.run({"image": preprocess(c, NORMALIZATION)})[0]
         hr, lr = run(faces), run(crres_sdk.degrade(faces, 14))
         hr /= np.linalg.norm(hr, axis=1, keepdims=True)
         lr /= np.linalg.norm(lr, axis=1, keepdims=True)
@@ -369,9 +369,9 @@ def test_calibration_resolutions_are_stratified_and_deterministic(crops, caplog)
     faces, names = load_faces(list_crops(crops))
     assert faces.shape == (48, 112, 112, 3) and len(names) == 48
     with caplog.at_level(logging.WARNING, logger="crres.export"):
-        a = build_calibration_set(faces, names, 40, NORMALISATION, seed=3)
+        a = build_calibration_set(faces, names, 40, NORMALIZATION, seed=3)
     assert "distinct crops" in caplog.text and "--calib-size 40 is small" in caplog.text
-    b = build_calibration_set(faces, names, 40, NORMALISATION, seed=3)
+    b = build_calibration_set(faces, names, 40, NORMALIZATION, seed=3)
     assert np.array_equal(a.inputs, b.inputs) and np.array_equal(a.resolutions, b.resolutions)
     assert a.inputs.shape == (40, 3, 112, 112) and a.inputs.dtype == np.float32
 

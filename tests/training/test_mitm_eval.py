@@ -1,5 +1,6 @@
 """training.evaluation.mitm (the Table 2 / Table 3 ablation scoring of issue 9) agrees with crres_sdk.mitm.fuse,
-and its rank-1, threshold and synthetic-probe helpers do what they say. Random templates only: fast, no data."""
+its rank-1 and synthetic-probe helpers and training.evaluation.far_threshold do what they say. Random templates
+only: fast, no data."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import numpy as np
 import pytest
 
 from crres_sdk import mitm
+from training.evaluation.far_threshold import threshold_at_far
 from training.evaluation.mitm import (
     MULTISCALE_FUSIONS,
     ablation_scores,
     camera_probe,
     pair_hypothesis_scores,
     rank1,
-    threshold_at_far,
 )
 
 

@@ -12,8 +12,8 @@ identity) pair, from one set of templates. This module computes them all from
 * ``hr``: (I, D) gallery templates of the undegraded 112 px crop (for the rows without resolution matching),
 
 as one matrix product per scale. ``tests/training/test_mitm_eval.py`` checks every fusion against
-``crres_sdk.mitm.fuse``. Also here: the camera degradation of a synthetic surveillance probe, rank-1 and the
-impostor-score threshold at a false-accept rate.
+``crres_sdk.mitm.fuse``. Also here: the camera degradation of a synthetic surveillance probe and rank-1 (the
+impostor-score threshold at a false-accept rate is ``training.evaluation.far_threshold``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from training.evaluation.far_threshold import threshold_at_far  # noqa: F401  (re-exported)
 
 #: The fusions of the "+Multi-scale Accumulation" row of Table 2 and of Table 3 (names of crres_sdk.mitm.FUSIONS).
 MULTISCALE_FUSIONS = ("smax_sadd", "s_max", "s_add", "t_add", "t_concat", "probe_t_add+s_add",

@@ -58,8 +58,6 @@ def main() -> int:
         ours, ref = cv2.imread(str(ours_path)), cv2.imread(str(ref_path))
         rows.append({"image": f"{ours_path.parent.name}/{ours_path.name}", **compare(ours, ref)})
     if args.model:
-        # docs/results.md runs this as a file; until it says python -m training.experiments.check_prepare:
-        sys.path.insert(0, str(REPO))
         from training.evaluation.embedder import open_embedder
 
         embedder = open_embedder(args.model)

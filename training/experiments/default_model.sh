@@ -6,7 +6,7 @@
 #      SEED (default 1). The shipped model is this script's defaults: 1,945 steps, 88 min on one thread of the
 #      2-core AVX-512 development VM (channels_last). The thresholds then come from LFW alone (build_engine
 #      never calibrates on identities the checkpoint was trained on):
-#   python export/build_engine.py --target fp32 --checkpoint OUT/final.pt --calib runs/data/celeba_glint24_top0 \
+#   python -m export.build_engine --target fp32 --checkpoint OUT/final.pt --calib runs/data/celeba_glint24_top0 \
 #       --out models/crres_default --name crres_default
 set -euo pipefail
 cd "$(dirname "$0")/../.."

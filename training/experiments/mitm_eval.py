@@ -39,17 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-# docs/results.md runs this as a file (python training/experiments/mitm_eval.py), which puts training/experiments/,
-# not the repo, on sys.path: this line serves that run until it says python -m training.experiments.mitm_eval.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from crres_sdk.mitm import DEFAULT_MATCH_SIZES, SR_SCALES  # noqa: E402
-from training.evaluation.mitm import (  # noqa: E402
+from crres_sdk.mitm import DEFAULT_MATCH_SIZES, SR_SCALES
+from training.evaluation.far_threshold import threshold_at_far
+from training.evaluation.mitm import (
     MULTISCALE_FUSIONS,
     ablation_scores,
     camera_probe,
     pair_hypothesis_scores,
     rank1,
-    threshold_at_far,
 )
 
 REPO = Path(__file__).resolve().parents[2]
