@@ -80,8 +80,8 @@ for member in CMakeLists.txt cpp/bindings.cpp sdk/crres_sdk/recognizer.py models
     grep -qx "$member" "$WORK/sdist.txt" || fail "the sdist lacks $member"
 done
 echo "$SDIST: $(wc -l < "$WORK/sdist.txt") files, $(du -h "$SDIST" | cut -f1)"
-if grep -qE "^(training|export|models/mtcnn)/" "$WORK/sdist.txt"; then
-    fail "the sdist carries training/, export/ or the unpackaged detector bundle"
+if grep -qE "^(training|evaluation|export|models/mtcnn)/" "$WORK/sdist.txt"; then
+    fail "the sdist carries training/, evaluation/, export/ or the unpackaged detector bundle"
 fi
 cp "$SDIST" "$WORK/dist/"
 

@@ -97,8 +97,8 @@ def poisoned_files(tmp: Path) -> None:
         return
     from training import sr
     from training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-    from training.evaluation.datasets import read_bin
-    from training.evaluation.embedder import load_checkpoint_embedder
+    from evaluation.datasets import read_bin
+    from evaluation.embedder import load_checkpoint_embedder
 
     cases = {
         "sr --resume": (lambda p: sr.load_resume_checkpoint(p), (SystemExit,), {}),

@@ -5,7 +5,7 @@ Uses scikit-image's astronaut photo (ships with scikit-image). The frame is shru
 landmarks where it can (down to ~12 px boxes); below that the full-size landmarks, scaled, stand in for a
 tracker's. Each face is aligned by the C++ core and reported with its equivalent resolution (geometry) and
 effective resolution (blind estimator). The HR crop is also degraded synthetically to the same resolutions
-(F_up(F_down,r(I)), the training/evaluation definition), so the two can be compared side by side.
+(F_up(F_down,r(I)), the training and evaluation definition), so the two can be compared side by side.
 
     python examples/preprocess_demo.py --out out/demo
 """

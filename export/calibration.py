@@ -72,7 +72,7 @@ class _Aligner:
         h, w = img.shape[:2]
         area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
         off = ((b[:, 0] + b[:, 2]) / 2 - w / 2) ** 2 + ((b[:, 1] + b[:, 3]) / 2 - h / 2) ** 2
-        k = int(np.argmax(area - 2.0 * off))  # InsightFace's rule, as training/evaluation uses for LFW
+        k = int(np.argmax(area - 2.0 * off))  # InsightFace's rule, as evaluation/ uses for LFW
         return crres_sdk.align_faces_uint8(img, found.landmarks[k], size=size)
 
 

@@ -2,8 +2,8 @@
 
 The LFW View-2 pairs (6,000, 10 folds) with the btm-stm sizes: the first image of every pair at 112 px, the
 second degraded to the protocol's size (low 5-10, mid 11-39, high 40-112, all 5-112). The crops are aligned
-once with crres_sdk and cached by ``training.evaluation.datasets.load_lfw`` (``~/.cache/crres/eval``);
-embeddings come from ``training.evaluation.protocols.EmbeddingCache`` - one per model file, each (image,
+once with crres_sdk and cached by ``evaluation.datasets.load_lfw`` (``~/.cache/crres/eval``);
+embeddings come from ``evaluation.protocols.EmbeddingCache`` - one per model file, each (image,
 resolution) embedded once and shared by the four protocols and by the threshold pairs (export/thresholds.py),
 in batches of 64 on the chosen backend. The accuracy is 10-fold cross-validated per model (its own thresholds).
 Each shipped file's LFW embeddings are also kept on disk (``~/.cache/crres/eval/export_lfw_emb_<key>.npz``, key =
@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 LOG = logging.getLogger("crres.export")
-#: band -> btm-stm protocol name (training.evaluation.datasets.BTM_STM_PROTOCOLS keys)
+#: band -> btm-stm protocol name (evaluation.datasets.BTM_STM_PROTOCOLS keys)
 BAND_PROTOCOLS = {"low": "low_res", "mid": "mid_res", "high": "high_res", "all": "all_res"}
 
 
 @dataclass
 class LfwSet:
-    ds: Any                                   # training.evaluation.datasets.PairDataset
+    ds: Any                                   # evaluation.datasets.PairDataset
     sizes: dict[str, np.ndarray]              # band -> (N, 2) sizes
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -49,8 +49,8 @@ def default_root(repo: Path) -> Path | None:
 
 
 def _limit(ds, sizes: dict[str, np.ndarray], per_fold: int):
-    """``training.evaluation.datasets.limit_pairs``, with the btm-stm sizes of the kept pairs."""
-    from training.evaluation.datasets import limit_pairs
+    """``evaluation.datasets.limit_pairs``, with the btm-stm sizes of the kept pairs."""
+    from evaluation.datasets import limit_pairs
 
     sub, keep = limit_pairs(ds, per_fold)
     return sub, {b: s[keep] for b, s in sizes.items()}
@@ -58,7 +58,7 @@ def _limit(ds, sizes: dict[str, np.ndarray], per_fold: int):
 
 def load(root: str | Path, *, pairs_per_fold: int | None = None, progress: bool = True) -> LfwSet:
     """LFW View-2 aligned (cached) + the four btm-stm size files; ``pairs_per_fold`` subsamples (smoke runs)."""
-    from training.evaluation.datasets import BTM_STM_PROTOCOLS, load_lfw, parse_size_protocol
+    from evaluation.datasets import BTM_STM_PROTOCOLS, load_lfw, parse_size_protocol
 
     root = Path(root)
     t0 = time.perf_counter()
@@ -87,8 +87,8 @@ def make_cache(model_path: Path, backend: str, normalisation: dict[str, Any], cr
                input_size: int = 112, progress: bool = True, threads: int | None = None):
     from crres_sdk.preprocess import Normalization
 
-    from training.evaluation.embedder import SessionEmbedder
-    from training.evaluation.protocols import EmbeddingCache
+    from evaluation.embedder import SessionEmbedder
+    from evaluation.protocols import EmbeddingCache
 
     norm = Normalization(color=normalisation["color"], mean=tuple(normalisation["mean"]),
                          std=tuple(normalisation["std"]))
@@ -102,7 +102,7 @@ STORE_VERSION = "crres-export-lfw-embeddings/1"
 
 def store_path(model_path: Path, backend: str, normalisation: dict[str, Any], lfw: LfwSet) -> Path:
     """Where a model file's LFW embeddings are kept between builds (see the module docstring)."""
-    from training.evaluation.datasets import default_cache_dir
+    from evaluation.datasets import default_cache_dir
 
     h = hashlib.sha256(STORE_VERSION.encode())
     h.update(json.dumps([backend, normalisation], sort_keys=True).encode())
@@ -146,7 +146,7 @@ def save_store(cache, path: Path) -> None:
 
 def accuracy(cache, lfw: LfwSet) -> dict[str, Any]:
     """Per band: 10-fold accuracy (percent), std, and the seconds spent (embedding included)."""
-    from training.evaluation.protocols import evaluate_size_protocol
+    from evaluation.protocols import evaluate_size_protocol
 
     out: dict[str, Any] = {}
     for band, sizes in lfw.sizes.items():

@@ -147,7 +147,7 @@ def build(seed: int = 0, faces: np.ndarray | None = None) -> FaceSet:
 
 
 def scores(cache, fs: FaceSet) -> dict[str, np.ndarray]:
-    """Cosine score of every pair per band (``cache``: training.evaluation.protocols.EmbeddingCache on fs.crops)."""
+    """Cosine score of every pair per band (``cache``: evaluation.protocols.EmbeddingCache on fs.crops)."""
     out = {}
     for band in fs.issame:
         a = cache.get(fs.first[band], TEMPLATE_SIZE)  # the crop width: EmbeddingCache does not degrade it

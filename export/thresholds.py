@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from crres_sdk.preprocess import TEMPLATE_SIZE
 
-from training.evaluation.far_threshold import threshold_at_far
+from evaluation.far_threshold import threshold_at_far
 
 LOG = logging.getLogger("crres.export")
 RESOLUTIONS: tuple[int, ...] = (7, 10, 14, 20, 28, 40, 56, 112)

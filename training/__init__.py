@@ -7,7 +7,7 @@ One file or folder per concern, after InsightFace's ``recognition/arcface_torch`
 * how a step trains it: ``methods/`` (one file per paper's method, a registry); what to train: ``recipes/``;
 * the run: ``data.py``, ``train.py`` (``python -m training.train``), ``checkpoint.py`` (the checkpoint format),
   ``onnx_export.py`` (torch -> ONNX), ``pretrained.py`` and ``teacher_cache.py`` (a pretrained start);
-* measuring it: ``evaluation/`` (``python -m training.evaluate``), ``experiments/`` (the runs behind docs/);
+* measuring it: ``evaluation/`` (``python -m evaluation``), ``experiments/`` (the runs behind docs/);
 * the other networks the SDK ships or uses: ``resolution_estimator.py``, ``sr.py``; ``prepare.py`` detects and
   aligns raw photos into a training folder.
 """

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.lfw_parity import _limit, compare
-from training.evaluation.datasets import PairDataset
+from evaluation.datasets import PairDataset
 
 REPO = Path(__file__).resolve().parents[2]
 LFW = REPO.parent / "shared" / "data" / "lfw"
@@ -44,13 +44,13 @@ def test_limit_keeps_half_genuine_half_impostor_of_every_fold():
 
 
 def _lfw_cache_ready() -> bool:
-    from training.evaluation.datasets import default_cache_dir
+    from evaluation.datasets import default_cache_dir
 
     return (LFW / "pairs.txt").is_file() and any(default_cache_dir().glob("lfw_aligned_*.npz"))
 
 
 @pytest.mark.skipif(not _lfw_cache_ready(), reason="needs ../shared LFW and its aligned-crop cache "
-                                                   "(python -m training.evaluate --lfw ... builds it)")
+                                                   "(python -m evaluation --lfw ... builds it)")
 def test_onnx_build_with_lfw_reports_every_btm_stm_band(tmp_path):
     from tests.export.test_build_engine import _build, _make_checkpoint
 

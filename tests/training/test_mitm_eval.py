@@ -1,5 +1,5 @@
-"""training.evaluation.mitm (the Table 2 / Table 3 ablation scoring of issue 9) agrees with crres_sdk.mitm.fuse,
-its rank-1 and synthetic-probe helpers and training.evaluation.far_threshold do what they say. Random templates
+"""evaluation.mitm (the Table 2 / Table 3 ablation scoring of issue 9) agrees with crres_sdk.mitm.fuse,
+its rank-1 and synthetic-probe helpers and evaluation.far_threshold do what they say. Random templates
 only: fast, no data."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from crres_sdk import mitm
-from training.evaluation.far_threshold import threshold_at_far
-from training.evaluation.mitm import (
+from evaluation.far_threshold import threshold_at_far
+from evaluation.mitm import (
     MULTISCALE_FUSIONS,
     ablation_scores,
     camera_probe,

@@ -97,7 +97,7 @@ def test_training_checkpoint_refuses_payload(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_embedder_refuses_payload(tmp_path):
-    from training.evaluation.embedder import load_checkpoint_embedder
+    from evaluation.embedder import load_checkpoint_embedder
 
     marker = tmp_path / "pwned"
     evil = _evil_torch(tmp_path / "e.pt", marker, model_name="mobilefacenet", state_dict={})
@@ -107,7 +107,7 @@ def test_checkpoint_embedder_refuses_payload(tmp_path):
 
 
 def test_insightface_bin_refuses_payload(tmp_path):
-    from training.evaluation.datasets import read_bin
+    from evaluation.datasets import read_bin
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "lfw.bin"
@@ -118,7 +118,7 @@ def test_insightface_bin_refuses_payload(tmp_path):
 
 
 def test_lfw_crop_cache_refuses_payload(tmp_path, monkeypatch):
-    from training.evaluation import datasets
+    from evaluation import datasets
 
     root = tmp_path / "lfw"
     for rel in ("A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"):
@@ -137,7 +137,7 @@ def test_lfw_crop_cache_refuses_payload(tmp_path, monkeypatch):
 
 
 def test_mitm_eval_crop_cache_refuses_payload(tmp_path, monkeypatch):
-    from training.evaluation import datasets
+    from evaluation import datasets
     from training.experiments import mitm_eval
 
     monkeypatch.setattr(datasets, "aligned_cache_key", lambda *a, **k: "k")

@@ -58,7 +58,7 @@ def main() -> int:
         ours, ref = cv2.imread(str(ours_path)), cv2.imread(str(ref_path))
         rows.append({"image": f"{ours_path.parent.name}/{ours_path.name}", **compare(ours, ref)})
     if args.model:
-        from training.evaluation.embedder import open_embedder
+        from evaluation.embedder import open_embedder
 
         embedder = open_embedder(args.model)
         a = np.stack([cv2.imread(str(crops / r["image"])) for r in rows])   # BGR, as the embedders take

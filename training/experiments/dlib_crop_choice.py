@@ -25,9 +25,9 @@ import torch
 
 from crres_sdk import align_faces_uint8
 from crres_sdk.preprocess import ARCFACE_TEMPLATE, Normalization
-from training.evaluation.datasets import load_lfw
-from training.evaluation.embedder import preprocess
-from training.evaluation.verification import kfold_accuracy
+from evaluation.datasets import load_lfw
+from evaluation.embedder import preprocess
+from evaluation.verification import kfold_accuracy
 from training.models import get_model
 from training.models.dlib_resnet import CHIP_FROM_TEMPLATE, CHIP_SIZE, DLIB_MEAN_RGB
 from training.pretrained import pretrained_file

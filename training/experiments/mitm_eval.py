@@ -9,15 +9,15 @@ Layout (SCface d1 in spirit: one high-quality gallery image per subject, low-qua
 about 22 x 29 px; Sec. 4.1): ``--identities`` LFW persons with two or more images (drawn with ``--seed``), the
 first image (sorted) of each as its gallery image, up to ``--probes-per-identity`` of the others as probes. Every
 probe is brought down to a resolution drawn from ``--probe-res`` (16..24 px) and passed through a camera (blur,
-read + shot noise, JPEG; ``training.evaluation.mitm.camera_probe``), then upsampled back to a 112 crop, as the
+read + shot noise, JPEG; ``evaluation.mitm.camera_probe``), then upsampled back to a 112 crop, as the
 SDK sees a small face after alignment. Images are detected and aligned with the SDK (MTCNN, the LFW procedure of
-``training.evaluation.datasets``) and cached in ``--cache-dir``.
+``evaluation.datasets``) and cached in ``--cache-dir``.
 
 For each ``--model`` (a bare ONNX file, ``(x - 127.5) / 128`` RGB unless --color/--mean/--std, or a bundle
 folder) one ``crres_sdk.mitm.MitmMatcher`` makes the gallery templates (the undegraded crop + ``--chains``
 degradation chains of eq. 1, ``sample_chains(n, --seed)``, at every match size) and the probe templates (16 blur
 hypotheses x SR x2/x4/x8, Sec. 3.3), and every Table 2 row and Table 3 fusion is scored from them
-(``training.evaluation.mitm.ablation_scores``). ``--bicubic-too`` scores the probes a second time with bicubic
+(``evaluation.mitm.ablation_scores``). ``--bicubic-too`` scores the probes a second time with bicubic
 upsampling standing in for the SR network (does the learned SR help?). Impostor (non-mated) scores of the
 fused default (``smax_sadd``) and of the plain baseline give decision thresholds at FAR 1e-2 / 1e-3 per probe
 size band.
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from crres_sdk.mitm import DEFAULT_MATCH_SIZES, SR_SCALES
-from training.evaluation.far_threshold import threshold_at_far
-from training.evaluation.mitm import (
+from evaluation.far_threshold import threshold_at_far
+from evaluation.mitm import (
     MULTISCALE_FUSIONS,
     ablation_scores,
     camera_probe,
@@ -62,7 +62,7 @@ REACHABLE_MATCH_SIZES = tuple(s for s in DEFAULT_MATCH_SIZES if s >= min(SR_SCAL
 
 def select_layout(lfw: Path, identities: int, probes_per_identity: int, seed: int) -> tuple[list[str], list[dict]]:
     """Relpaths of the images to align and the rows (identity, gallery or probe) drawn from LFW's pairs.txt set."""
-    from training.evaluation.datasets import lfw_image_relpath, parse_pairs
+    from evaluation.datasets import lfw_image_relpath, parse_pairs
 
     pairs = parse_pairs(lfw / "pairs.txt")
     names = sorted({lfw_image_relpath(p.name1, p.num1) for p in pairs} | {lfw_image_relpath(p.name2, p.num2)
@@ -88,7 +88,7 @@ def select_layout(lfw: Path, identities: int, probes_per_identity: int, seed: in
 
 def aligned_crops(lfw: Path, relpaths: list[str], cache_dir: Path, progress: bool) -> dict[str, np.ndarray]:
     """SDK-aligned 112 crops of the given LFW images, cached by (images and their bytes, alignment, detector)."""
-    from training.evaluation.datasets import LFW_MIN_FACE, _detector_id, align_images, aligned_cache_key
+    from evaluation.datasets import LFW_MIN_FACE, _detector_id, align_images, aligned_cache_key
 
     images = lfw / "images" if (lfw / "images").is_dir() else lfw
     key = aligned_cache_key(images, relpaths, {"min_face": LFW_MIN_FACE, "detector": _detector_id(None)})
@@ -151,8 +151,8 @@ def evaluate_model(model: str, args: argparse.Namespace, gallery: list[dict], pr
                    crops: dict[str, np.ndarray]) -> dict:
     from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, bicubic_sr, sample_chains
 
-    from training.evaluation.embedder import normalization_from_args, open_embedder
-    from training.evaluation.progress import Progress
+    from evaluation.embedder import normalization_from_args, open_embedder
+    from evaluation.progress import Progress
 
     is_bundle = Path(model).is_dir()
     embedder = open_embedder(model, backend="onnxruntime", threads=args.threads, batch_size=args.batch_size,
@@ -269,10 +269,10 @@ def verify_btm_stm(model: str, args: argparse.Namespace) -> dict:
     from crres_sdk import degrade
     from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
 
-    from training.evaluation.datasets import BTM_STM_PROTOCOLS, lfw_image_relpath, parse_pairs, parse_size_protocol
-    from training.evaluation.embedder import normalization_from_args, open_embedder
-    from training.evaluation.progress import Progress
-    from training.evaluation.verification import kfold_accuracy
+    from evaluation.datasets import BTM_STM_PROTOCOLS, lfw_image_relpath, parse_pairs, parse_size_protocol
+    from evaluation.embedder import normalization_from_args, open_embedder
+    from evaluation.progress import Progress
+    from evaluation.verification import kfold_accuracy
 
     pairs = parse_pairs(args.lfw / "pairs.txt")
     sizes = parse_size_protocol(args.lfw / "btm_stm" / BTM_STM_PROTOCOLS[args.verify], len(pairs))

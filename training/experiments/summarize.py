@@ -2,7 +2,7 @@
 
     python -m training.experiments.summarize runs/compare/knoche
 
-Reads ``<root>/<variant>/seed<k>/eval/results.json`` (``python -m training.evaluate``) and prints a Markdown
+Reads ``<root>/<variant>/seed<k>/eval/results.json`` (``python -m evaluation``) and prints a Markdown
 table (accuracy in %, mean ± half the range over seeds: with two seeds, each seed lies at one end) plus the
 number of seeds. Columns: HR, the btm-stm protocols, the fixed cross-resolution sweep, Lai & Lam's HR-vs-LR
 resolutions, whichever the runs have. Also writes ``summary.json`` and ``cr_sweep.png`` (the CR sweep, or

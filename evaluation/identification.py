@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluation.verification import l2_normalize
+from evaluation.verification import l2_normalize
 
 DEFAULT_RANKS = (1, 5, 10)
 
@@ -154,7 +154,7 @@ def evaluate_layout(layout: Layout, embed, *, ks: Sequence[int] = DEFAULT_RANKS,
     """Rank-k and CMC per probe resolution (and over all probes). ``embed(crops) -> (N, D)`` unit-norm rows."""
     from crres_sdk import degrade
 
-    from training.evaluation.progress import Progress
+    from evaluation.progress import Progress
 
     roles = np.asarray(layout.roles)
     g = np.flatnonzero(roles == "gallery")

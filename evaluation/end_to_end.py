@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from crres_sdk.preprocess import TEMPLATE_SIZE
-from training.evaluation.datasets import PairDataset
-from training.evaluation.progress import Progress
-from training.evaluation.verification import evaluate_scores, l2_normalize
+from evaluation.datasets import PairDataset
+from evaluation.progress import Progress
+from evaluation.verification import evaluate_scores, l2_normalize
 
 MODES = ("landmarks", "detector")
 
@@ -48,7 +48,7 @@ def second_image_crops(load: Callable[[int], np.ndarray], landmarks: np.ndarray,
     its face was found (always, for ``mode="landmarks"``). Each (image, size) is processed once."""
     from crres_sdk import align_faces_uint8
 
-    from training.evaluation.open_set import shrink_photo
+    from evaluation.open_set import shrink_photo
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -116,7 +116,7 @@ def evaluate_fixed(cache: Any, ds: PairDataset, load: Callable[[int], np.ndarray
     """Every pair at one r at a time: first image HR crop, second at r, by the crop protocol (``degrade`` of the
     aligned crop, Lai & Lam's HR-vs-LR order) and end to end per mode. ``{r: {"crop": ..., mode: ...,
     "gap_pp": {mode: crop - end-to-end accuracy, pp}}}``."""
-    from training.evaluation.protocols import pair_scores
+    from evaluation.protocols import pair_scores
 
     out: dict[str, Any] = {}
     for r in resolutions:

@@ -1,4 +1,4 @@
-"""training/evaluation/end_to_end.py on synthetic photos: locating the true face among detections, the shrunk
+"""evaluation/end_to_end.py on synthetic photos: locating the true face among detections, the shrunk
 second image aligned from scaled landmarks or from a detector (misses counted), and the scoring."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from crres_sdk import align_faces_uint8
 from crres_sdk.detector import Detections
 from crres_sdk.preprocess import ARCFACE_TEMPLATE, equivalent_resolution
 
-from training.evaluation import end_to_end as e2e
-from training.evaluation.datasets import PairDataset
-from training.evaluation.open_set import shrink_photo
+from evaluation import end_to_end as e2e
+from evaluation.datasets import PairDataset
+from evaluation.open_set import shrink_photo
 
 
 def _photo(seed, size=240, eye=60.0):

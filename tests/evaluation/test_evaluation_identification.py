@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluation.identification import (
+from evaluation.identification import (
     Layout,
     build_lfw_layout,
     cmc,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluation.verification import (
+from evaluation.verification import (
     accuracy_at,
     best_threshold,
     cosine_similarity,

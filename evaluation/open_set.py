@@ -1,6 +1,6 @@
 """Open-set identification on LFW, end to end through the SDK (issue 18, item 3).
 
-    python -m training.evaluation.open_set --lfw ../shared/data/lfw --out runs/open_set \
+    python -m evaluation.open_set --lfw ../shared/data/lfw --out runs/open_set \
         [--model default] [--resolutions 112,40,24,16,12,8] [--policies far=1e-3,fpir=0.01] [--max-unknown N]
 
 Protocol. Among LFW's identities with several photos, a random half (``--seed``) is enrolled from one photo each
@@ -18,7 +18,7 @@ template + templates degraded to every gallery level), with the thresholds the S
 Per r and policy: rank-1 (known probes whose best candidate is right, thresholds aside), correct-match (known
 probes named correctly), wrong-match (known probes named as someone else), FPIR (unknown probes named at all),
 too-small (probes below the lowest calibrated resolution: never named), mean threshold and probe resolution.
-Landmarks come from the aligned-crop cache of ``training.evaluation.datasets.load_lfw`` (MTCNN on the HR
+Landmarks come from the aligned-crop cache of ``evaluation.datasets.load_lfw`` (MTCNN on the HR
 photos). Writes ``open_set.json``, ``open_set.md`` and ``open_set.png`` (FPIR and correct-match against r).
 """
 
@@ -108,7 +108,7 @@ def probe_embeddings(rec: Any, load: Callable[[int], np.ndarray], landmarks: np.
     "equivalent", "effective"}`` (resolutions = what the SDK matches at)."""
     from crres_sdk import align_faces
 
-    from training.evaluation.progress import Progress
+    from evaluation.progress import Progress
 
     emb = np.zeros((len(indices), rec.embedding_dim), np.float32)
     res, eq, eff = (np.zeros(len(indices)) for _ in range(3))
@@ -173,7 +173,7 @@ def score_policy(rec: Any, probes: dict[str, np.ndarray], truth: Sequence[str | 
 def enrol_gallery(rec: Any, load: Callable[[int], np.ndarray], landmarks: np.ndarray, split: OpenSetSplit,
                   progress: bool = True) -> dict[str, Any]:
     """Enrol each gallery identity from its one photo at full size through ``Recognizer.enroll``."""
-    from training.evaluation.progress import Progress
+    from evaluation.progress import Progress
 
     refused = []
     with Progress("open-set gallery", len(split.gallery), enabled=progress) as bar:
@@ -265,7 +265,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
 def load_lfw_landmarks(root: Path, cache_dir: Path | None = None, progress: bool = True,
                        ) -> tuple[list[str], np.ndarray, Path]:
     """(relative image paths, HR landmarks (M, 5, 2), images folder) from the LFW aligned-crop cache."""
-    from training.evaluation.datasets import load_lfw
+    from evaluation.datasets import load_lfw
 
     ds = load_lfw(root, cache_dir=cache_dir, progress=progress)
     with np.load(ds.info["cache"], allow_pickle=False) as z:
@@ -276,7 +276,7 @@ def load_lfw_landmarks(root: Path, cache_dir: Path | None = None, progress: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.evaluation.open_set", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m evaluation.open_set", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--lfw", type=Path, default=None, help="LFW folder (default ../shared/data/lfw)")
     p.add_argument("--model", default="default", help="SDK model bundle: 'default', a name or a folder")
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crres_sdk import Recognizer
 
     args = build_parser().parse_args(argv)
-    root = args.lfw or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lfw"
+    root = args.lfw or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw"
     if not (root / "pairs.txt").is_file():
         print(f"error: no LFW at {root} (needs pairs.txt and images/); pass --lfw", file=sys.stderr)
         return 2
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["estimator"] = rec.estimator is not None
         finally:
             rec.close()
-    res["command"] = " ".join(["python -m training.evaluation.open_set", *(argv if argv is not None else sys.argv[1:])])
+    res["command"] = " ".join(["python -m evaluation.open_set", *(argv if argv is not None else sys.argv[1:])])
     (args.out / "open_set.json").write_text(json.dumps(res, indent=1))
     md = report_markdown(res)
     (args.out / "open_set.md").write_text(md)

@@ -1,24 +1,24 @@
 """Meet-in-the-middle (Grm et al. 2023) in the LFW verification protocol of docs/results.md section 5 (issue 17).
 
-    python -m training.evaluation.mitm_verification --lfw ../shared/data/lfw \
+    python -m evaluation.mitm_verification --lfw ../shared/data/lfw \
         --model runs/dlib_pretrained/final.pt --model models/crres_default \
         --pairs-per-fold 20 --chains 16 --blur-levels 4 --threads 1 --out runs/mitm17/verify
 
-The protocol is ``training.evaluate``'s ``hr`` and ``btm_stm`` (LFW View-2, our MTCNN alignment and its cached
-crops, ``training.evaluation.datasets.load_lfw``): the first photo of a pair at 112 px, the second at 112 px (hr)
+The protocol is ``python -m evaluation``'s ``hr`` and ``btm_stm`` (LFW View-2, our MTCNN alignment and its cached
+crops, ``evaluation.datasets.load_lfw``): the first photo of a pair at 112 px, the second at 112 px (hr)
 or degraded with ``F_up(F_down,r)`` to the btm-stm size of that pair (all/high/mid/low), 10-fold accuracy with
 the threshold fitted on the other nine folds. Meet-in-the-middle costs tens of embeddings per pair, so it runs on
 a fixed subset: ``--pairs-per-fold`` pairs of every fold, the first half genuine and half impostor in pairs.txt
-order (``training.evaluation.datasets.limit_pairs``, the subset ``training.evaluate --limit-pairs N`` takes).
+order (``evaluation.datasets.limit_pairs``, the subset ``python -m evaluation --limit-pairs N`` takes).
 Every model is scored on that subset twice, plainly (cosine of the two embeddings, ``protocols.pair_scores``)
 and with meet-in-the-middle, so each comparison is like for like; the plain figures can be checked with
-``python -m training.evaluate --model M --lfw DIR --protocols hr,btm_stm --limit-pairs N``.
+``python -m evaluation --model M --lfw DIR --protocols hr,btm_stm --limit-pairs N``.
 
 Meet-in-the-middle here (``crres_sdk.mitm``): the first photo is the gallery (the undegraded crop plus
 ``--chains`` degradation chains of eq. 1, ``sample_chains(n, --seed)``, resolution-matched to each probe scale,
 Sec. 3.2), the second the probe (brought down to its own size r, ``--blur-levels`` Gaussian blurs sigma 0..1,
 upsampled x2/x4/x8, Sec. 3.3); the pair's score is a fusion of the correlation similarities (eq. 3, Sec. 3.4).
-Every Table 2 row and Table 3 fusion comes from the same templates (``training.evaluation.mitm.
+Every Table 2 row and Table 3 fusion comes from the same templates (``evaluation.mitm.
 ablation_scores``); the report leads with the SDK's default ``smax_sadd`` (Sec. 4.2's best). Gallery chains
 are made with each ``--kernel-scaling`` (``image``: Table 1's blur lengths scaled with the chain's image;
 ``literal``: in pixels at every step) from the same probe templates. Without ``--sr`` folders the SR network is
@@ -48,7 +48,7 @@ HEADLINE_ROWS = ("plain", "smax_sadd", "t_concat", "resmatch_x2", "gallerydeg_x2
 def fold_decisions(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Per-pair correct/incorrect under 10-fold evaluation (the threshold of pair i's fold fitted on the other
     folds, as ``kfold_accuracy``), so two score rows can be compared pair by pair."""
-    from training.evaluation.verification import best_threshold
+    from evaluation.verification import best_threshold
 
     ok = np.zeros(len(scores), bool)
     for k in np.unique(folds):
@@ -100,11 +100,11 @@ def evaluate_model(model: str, ds, sizes: dict[str, np.ndarray], args: argparse.
     from crres_sdk import degrade
     from crres_sdk.mitm import MitmMatcher, OnnxSuperResolver, sample_chains
 
-    from training.evaluation.embedder import normalization_from_args, open_embedder
-    from training.evaluation.mitm import ablation_scores
-    from training.evaluation.progress import Progress
-    from training.evaluation.protocols import EmbeddingCache, pair_scores
-    from training.evaluation.verification import kfold_accuracy
+    from evaluation.embedder import normalization_from_args, open_embedder
+    from evaluation.mitm import ablation_scores
+    from evaluation.progress import Progress
+    from evaluation.protocols import EmbeddingCache, pair_scores
+    from evaluation.verification import kfold_accuracy
 
     is_bundle = Path(model).is_dir()
     embedder = open_embedder(model, backend=args.backend, threads=args.threads, batch_size=args.batch_size,
@@ -188,9 +188,9 @@ def table(result: dict, protocols: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.evaluation.datasets import LFW_MIN_FACE
+    from evaluation.datasets import LFW_MIN_FACE
 
-    p = argparse.ArgumentParser(prog="python -m training.evaluation.mitm_verification",
+    p = argparse.ArgumentParser(prog="python -m evaluation.mitm_verification",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--lfw", type=Path, required=True, help="LFW folder with images/, pairs.txt and btm_stm/")
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.evaluation import datasets
+    from evaluation import datasets
 
     args = build_parser().parse_args(argv)
     protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             if not np.all(sizes[proto][:, 0] == 112):
                 raise SystemExit(f"error: {proto}: the first image of every pair must be at 112 px")
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python -m training.evaluation.mitm_verification " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m evaluation.mitm_verification " + " ".join(sys.argv[1:] if argv is None else argv)
     results = {"command": command, "subset": {"pairs": ds.n_pairs, "pairs_per_fold": args.pairs_per_fold,
                                               "genuine": int(ds.issame.sum()), "rule": "limit_pairs: first half "
                                               "genuine, half impostor of every fold in pairs.txt order",

@@ -1,4 +1,4 @@
-"""training.evaluation.mitm_verification: per-pair 10-fold decisions agree with kfold_accuracy, and the lazy
+"""evaluation.mitm_verification: per-pair 10-fold decisions agree with kfold_accuracy, and the lazy
 gallery bank lays out, caches and shares templates as it claims. A toy embedder (a fixed random projection of
 the pixels: a test double for the bookkeeping, not a face model); no data needed."""
 
@@ -10,8 +10,8 @@ import pytest
 from crres_sdk import mitm
 from crres_sdk.preprocess import align_faces_uint8
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
-from training.evaluation.mitm_verification import GalleryBank, fold_decisions
-from training.evaluation.verification import kfold_accuracy
+from evaluation.mitm_verification import GalleryBank, fold_decisions
+from evaluation.verification import kfold_accuracy
 
 
 class CountingEmbedder:

@@ -203,7 +203,7 @@ def align_images(paths: Sequence[Path], detector=None, min_face: int = LFW_MIN_F
     import cv2
     from crres_sdk import FaceDetector, align_faces_uint8
 
-    from training.evaluation.progress import Progress
+    from evaluation.progress import Progress
 
     detector = detector or FaceDetector(min_face=min_face, estimate_resolution=False)
     frames, marks = [], np.full((len(paths), 5, 2), np.nan, np.float32)

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from training.evaluation.datasets import write_bin
-from training.evaluation.embedder import (
+from evaluation.datasets import write_bin
+from evaluation.embedder import (
     SessionEmbedder,
     onnx_fixed_batch,
     open_embedder,
@@ -111,7 +111,7 @@ def test_tiny_end_to_end_run_writes_json_markdown_and_plots(tmp_path):
     pytest.importorskip("matplotlib")
     import cv2
 
-    from training.evaluate import main
+    from evaluation.cli import main
 
     images, issame = [], []
     for fold in range(10):
@@ -160,9 +160,9 @@ def test_onnx_fixed_batch_reader(tmp_path):
 def test_embedding_cache_degrades_with_the_sdk_and_computes_each_image_resolution_once(tmp_path):
     from crres_sdk import degrade
 
-    from training.evaluation.datasets import PairDataset
-    from training.evaluation.protocols import EmbeddingCache, evaluate_fixed
-    from training.evaluation.verification import l2_normalize
+    from evaluation.datasets import PairDataset
+    from evaluation.protocols import EmbeddingCache, evaluate_fixed
+    from evaluation.verification import l2_normalize
 
     emb = SessionEmbedder(tiny_onnx(tmp_path / "bn.onnx", "N"), backend="onnxruntime")
     crops = _crops(20, seed=3)
@@ -182,7 +182,7 @@ def test_embedding_cache_degrades_with_the_sdk_and_computes_each_image_resolutio
 
 
 def test_limit_pairs_keeps_both_classes_in_every_fold():
-    from training.evaluation.datasets import PairDataset, limit_pairs
+    from evaluation.datasets import PairDataset, limit_pairs
 
     issame = np.tile(np.r_[np.ones(6, bool), np.zeros(6, bool)], 10)   # LFW order: matched first
     ds = PairDataset("t", _crops(2), np.zeros((120, 2), np.int64), issame, np.repeat(np.arange(10), 12))
@@ -196,7 +196,7 @@ def test_limit_pairs_keeps_both_classes_in_every_fold():
 def test_cli_reports_bad_input_as_errors(tmp_path, capsys):
     import pickle
 
-    from training.evaluate import main
+    from evaluation.cli import main
 
     model = tiny_onnx(tmp_path / "tiny.onnx", 1)
     (tmp_path / "evil.bin").write_bytes(pickle.dumps(([b"x", b"y"], [__import__("os").system]), protocol=2))

@@ -1,4 +1,4 @@
-"""training/evaluation/open_set.py on tiny synthetic data: the split, the photo shrinking, the figures, a whole run
+"""evaluation/open_set.py on tiny synthetic data: the split, the photo shrinking, the figures, a whole run
 through a real Gallery and the SDK's PlainMatcher/threshold policy (the embedder is a stand-in: no model)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from crres_sdk.matching import PlainMatcher
 from crres_sdk.policy import ThresholdPolicy, face_resolution
 from crres_sdk.preprocess import ARCFACE_TEMPLATE, equivalent_resolution
 
-from training.evaluation import open_set as os_
+from evaluation import open_set as os_
 
 
 def test_split_enrols_half_of_the_multi_photo_people_once_and_keeps_probes_apart():

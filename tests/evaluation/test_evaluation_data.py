@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluation.datasets import (
+from evaluation.datasets import (
     BTM_STM_PROTOCOLS,
     load_bin,
     parse_pairs,
@@ -176,7 +176,7 @@ class _StubDetector:
 def test_load_lfw_aligns_falls_back_to_median_landmarks_and_caches(tmp_path):
     import cv2
 
-    from training.evaluation.datasets import load_lfw
+    from evaluation.datasets import load_lfw
 
     root = tmp_path / "lfw"
     people = {"Ann": 3, "Bob": 2, "Cid": 1}
@@ -209,7 +209,7 @@ def test_load_lfw_aligns_falls_back_to_median_landmarks_and_caches(tmp_path):
 
 
 def test_exclude_identities_drops_every_pair_showing_a_trained_person():
-    from training.evaluation.datasets import PairDataset, exclude_identities
+    from evaluation.datasets import PairDataset, exclude_identities
 
     crops = np.zeros((5, 8, 8, 3), np.uint8)
     names = ["Ann/Ann_0001.jpg", "Ann/Ann_0002.jpg", "Bob/Bob_0001.jpg", "Cy/Cy_0001.jpg", "Cy/Cy_0002.jpg"]

@@ -1,10 +1,10 @@
 """Cross-resolution evaluation of a face-embedding model (issue 5).
 
-    python -m training.evaluate --model CHECKPOINT|BUNDLE|MODEL.onnx --lfw DIR \
+    python -m evaluation --model CHECKPOINT|BUNDLE|MODEL.onnx --lfw DIR \
         --protocols hr,btm_stm,fixed,lai,identification --resolutions 5,7,14,28,56 --out DIR
 
 or ``--bin FILE.bin`` (InsightFace verification file, read without mxnet or arbitrary unpickling) instead of
-``--lfw``. Protocols (paper sections next to the code in training/evaluation/protocols.py):
+``--lfw``. Protocols (paper sections next to the code in evaluation/protocols.py):
 
   hr              both images at 112 px (LFW View-2, 10-fold, Knoche §3.4)
   fixed           fixed-resolution sweep over --resolutions, cross-resolution (both orders averaged) and
@@ -16,11 +16,11 @@ or ``--bin FILE.bin`` (InsightFace verification file, read without mxnet or arbi
                   (identities with >= 2 images; first image gallery, others probes at --ident-resolutions)
   btm_stm_e2e     the btm-stm protocols end to end (LFW only): the second photo shrunk as a whole to face size r,
                   (a) aligned from its scaled HR landmarks, (b) found by the SDK's detector (misses reported and
-                  counted as failures); training/evaluation/end_to_end.py
+                  counted as failures); evaluation/end_to_end.py
   fixed_e2e       every pair with the second photo shrunk as a whole to each of --lai-resolutions, aligned from
                   its scaled HR landmarks, next to the crop protocol at the same r (HR vs r)
   open_set        open-set identification through the SDK (LFW, needs a bundle --model): see
-                  training/evaluation/open_set.py (python -m training.evaluation.open_set for its options)
+                  evaluation/open_set.py (python -m evaluation.open_set for its options)
 
 Writes results.json, report.md and PNG figures into --out and prints a summary table.
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluation.datasets import LFW_MIN_FACE
+from evaluation.datasets import LFW_MIN_FACE
 
 PROTOCOLS = ("hr", "fixed", "btm_stm", "lai", "identification", "btm_stm_e2e", "fixed_e2e", "open_set")
 DEFAULT_RESOLUTIONS = "5,7,8,10,12,14,16,20,28,40,56"
@@ -51,7 +51,7 @@ def _ints(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--model", required=True, help="training checkpoint (.pt/.pth/.ckpt), bundle folder or .onnx/.xml")
     src = p.add_mutually_exclusive_group(required=True)
@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from training.evaluation import datasets, identification, protocols, report
-    from training.evaluation.embedder import normalization_from_args, open_embedder
-    from training.evaluation.verification import roc_curve
+    from evaluation import datasets, identification, protocols, report
+    from evaluation.embedder import normalization_from_args, open_embedder
+    from evaluation.verification import roc_curve
 
     start = time.time()
     protos = [s.strip() for s in args.protocols.split(",") if s.strip()]
@@ -180,10 +180,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def _e2e(args: argparse.Namespace, ds, cache, progress: bool, sizes: dict | None = None,
          fixed: list[int] | None = None) -> dict:
-    """btm-stm sizes or fixed r with the second photo shrunk as a whole (training/evaluation/end_to_end.py)."""
+    """btm-stm sizes or fixed r with the second photo shrunk as a whole (evaluation/end_to_end.py)."""
     import cv2
 
-    from training.evaluation import end_to_end
+    from evaluation import end_to_end
 
     if args.lfw is None or "cache" not in ds.info:
         raise SystemExit("error: the end-to-end protocols need --lfw (the photos and their landmarks)")
@@ -200,7 +200,7 @@ def _e2e(args: argparse.Namespace, ds, cache, progress: bool, sizes: dict | None
 
 
 def _open_set(args: argparse.Namespace, progress: bool) -> dict:
-    from training.evaluation import open_set
+    from evaluation import open_set
 
     if args.lfw is None or not (Path(args.model) / "manifest.json").is_file() and not str(args.model) == "default":
         raise SystemExit("error: open_set needs --lfw and a model bundle folder (or 'default') as --model")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluation.protocols import FIG7_RESOLUTIONS, strip_private
+from evaluation.protocols import FIG7_RESOLUTIONS, strip_private
 
 
 def _plt():

@@ -8,16 +8,16 @@
   (meet-in-the-middle scoring);
 * output: ``report.py`` (paper-style tables and plots), ``progress.py``.
 
-Entry point: ``python -m training.evaluate`` (training/evaluate.py).
+Entry point: ``python -m evaluation`` (evaluation/cli.py).
 """
 
-from training.evaluation.verification import (
-                                              best_threshold,
-                                              cosine_similarity,
-                                              evaluate_scores,
-                                              kfold_accuracy,
-                                              roc_curve,
-                                              tar_at_far,
+from evaluation.verification import (
+    best_threshold,
+    cosine_similarity,
+    evaluate_scores,
+    kfold_accuracy,
+    roc_curve,
+    tar_at_far,
 )
 
 __all__ = ["best_threshold", "cosine_similarity", "evaluate_scores", "kfold_accuracy", "roc_curve", "tar_at_far"]

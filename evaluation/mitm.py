@@ -13,7 +13,7 @@ identity) pair, from one set of templates. This module computes them all from
 
 as one matrix product per scale. ``tests/training/test_mitm_eval.py`` checks every fusion against
 ``crres_sdk.mitm.fuse``. Also here: the camera degradation of a synthetic surveillance probe and rank-1 (the
-impostor-score threshold at a false-accept rate is ``training.evaluation.far_threshold``).
+impostor-score threshold at a false-accept rate is ``evaluation.far_threshold``).
 """
 
 from __future__ import annotations

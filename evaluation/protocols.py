@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from crres_sdk.preprocess import TEMPLATE_SIZE
-from training.evaluation.datasets import PairDataset
-from training.evaluation.embedder import Embedder
-from training.evaluation.progress import Progress
-from training.evaluation.verification import evaluate_scores, l2_normalize
+from evaluation.datasets import PairDataset
+from evaluation.embedder import Embedder
+from evaluation.progress import Progress
+from evaluation.verification import evaluate_scores, l2_normalize
 
 LAI_RESOLUTIONS = (8, 12, 16, 20)
 #: Resolutions for Knoche Fig. 7-style distance distributions (a subset of the sweep when present).
