@@ -9,6 +9,7 @@ import numpy as np
 from crres_sdk.backends import open_model
 
 from export.calibration import BANDS
+from export.tensorrt_engine import cosine, cosine_stats  # noqa: F401  (cosine: export.parity's name for it)
 
 
 def embed(path: Path, inputs: np.ndarray, backend: str = "onnxruntime", batch: int = 32,
@@ -19,12 +20,6 @@ def embed(path: Path, inputs: np.ndarray, backend: str = "onnxruntime", batch: i
     return np.concatenate(out).astype(np.float64)
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return (a * b).sum(1)
-
-
 def band_report(cos: np.ndarray, resolutions: np.ndarray, floor_mean: float, floor_p1: float) -> dict[str, Any]:
     """Per band: n, cosine mean, 1st percentile, min, pass; ``passed`` = every non-empty band passes."""
     bands: dict[str, Any] = {}
@@ -32,11 +27,7 @@ def band_report(cos: np.ndarray, resolutions: np.ndarray, floor_mean: float, flo
         sel = (resolutions >= lo) & (resolutions <= hi)
         if not sel.any():
             continue
-        c = cos[sel]
-        mean, p1 = float(c.mean()), float(np.percentile(c, 1))
-        bands[name] = {"range": [lo, hi], "n": int(sel.sum()), "cosine_mean": round(mean, 5),
-                       "cosine_p1": round(p1, 5), "cosine_min": round(float(c.min()), 5),
-                       "passed": bool(mean >= floor_mean and p1 >= floor_p1)}
+        bands[name] = {"range": [lo, hi], **cosine_stats(cos[sel], floor_mean, floor_p1)}
     return {"floor_mean": floor_mean, "floor_p1": floor_p1, "bands": bands,
             "passed": bool(bands) and all(b["passed"] for b in bands.values())}
 

@@ -170,20 +170,25 @@ def write_parity_set(path: Path, inputs: np.ndarray, resolutions: np.ndarray, ba
     return {"file": Path(path).name, "n": len(keep), "per_band": per_band}
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+# The cosine parity statistics live here, not in export/parity.py (which uses them): this file is copied into
+# bundles as a standalone device tool and cannot import the rest of export/.
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two embedding batches."""
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return (a * b).sum(1)
 
 
+def cosine_stats(c: np.ndarray, floor_mean: float, floor_p1: float) -> dict[str, Any]:
+    """One band's n, cosine mean, 1st percentile, min and whether both floors hold."""
+    mean, p1 = float(c.mean()), float(np.percentile(c, 1))
+    return {"n": int(c.size), "cosine_mean": round(mean, 5), "cosine_p1": round(p1, 5),
+            "cosine_min": round(float(c.min()), 5), "passed": bool(mean >= floor_mean and p1 >= floor_p1)}
+
+
 def band_gate(cos: np.ndarray, bands: np.ndarray, floor_mean: float, floor_p1: float) -> dict[str, Any]:
-    """Per band: n, cosine mean, 1st percentile, min and whether both floors hold."""
-    out: dict[str, Any] = {}
-    for name in dict.fromkeys(bands.tolist()):
-        c = cos[bands == name]
-        mean, p1 = float(c.mean()), float(np.percentile(c, 1))
-        out[name] = {"n": int(c.size), "cosine_mean": round(mean, 5), "cosine_p1": round(p1, 5),
-                     "cosine_min": round(float(c.min()), 5), "passed": bool(mean >= floor_mean and p1 >= floor_p1)}
+    """:func:`cosine_stats` per band label, in order of first appearance."""
+    out = {name: cosine_stats(cos[bands == name], floor_mean, floor_p1) for name in dict.fromkeys(bands.tolist())}
     return {"floor_mean": floor_mean, "floor_p1": floor_p1, "bands": out,
             "passed": all(b["passed"] for b in out.values())}
 
@@ -207,8 +212,8 @@ def check_parity(root: str | Path, session: Any = None) -> dict[str, Any]:
     engine = bundle.manifest["files"]["tensorrt"]["engine"]
     report = {"engine": {k: engine.get(k) for k in ("path", "sha256", "tensorrt", "gpu", "compute_capability")},
               "n": int(len(x)),
-              "vs_fp32": band_gate(_cosine(emb, data["fp32"]), bands, floor_mean, floor_p1),
-              "vs_qdq_onnxruntime": band_gate(_cosine(emb, data["qdq"]), bands, qdq_mean, qdq_p1)}
+              "vs_fp32": band_gate(cosine(emb, data["fp32"]), bands, floor_mean, floor_p1),
+              "vs_qdq_onnxruntime": band_gate(cosine(emb, data["qdq"]), bands, qdq_mean, qdq_p1)}
     report["passed"] = report["vs_fp32"]["passed"] and report["vs_qdq_onnxruntime"]["passed"]
     (bundle.root / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     return report
