@@ -116,7 +116,7 @@ def build(seed: int = 0, faces: np.ndarray | None = None) -> FaceSet:
     mirrored = points.copy()
     mirrored[:, 0] = (width - 1) - mirrored[:, 0]
     mirrored = mirrored[[1, 0, 2, 4, 3]]  # a mirrored left eye is the right eye
-    view_a, views_b = [], []
+    view_a = []
     for face in faces:
         img = _padded_bgr(face)
         view_a.append(align_faces_uint8(img, points))
