@@ -329,17 +329,18 @@ def method_inputs(recipe: Recipe, model: nn.Module, head: nn.Module, dataset: An
     """
     method = get_method(recipe.method)
     num_classes = dataset.num_classes
-    cache = None
+    cache, means = None, None
     if recipe.init or method.needs_cache:
         cache = teacher_embeddings(model, dataset, TEACHER_CACHE_DIR, progress=progress)
+        means = class_means(cache["hr"], cache["labels"], num_classes)
         if recipe.init and init_head:
             with torch.no_grad():
-                head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+                head.weight.copy_(means)
     teacher_head = None
     if method.needs_teacher_head:  # the classifier at the pretrained class means, frozen
         teacher_head = get_head(recipe.head, model.embedding_dim, num_classes, **recipe.head_kwargs).to(dev)
         with torch.no_grad():
-            teacher_head.weight.copy_(class_means(cache["hr"], cache["labels"], num_classes))
+            teacher_head.weight.copy_(means)
         teacher_head.requires_grad_(False)
     teacher = None
     if method.needs_teacher:
