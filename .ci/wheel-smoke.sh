@@ -7,7 +7,8 @@
 #      `crres models list` (exit 1 naming `crres models fetch` while the detector is missing), `crres models fetch`,
 #      `crres models list` again (exit 0, embedder and estimator from the package), `crres verify` on two photos
 #      (scikit-image's astronaut, and the same photo rotated 12 degrees and scaled to 55 %: "same person") and
-#      `Recognizer().identify(frame)` on the astronaut from Python.
+#      `Recognizer().identify(frame)` on the astronaut from Python, then a short clip of the demo package crres_demo
+#      (shipped beside the SDK, which never imports it).
 # Usage: .ci/wheel-smoke.sh [--out DIR] [--build-only] [--python PY|X.Y]...   (default: python3; X.Y is pythonX.Y
 # or pyenv's X.Y.*; one that this machine lacks is skipped with the reason, so CI can ask for 3.10 where it exists)
 set -euo pipefail
@@ -103,6 +104,7 @@ for spec in "${PYTHONS[@]}"; do
     fi
     unzip -Z1 "$WHEEL" > "$WORK/wheel.txt"
     grep -qx "crres_sdk/models/crres_default/model.fp32.onnx" "$WORK/wheel.txt" || fail "no default model in the wheel"
+    grep -qx "crres_demo/clip.py" "$WORK/wheel.txt" || fail "no demo package (crres_demo) in the wheel"
     [ $BUILD_ONLY = 1 ] && continue
 
     step "fresh venv outside the repository (Python $version): pip install crres[ort,opencv,convert]"
@@ -159,6 +161,11 @@ assert 150 < (x0 + x1) / 2 < 280 and 30 < (y0 + y1) / 2 < 160, face.box  # her f
 print(f"identify: 1 face, box {[round(float(v)) for v in face.box]}, {face.equivalent_resolution:.0f} px, "
       f"effective {face.effective_resolution:.0f} px, decision {face.decision}")
 assert "torch" not in sys.modules
+assert "crres_demo" not in sys.modules  # the runtime never imports the demo package, which the wheel carries
+from crres_demo.clip import render_receding_clip
+clip = render_receding_clip(frame, face.landmarks, n_frames=4, start_px=64, end_px=16)
+assert len(clip) == 4 and "torch" not in sys.modules
+print(f"crres_demo: a {len(clip)}-frame clip, faces {clip.face_px.round().astype(int).tolist()} px")
 EOF
     )
     step "Python $version: ok"

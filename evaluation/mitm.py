@@ -118,12 +118,12 @@ def camera_probe(crop: np.ndarray, resolution: int, rng: np.random.Generator, *,
                  blur_sigma: tuple[float, float] = (0.3, 1.0), noise_sigma: tuple[float, float] = (1.0, 4.0),
                  jpeg_quality: tuple[int, int] = (40, 90), out_size: int = 112) -> tuple[np.ndarray, dict]:
     """A synthetic surveillance probe from an aligned HR crop: antialiased bicubic down to ``resolution`` px
-    (the project's one definition of resolution), then the camera at that size (``crres_sdk.synthetic.
+    (the project's one definition of resolution), then the camera at that size (``crres_demo.camera.
     camera_effects``: Gaussian optical blur, read + shot noise, JPEG), then bicubic back up to ``out_size`` as
     an aligned crop of a small face is. Blur sigma, noise sigma and JPEG quality are drawn uniformly from the
     given ranges with ``rng``; returns the crop and the drawn settings."""
+    from crres_demo.camera import camera_effects
     from crres_sdk.preprocess import resize_bicubic
-    from crres_sdk.synthetic import camera_effects
 
     settings = {"resolution": int(resolution), "blur_sigma": float(rng.uniform(*blur_sigma)),
                 "noise_sigma": float(rng.uniform(*noise_sigma)),

@@ -10,7 +10,7 @@
    aligned by MTCNN run on a 4x upscale, with the landmarks mapped back to the 25 px original, so their
    templates honestly carry ~26 px of information. These are the only other real faces that ship with our
    dependencies.
-2. Clip: :func:`crres_sdk.synthetic.render_receding_clip` renders the astronaut walking away from a static
+2. Clip: :func:`crres_demo.clip.render_receding_clip` renders the astronaut walking away from a static
    camera until her face is 8 px across (face size r = 112 * eye distance / 35.24, the papers' resolution),
    with optical blur, sensor noise and JPEG compression per frame.
 3. Recognition, two ways, both through :class:`crres_sdk.video.VideoPipeline` (IoU tracker, per-track
@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from crres_demo.clip import render_receding_clip
 from crres_sdk import BundleError, Recognizer
-from crres_sdk.synthetic import render_receding_clip
 from crres_sdk.video import FrameSource, IoUTracker, VideoPipeline, iou_matrix
 
 NAME = "astronaut"

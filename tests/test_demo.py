@@ -74,8 +74,8 @@ def test_demo_end_to_end(tmp_path):
 
 def test_pipeline_with_real_model_on_a_tiny_clip(tmp_path):
     model = _default_model()
+    from crres_demo.clip import render_receding_clip
     from crres_sdk import Recognizer
-    from crres_sdk.synthetic import render_receding_clip
     from crres_sdk.video import FrameSource, VideoPipeline
     from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 

@@ -1,4 +1,5 @@
-"""The runtime SDK imports and detects with numpy + OpenCV + ONNX Runtime alone: never torch, never OpenVINO."""
+"""The runtime SDK imports and detects with numpy + OpenCV + ONNX Runtime alone: never torch, never OpenVINO, never
+the demo package crres_demo (which needs no torch either)."""
 
 import subprocess
 import sys
@@ -22,6 +23,9 @@ except crres_sdk.BundleError:
 else:
     assert detector.backend == "onnxruntime", detector.backend
     detector.detect(frame)
+assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+assert "crres_demo" not in sys.modules  # the demo package ships beside the SDK; the runtime never imports it
+import crres_demo.clip  # ... and it needs no torch either (it is in the wheel)
 assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
 print("ok")
 """

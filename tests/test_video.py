@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from crres_demo.camera import camera_effects
+from crres_demo.clip import receding_sizes, render_receding_clip, render_scene
 from crres_sdk import equivalent_resolution
 from crres_sdk.gallery import Match
 from crres_sdk.recognizer import landmarks_from_boxes
-from crres_sdk.synthetic import camera_effects, receding_sizes, render_receding_clip, render_scene
 from crres_sdk.video import (FrameSource, IoUTracker, TrackTemplate, VideoPipeline, VideoSourceError,
                              gstreamer_available, iou_matrix, open_source, resolution_weight)
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr

@@ -10,7 +10,9 @@ and recognise faces, deciding with :mod:`~crres_sdk.policy` (resolution grids, t
 :mod:`~crres_sdk.matching` and :mod:`~crres_sdk.mitm` (meet-in-the-middle); :mod:`~crres_sdk.backends` and
 :mod:`~crres_sdk.bundle` run model bundles on ONNX Runtime, OpenVINO or TensorRT. Packages: ``gallery/`` (the
 SQLite gallery, one module per concern), ``video/`` (sources, tracking, accumulation, the pipeline, events) and
-``serve/`` (``crres serve``, an extra); :mod:`~crres_sdk.cli` is the ``crres`` command.
+``serve/`` (``crres serve``, an extra); :mod:`~crres_sdk.cli` is the ``crres`` command. The demo's synthetic
+footage and camera model are the separate package ``crres_demo``, shipped beside this one; the runtime never
+imports it (only the test cameras of ``serve/simulate.py`` do, lazily).
 """
 
 import importlib

@@ -1,4 +1,4 @@
-"""Simulated cameras: the demo's synthetic clip served as MJPEG over HTTP on loopback.
+"""Simulated cameras: the demo's synthetic clip (``crres_demo.clip``) served as MJPEG over HTTP on loopback.
 
 Used by the tests and ``benchmarks/bench_serve.py`` to feed ``crres serve`` real network streams (OpenCV's FFmpeg
 backend reads ``multipart/x-mixed-replace`` JPEG streams from ``http://`` URLs, as it does from IP cameras)::
@@ -30,11 +30,12 @@ def demo_frames(n_frames: int = 40, size: tuple[int, int] = (640, 480), seed: in
                                                                                                np.ndarray]:
     """The demo's receding clip (skimage's astronaut walking away, 112 -> 16 px) at ``size``, plus the photo.
 
-    Needs scikit-image (the ``dev`` extra) for the photo, as ``examples/demo.py`` does."""
+    Rendered by ``crres_demo.clip`` (the demo package shipped beside the SDK, imported here only). Needs
+    scikit-image (the ``dev`` extra) for the photo, as ``examples/demo.py`` does."""
     from skimage import data
 
+    from crres_demo.clip import render_receding_clip
     from crres_sdk.detector import FaceDetector
-    from crres_sdk.synthetic import render_receding_clip
 
     photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     face = max(FaceDetector().detect(photo), key=lambda f: f.width * f.height)

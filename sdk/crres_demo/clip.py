@@ -1,6 +1,6 @@
 """Synthetic CCTV clips from one real face photo: the person walks away until the face is a few pixels across.
 
-    from crres_sdk.synthetic import render_receding_clip
+    from crres_demo.clip import render_receding_clip
     clip = render_receding_clip(photo_bgr, landmarks)     # 5-point landmarks of the face in the photo
     clip.frames[i], clip.face_px[i], clip.boxes[i], clip.landmarks[i]
 
@@ -20,10 +20,9 @@ What is rendered, and what is not:
   changes.
 * **The scene** is procedural (a wall with low-frequency texture, doors/windows, a floor with perspective
   lines), fixed by ``seed`` and identical in every frame: a static camera.
-* **Camera effects**, per frame, in this order: optical blur (Gaussian PSF, ``blur_sigma`` px), sensor noise
-  (read noise ``noise_sigma`` grey levels plus shot noise of variance ``shot_gain * I``), JPEG compression at
-  ``jpeg_quality`` (OpenCV's encoder). All random draws come from ``numpy.random.default_rng(seed)``, so a
-  clip is a pure function of its arguments.
+* **Camera effects**, per frame: :func:`crres_demo.camera.camera_effects` (optical blur, sensor noise, JPEG)
+  with ``blur_sigma``, ``noise_sigma``, ``shot_gain`` and ``jpeg_quality``. All random draws come from
+  ``numpy.random.default_rng(seed)``, so a clip is a pure function of its arguments.
 
 Ground truth per frame: the true face size (``face_px``), the true 5-point ``landmarks`` and ``boxes``, the
 axis-aligned square the aligned crop covers (what :meth:`Recognizer.faces_from` takes a box to mean).
@@ -39,9 +38,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from crres_demo.camera import camera_effects
 from crres_sdk.preprocess import ARCFACE_TEMPLATE, TEMPLATE_INTEROCULAR, TEMPLATE_SIZE, estimate_similarity
 
-__all__ = ["SyntheticClip", "camera_effects", "receding_sizes", "render_receding_clip", "render_scene"]
+__all__ = ["SyntheticClip", "receding_sizes", "render_receding_clip", "render_scene"]
 
 
 @dataclass
@@ -119,26 +119,6 @@ def render_scene(width: int, height: int, seed: int = 0) -> np.ndarray:
     cv2.line(scene, (0, horizon), (width, horizon), (wall_colour * 0.4).tolist(), 2)
     scene += rng.normal(0, 2.0, scene.shape).astype(np.float32)
     return np.clip(scene, 0, 255).astype(np.uint8)
-
-
-def camera_effects(frame: np.ndarray, rng: np.random.Generator, *, blur_sigma: float = 0.8,
-                   noise_sigma: float = 2.0, shot_gain: float = 0.03, jpeg_quality: int = 70) -> np.ndarray:
-    """Optical blur, sensor noise (read + shot), then JPEG compression (see the module docstring)."""
-    if blur_sigma < 0 or noise_sigma < 0 or shot_gain < 0:
-        raise ValueError("blur_sigma, noise_sigma and shot_gain must be >= 0")
-    if not 1 <= int(jpeg_quality) <= 100:
-        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality!r}")
-    x = frame.astype(np.float32)
-    if blur_sigma > 0:
-        x = cv2.GaussianBlur(x, (0, 0), blur_sigma)
-    if noise_sigma > 0 or shot_gain > 0:
-        std = np.sqrt(noise_sigma ** 2 + shot_gain * np.clip(x, 0, 255))
-        x = x + rng.standard_normal(x.shape, dtype=np.float32) * std
-    x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
 def _horizon(height: int) -> int:
