@@ -62,79 +62,117 @@ struct RowOutput {
 
 // Interior rows are sampled several pixels at a time where the build has a vector path (simd.hpp): AVX2+FMA on
 // x86-64 (8 pixels, checked at run time, so the module still loads on any x86-64) and NEON on aarch64
-// (4 pixels). Coordinates, weights, lerps and normalisation are in vectors, the 4 taps of each pixel are
-// fetched with scalar 4-byte loads into a staging block (measured faster than vpgatherdd here: 26 vs 38 us per
-// face). The arithmetic is the scalar loop's (same float coordinates and lerps), so all paths give the same
-// values up to FMA rounding.
+// (4 pixels). Coordinates, weights, lerps and normalisation are in vectors. The arithmetic is the scalar
+// loop's (same float coordinates and lerps), so all paths give the same values up to FMA rounding.
 #ifdef CRRES_WARP_AVX2
 
-// Samples pixels [0, n8) of an interior row, n8 = out_w rounded down to 8; returns n8. Requires
-// (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets). Taps right of the anchor are loaded from anchor + 2
-// and read from bytes 1..3, so no 4-byte load reads past the image's last byte.
-__attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src, float m0, float m3, float rx,
-                                                           float ry, int out_w, const RowOutput& out) {
+// 4 bytes at p in every dword (vpbroadcastd from memory: a load, no shuffle).
+__attribute__((target("avx2,fma"))) inline __m256i broadcast4(const std::uint8_t* p) {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// Dword k = the 4 bytes at base + offsets[k], k < 8: a gather from broadcasts and blends, which run on more
+// ports than shuffles (vpgatherdd, and 4-byte loads staged through memory then read as one vector, were both
+// slower here).
+__attribute__((target("avx2,fma"))) inline __m256i gather4(const std::uint8_t* base, const std::int32_t* offsets) {
+    const __m256i b01 = _mm256_blend_epi32(broadcast4(base + offsets[0]), broadcast4(base + offsets[1]), 0x02);
+    const __m256i b23 = _mm256_blend_epi32(broadcast4(base + offsets[2]), broadcast4(base + offsets[3]), 0x08);
+    const __m256i b45 = _mm256_blend_epi32(broadcast4(base + offsets[4]), broadcast4(base + offsets[5]), 0x20);
+    const __m256i b67 = _mm256_blend_epi32(broadcast4(base + offsets[6]), broadcast4(base + offsets[7]), 0x80);
+    return _mm256_blend_epi32(_mm256_blend_epi32(b01, b23, 0x0C), _mm256_blend_epi32(b45, b67, 0xC0), 0xF0);
+}
+
+// Pixels per block of interior_row_avx2's coordinate pass (its buffers live on the stack).
+constexpr int kRowBlock = 64;
+
+template <bool Hwc>
+__attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View& src, float m0, float m3, float rx,
+                                                                float ry, int out_w, const RowOutput& out) {
     const int n8 = out_w & ~7;
     const __m256i max_ix = _mm256_set1_epi32(src.width - 2), max_iy = _mm256_set1_epi32(src.height - 2);
     const __m256i zero = _mm256_setzero_si256();
     const __m256i stride = _mm256_set1_epi32(static_cast<int>(src.row_stride));
     const __m256 vm0 = _mm256_set1_ps(m0), vm3 = _mm256_set1_ps(m3);
     const __m256 vrx = _mm256_set1_ps(rx), vry = _mm256_set1_ps(ry);
-    // vpshufb masks taking byte k of every 32-bit lane, zero-extended (indices are per 128-bit half).
-    const __m256i lane_first_byte = _mm256_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12);
-    const __m256i zero_upper_bytes = _mm256_set1_epi32(static_cast<int>(0x80808000u));
-    __m256i take[4];
+    // vpshufb masks taking byte k of every dword, zero-extended (indices are per 128-bit half).
+    __m256i byte_of[4];
     for (int k = 0; k < 4; ++k)
-        take[k] = _mm256_or_si256(_mm256_add_epi32(lane_first_byte, _mm256_set1_epi32(k)), zero_upper_bytes);
-    alignas(32) std::int32_t offsets[8];
-    alignas(32) std::uint32_t taps[4][8];  // 00, 01 (from +2), 10, 11 (from +2) of 8 pixels
+        byte_of[k] = _mm256_or_si256(_mm256_add_epi32(_mm256_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12), _mm256_set1_epi32(k)),
+                                     _mm256_set1_epi32(static_cast<int>(0x80808000u)));
+    // Locals, so the uint8 stores below cannot make the compiler reload them (char stores alias everything).
+    const std::uint8_t* const row0 = src.data;
+    const std::uint8_t* const row1 = src.data + src.row_stride;
+    __m256 scale[3], bias[3];
+    float* planes[3];
+    int channel[3];
+    for (int c = 0; c < 3; ++c) {
+        scale[c] = _mm256_set1_ps(out.scale[c]);
+        bias[c] = _mm256_set1_ps(out.bias[c]);
+        planes[c] = out.planes[c];
+        channel[c] = out.hwc_channel[c];
+    }
+    std::uint8_t* const hwc = out.hwc;
+    // A block's coordinates first, then its samples: a group's loads then wait on no arithmetic, so the loads
+    // of several groups are in flight together (36 -> 20 us per face here).
+    alignas(32) std::int32_t offsets[kRowBlock];
+    alignas(32) float fxs[kRowBlock], fys[kRowBlock];
     __m256 xs = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
     const __m256 eight = _mm256_set1_ps(8.f);
-    for (int x = 0; x < n8; x += 8, xs = _mm256_add_ps(xs, eight)) {
-        const __m256 sx = _mm256_fmadd_ps(vm0, xs, vrx), sy = _mm256_fmadd_ps(vm3, xs, vry);
-        const __m256i ix = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sx), zero), max_ix);
-        const __m256i iy = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sy), zero), max_iy);
-        const __m256 fx = _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix)), fy = _mm256_sub_ps(sy, _mm256_cvtepi32_ps(iy));
-        const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(iy, stride),
-                                             _mm256_add_epi32(ix, _mm256_add_epi32(ix, ix)));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(offsets), off);
-        for (int i = 0; i < 8; ++i) {
-            const std::uint8_t* p = src.data + offsets[i];
-            std::memcpy(&taps[0][i], p, 4);
-            std::memcpy(&taps[1][i], p + 2, 4);
-            std::memcpy(&taps[2][i], p + src.row_stride, 4);
-            std::memcpy(&taps[3][i], p + src.row_stride + 2, 4);
+    for (int x0 = 0; x0 < n8; x0 += kRowBlock) {
+        const int n = std::min(kRowBlock, n8 - x0);
+        for (int i = 0; i < n; i += 8, xs = _mm256_add_ps(xs, eight)) {
+            const __m256 sx = _mm256_fmadd_ps(vm0, xs, vrx), sy = _mm256_fmadd_ps(vm3, xs, vry);
+            const __m256i ix = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sx), zero), max_ix);
+            const __m256i iy = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sy), zero), max_iy);
+            _mm256_store_ps(fxs + i, _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix)));
+            _mm256_store_ps(fys + i, _mm256_sub_ps(sy, _mm256_cvtepi32_ps(iy)));
+            _mm256_store_si256(reinterpret_cast<__m256i*>(offsets + i),
+                               _mm256_add_epi32(_mm256_mullo_epi32(iy, stride),
+                                                _mm256_add_epi32(ix, _mm256_add_epi32(ix, ix))));
         }
-        const __m256i g00 = _mm256_load_si256(reinterpret_cast<const __m256i*>(taps[0]));
-        const __m256i g01 = _mm256_load_si256(reinterpret_cast<const __m256i*>(taps[1]));
-        const __m256i g10 = _mm256_load_si256(reinterpret_cast<const __m256i*>(taps[2]));
-        const __m256i g11 = _mm256_load_si256(reinterpret_cast<const __m256i*>(taps[3]));
-        __m256 v[3];
-        for (int c = 0; c < 3; ++c) {
-            const __m256 p00 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(g00, take[c]));
-            const __m256 p01 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(g01, take[c + 1]));
-            const __m256 p10 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(g10, take[c]));
-            const __m256 p11 = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(g11, take[c + 1]));
-            const __m256 top = _mm256_fmadd_ps(fx, _mm256_sub_ps(p01, p00), p00);
-            const __m256 bottom = _mm256_fmadd_ps(fx, _mm256_sub_ps(p11, p10), p10);
-            v[c] = _mm256_fmadd_ps(fy, _mm256_sub_ps(bottom, top), top);
-        }
-        if (out.hwc == nullptr) {
-            for (int c = 0; c < 3; ++c)
-                _mm256_storeu_ps(out.planes[c] + x, _mm256_fmadd_ps(v[c], _mm256_set1_ps(out.scale[c]),
-                                                                    _mm256_set1_ps(out.bias[c])));
-        } else {
-            alignas(32) std::int32_t q[3][8];
-            const __m256 half = _mm256_set1_ps(0.5f), hi = _mm256_set1_ps(255.f);
+        for (int i = 0; i < n; i += 8) {
+            // Left taps from the anchor (bytes 0-2), right taps from anchor + 2 (bytes 1-3), so no 4-byte load
+            // reads past the image's last byte.
+            const __m256i taps[2][2] = {{gather4(row0, offsets + i), gather4(row0 + 2, offsets + i)},
+                                        {gather4(row1, offsets + i), gather4(row1 + 2, offsets + i)}};
+            const __m256 fx = _mm256_load_ps(fxs + i), fy = _mm256_load_ps(fys + i);
+            __m256 v[3];
             for (int c = 0; c < 3; ++c) {
-                const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[c], half), _mm256_setzero_ps()), hi);
-                _mm256_store_si256(reinterpret_cast<__m256i*>(q[c]), _mm256_cvttps_epi32(r));
+                __m256 lerp[2];
+                for (int j = 0; j < 2; ++j) {
+                    const __m256 left = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(taps[j][0], byte_of[c]));
+                    const __m256 right = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(taps[j][1], byte_of[c + 1]));
+                    lerp[j] = _mm256_fmadd_ps(fx, _mm256_sub_ps(right, left), left);
+                }
+                v[c] = _mm256_fmadd_ps(fy, _mm256_sub_ps(lerp[1], lerp[0]), lerp[0]);
             }
-            std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
-            for (int i = 0; i < 8; ++i)
-                for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+            const int x = x0 + i;
+            if constexpr (!Hwc) {
+                for (int c = 0; c < 3; ++c) _mm256_storeu_ps(planes[c] + x, _mm256_fmadd_ps(v[c], scale[c], bias[c]));
+            } else {
+                alignas(32) std::int32_t q[3][8];
+                const __m256 half = _mm256_set1_ps(0.5f), hi = _mm256_set1_ps(255.f);
+                for (int c = 0; c < 3; ++c) {
+                    const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[c], half), _mm256_setzero_ps()), hi);
+                    _mm256_store_si256(reinterpret_cast<__m256i*>(q[c]), _mm256_cvttps_epi32(r));
+                }
+                std::uint8_t* dst = hwc + static_cast<std::ptrdiff_t>(x) * 3;
+                for (int k = 0; k < 8; ++k)
+                    for (int c = 0; c < 3; ++c) dst[k * 3 + channel[c]] = static_cast<std::uint8_t>(q[c][k]);
+            }
         }
     }
     return n8;
+}
+
+// Samples pixels [0, n8) of an interior row, n8 = out_w rounded down to 8; returns n8. Requires
+// (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets). The output kind is chosen once per row, not per group.
+__attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src, float m0, float m3, float rx,
+                                                           float ry, int out_w, const RowOutput& out) {
+    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, out)
+                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, out);
 }
 #endif
 

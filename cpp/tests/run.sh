@@ -3,6 +3,8 @@
 # runs it.
 #   cpp/tests/run.sh native     host g++: the build's vector path (AVX2+FMA on x86-64) and its scalar loops,
 #                               optimised and again under ASan+UBSan
+#   cpp/tests/run.sh bench [repeats] [vector|all] [landmarks.txt ...]
+#                               cpp/tests/bench_align.cpp: the align kernels' CPU time per face, no Python
 #   cpp/tests/run.sh aarch64 [--skip-if-unavailable]
 #       Debian's aarch64-linux-gnu-g++ (static binary, NEON path) run under qemu-aarch64. Installs
 #       g++-aarch64-linux-gnu and qemu-user with apt-get when they are missing. With --skip-if-unavailable
@@ -35,6 +37,12 @@ native)
     ${CXX:-g++} "${flags[@]}" -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
         -fno-omit-frame-pointer cpp/tests/test_core.cpp "${kernels[@]}" -o "$out-sanitize"
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 "$out-sanitize" | sed 's/^/[asan+ubsan] /'
+    ;;
+bench)
+    out=build/cpp-tests/bench_align
+    mkdir -p "$(dirname "$out")"
+    ${CXX:-g++} "${flags[@]}" cpp/tests/bench_align.cpp "${kernels[@]}" -o "$out"
+    "$out" "${@:2}"
     ;;
 aarch64)
     cxx=${AARCH64_CXX:-aarch64-linux-gnu-g++}
@@ -73,7 +81,7 @@ aarch64)
     fi
     ;;
 *)
-    echo "usage: $0 native | aarch64 [--skip-if-unavailable]" >&2
+    echo "usage: $0 native | bench [repeats] [vector|all] [landmarks.txt ...] | aarch64 [--skip-if-unavailable]" >&2
     exit 2
     ;;
 esac
