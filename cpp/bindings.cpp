@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
@@ -210,31 +211,45 @@ PixelNormalization normalization(const std::vector<float>& mean, const std::vect
     return n;
 }
 
-enum class Resample { bilinear, matched };
+// How a face smaller than the crop is resampled: bicubic (one Keys a = -0.5 warp straight to the crop),
+// matched (warp at its own scale, then degrade's F_up: two resamplings, matched.hpp) or bilinear (the plain
+// warp every face at or above the crop size takes).
+enum class Resample { bilinear, bicubic, matched };
 
 Resample resample_mode(const std::string& name) {
+    if (name == "bicubic") return Resample::bicubic;
     if (name == "matched") return Resample::matched;
     if (name == "bilinear") return Resample::bilinear;
-    throw py::value_error("resample must be 'matched' or 'bilinear', got '" + name + "'");
+    throw py::value_error("resample must be 'bicubic', 'matched' or 'bilinear', got '" + name + "'");
 }
 
-// Which faces take the matched warp and the plan of each small width, built before the GIL is released so
-// the workers only read them. small_w[i] == out_w: face i takes the plain bilinear warp.
+// Per face, built before the GIL is released so the workers only read it: small_w[i] < out_w takes the
+// matched warp with plans[small_w[i]]; otherwise bicubic[i] != 0 takes the direct bicubic warp, else bilinear.
 struct WarpPlans {
     std::vector<int> small_w;
+    std::vector<char> bicubic;
     std::map<int, MatchedPlan> plans;
 };
 
 WarpPlans warp_plans(Resample mode, const std::vector<double>& resolutions, int out_h, int out_w) {
     WarpPlans p;
     p.small_w.assign(resolutions.size(), out_w);
-    if (mode != Resample::matched) return p;
+    p.bicubic.assign(resolutions.size(), 0);
     for (std::size_t i = 0; i < resolutions.size(); ++i) {
         const int w = matched_width(resolutions[i], out_w);
+        if (w >= out_w || mode == Resample::bilinear) continue;
+        if (mode == Resample::bicubic) {
+            p.bicubic[i] = 1;
+            continue;
+        }
         p.small_w[i] = w;
-        if (w < out_w && !p.plans.count(w)) p.plans.emplace(w, make_matched_plan(out_h, out_w, w));
+        if (!p.plans.count(w)) p.plans.emplace(w, make_matched_plan(out_h, out_w, w));
     }
     return p;
+}
+
+bool needs_scratch(const WarpPlans& wp) {
+    return !wp.plans.empty() || std::find(wp.bicubic.begin(), wp.bicubic.end(), 1) != wp.bicubic.end();
 }
 
 py::array_t<float> warp_batch_f32(const ImageU8View& img, const std::vector<Affine2x3>& maps, const WarpPlans& wp,
@@ -244,13 +259,16 @@ py::array_t<float> warp_batch_f32(const ImageU8View& img, const std::vector<Affi
     float* dst = out.mutable_data();
     const std::size_t per_face = std::size_t(3) * out_h * out_w;
     const int workers = resolve_threads(threads, maps.size());
-    std::vector<MatchedScratch> scratch(wp.plans.empty() ? 0 : static_cast<std::size_t>(workers));
+    std::vector<MatchedScratch> scratch(needs_scratch(wp) ? static_cast<std::size_t>(workers) : 0);
     py::gil_scoped_release release;
     parallel_for(maps.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
         for (std::size_t i = b; i < e; ++i) {
             if (wp.small_w[i] < out_w)
                 warp_matched_to_chw_f32(img, maps[i], wp.plans.at(wp.small_w[i]), out_h, out_w, norm,
                                         dst + i * per_face, scratch[worker]);
+            else if (wp.bicubic[i])
+                warp_bicubic_to_chw_f32(img, maps[i], out_h, out_w, norm, dst + i * per_face,
+                                        scratch[worker].region);
             else
                 warp_to_chw_f32(img, maps[i], out_h, out_w, norm, dst + i * per_face);
         }
@@ -265,13 +283,16 @@ py::array_t<std::uint8_t> warp_batch_u8(const ImageU8View& img, const std::vecto
     std::uint8_t* dst = out.mutable_data();
     const std::size_t per_face = std::size_t(3) * out_h * out_w;
     const int workers = resolve_threads(threads, maps.size());
-    std::vector<MatchedScratch> scratch(wp.plans.empty() ? 0 : static_cast<std::size_t>(workers));
+    std::vector<MatchedScratch> scratch(needs_scratch(wp) ? static_cast<std::size_t>(workers) : 0);
     py::gil_scoped_release release;
     parallel_for(maps.size(), workers, [&](std::size_t b, std::size_t e, int worker) {
         for (std::size_t i = b; i < e; ++i) {
             if (wp.small_w[i] < out_w)
                 warp_matched_to_hwc_u8(img, maps[i], wp.plans.at(wp.small_w[i]), out_h, out_w, swap_rb,
                                        dst + i * per_face, scratch[worker]);
+            else if (wp.bicubic[i])
+                warp_bicubic_to_hwc_u8(img, maps[i], out_h, out_w, swap_rb, dst + i * per_face,
+                                       scratch[worker].region);
             else
                 warp_to_hwc_u8(img, maps[i], out_h, out_w, swap_rb, dst + i * per_face);
         }
@@ -607,8 +628,9 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("src"), py::arg("dst"),
        "Least-squares similarity (Umeyama, no reflection) mapping src (N, 2) onto dst (N, 2); returns (2, 3).");
 
-    // resample: "matched" (faces smaller than the crop: warp at their own scale, then bicubic F_up as degrade)
-    // or "bilinear" (one bilinear warp, cv2.warpAffine's result).
+    // resample (faces smaller than the crop; larger ones always take the bilinear warp): "bicubic" (one bicubic
+    // warp to the crop), "matched" (warp at their own scale, then bicubic F_up as degrade) or "bilinear" (one
+    // bilinear warp, cv2.warpAffine's result).
     m.def("align_f32", [](const py::handle& image, const py::handle& landmarks, const py::object& tmpl, int out_h,
                           int out_w, std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads,
                           const std::string& resample) {
@@ -619,11 +641,11 @@ PYBIND11_MODULE(_core, m) {
         std::size_t n = 0;
         const std::vector<Affine2x3> maps = inverse_alignments(landmarks, tmpl, n);
         const WarpPlans wp = warp_plans(
-            mode, mode == Resample::matched ? alignment_resolutions(landmarks, tmpl, maps, out_w) : std::vector<double>(n),
+            mode, mode != Resample::bilinear ? alignment_resolutions(landmarks, tmpl, maps, out_w) : std::vector<double>(n),
             out_h, out_w);
         return warp_batch_f32(img, maps, wp, out_h, out_w, norm, threads);
     }, py::arg("image"), py::arg("landmarks"), py::arg("template"), py::arg("height"), py::arg("width"),
-       py::arg("mean"), py::arg("std"), py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "matched");
+       py::arg("mean"), py::arg("std"), py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "bicubic");
 
     m.def("align_u8", [](const py::handle& image, const py::handle& landmarks, const py::object& tmpl, int out_h,
                          int out_w, bool swap_rb, int threads, const std::string& resample) {
@@ -633,11 +655,11 @@ PYBIND11_MODULE(_core, m) {
         std::size_t n = 0;
         const std::vector<Affine2x3> maps = inverse_alignments(landmarks, tmpl, n);
         const WarpPlans wp = warp_plans(
-            mode, mode == Resample::matched ? alignment_resolutions(landmarks, tmpl, maps, out_w) : std::vector<double>(n),
+            mode, mode != Resample::bilinear ? alignment_resolutions(landmarks, tmpl, maps, out_w) : std::vector<double>(n),
             out_h, out_w);
         return warp_batch_u8(img, maps, wp, out_h, out_w, swap_rb, threads);
     }, py::arg("image"), py::arg("landmarks"), py::arg("template"), py::arg("height"), py::arg("width"),
-       py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "matched");
+       py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "bicubic");
 
     m.def("warp_f32", [](const py::handle& image, const py::handle& matrices, int out_h, int out_w,
                          std::vector<float> mean, std::vector<float> std, bool swap_rb, int threads,
@@ -651,7 +673,7 @@ PYBIND11_MODULE(_core, m) {
         const WarpPlans wp = warp_plans(mode, map_resolutions(maps, out_w), out_h, out_w);
         return warp_batch_f32(img, maps, wp, out_h, out_w, norm, threads);
     }, py::arg("image"), py::arg("matrices"), py::arg("height"), py::arg("width"), py::arg("mean"), py::arg("std"),
-       py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "matched");
+       py::arg("swap_rb"), py::arg("threads"), py::arg("resample") = "bicubic");
 
     m.def("warp_u8", [](const py::handle& image, const py::handle& matrices, int out_h, int out_w, bool swap_rb,
                         int threads, const std::string& resample) {
@@ -663,7 +685,7 @@ PYBIND11_MODULE(_core, m) {
         const WarpPlans wp = warp_plans(mode, map_resolutions(maps, out_w), out_h, out_w);
         return warp_batch_u8(img, maps, wp, out_h, out_w, swap_rb, threads);
     }, py::arg("image"), py::arg("matrices"), py::arg("height"), py::arg("width"), py::arg("swap_rb"),
-       py::arg("threads"), py::arg("resample") = "matched");
+       py::arg("threads"), py::arg("resample") = "bicubic");
 
     m.def("simd_path", [] { return std::string(simd_path_name(simd_active())); },
           "The vector path the kernels take now: 'avx2+fma', 'neon' or 'scalar'.");

@@ -5,8 +5,8 @@ whole scene at low resolution, from which the SDK aligns the face. Here the seco
 shrunk as a whole (``cv2.INTER_AREA``) so that its face has resolution r (the pair's size from the btm-stm
 protocol file; a face already at or below r keeps its size), then
 
-* ``landmarks`` (a): aligned by the SDK (resolution-matched ``align_faces_uint8``) from its HR landmarks scaled
-  with the photo, i.e. perfect localisation;
+* ``landmarks`` (a): aligned by the SDK (``align_faces_uint8`` with its default small-face warp) from its HR
+  landmarks scaled with the photo, i.e. perfect localisation;
 * ``detector`` (b): found by the SDK's MTCNN (``FaceDetector``, 12 px minimum face) in the shrunk photo and aligned
   from its landmarks; the detection nearest the true face is used (eye midpoint within half an eye distance),
   and a pair whose face is not found is a *miss*, reported separately and counted as a failure in

@@ -3,7 +3,8 @@
 What the set is. ``skimage.data.lfw_subset()`` holds 100 real LFW face crops (25x25 grayscale; the other 100 images
 are non-faces and are not used). They carry no identity labels. Each face is aligned to the model's template with
 ``crres_sdk`` (one fixed set of five landmarks in the 25x25 frame: :data:`LANDMARKS_25`) at its own scale, about
-28 px of equivalent resolution, and brought to 112 by the SDK's resolution-matched warp, so view A of face i is
+28 px of equivalent resolution, and brought to 112 by the SDK's resolution-matched warp (:data:`RESAMPLE`, kept
+when the SDK's default became one bicubic warp, so gate figures stay comparable across bundles), so view A of face i is
 the 28 px face. View B is the same photo mirrored, its alignment jittered (rotation, scale, shift), degraded with
 ``crres_sdk.degrade`` to a size drawn in the band. Pairs per band: genuine (A_i, B_i at r) and impostor (A_i,
 B_j at r, j a fixed derangement of i), 100 + 100 per round, :data:`ROUNDS` rounds with fresh sizes and jitter.
@@ -50,6 +51,8 @@ BANDS: dict[str, tuple[int, int]] = {"low": (5, 10), "mid": (11, 24)}
 ROUNDS = 2
 ALPHA = 0.05
 N_FACES = 100
+#: The alignment the views are made with (resolution-matched: the gate measured the shipped bundles so).
+RESAMPLE = "matched"
 DESCRIPTION = (f"{SET_NAME}: scikit-image's 100 real LFW face crops (25x25 grayscale, ~28 px equivalent "
                "resolution, no identity labels) aligned with crres_sdk; genuine = a face against its own mirrored, "
                "jitter-aligned copy degraded to the band, impostor = against another face's such copy. It tests "
@@ -119,7 +122,7 @@ def build(seed: int = 0, faces: np.ndarray | None = None) -> FaceSet:
     view_a = []
     for face in faces:
         img = _padded_bgr(face)
-        view_a.append(align_faces_uint8(img, points))
+        view_a.append(align_faces_uint8(img, points, resample=RESAMPLE))
     shift = 1 + rng.permutation(n - 1)[0]  # impostor partner j = (i + shift) mod n: never i itself
     first, second, sizes, issame = {}, {}, {}, {}
     crops = list(view_a)
@@ -129,7 +132,7 @@ def build(seed: int = 0, faces: np.ndarray | None = None) -> FaceSet:
             base = len(crops)
             for face in faces:
                 img = np.ascontiguousarray(_padded_bgr(face)[:, ::-1])
-                crops.append(align_faces_uint8(img, _jitter(mirrored, rng)))
+                crops.append(align_faces_uint8(img, _jitter(mirrored, rng), resample=RESAMPLE))
             size = rng.integers(lo, hi + 1, n)
             idx = np.arange(n)
             f += [idx, idx]

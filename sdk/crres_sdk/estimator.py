@@ -46,5 +46,7 @@ class ResolutionEstimator:
         """(N,) effective resolution of the faces with (N, 5, 2) landmarks in a uint8 frame, capped at each
         face's equivalent resolution."""
         points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
-        crops = align_faces(frame, points, input_color=input_color, normalization=self.normalization)
+        # "matched": the crop pixel-closest to degrade(HR crop, r), which is what the estimator was trained on
+        crops = align_faces(frame, points, input_color=input_color, normalization=self.normalization,
+                            resample="matched")
         return np.minimum(self.estimate_aligned(crops), equivalent_resolution(points))

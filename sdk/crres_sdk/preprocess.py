@@ -7,8 +7,9 @@ Conventions (DESIGN section 4):
 * Landmarks are ``(N, K, 2)`` (or ``(K, 2)`` for one face) image coordinates, K = 5 in the order left eye,
   right eye, nose, left mouth corner, right mouth corner; they are fitted to ``ARCFACE_TEMPLATE`` by a
   similarity transform (Umeyama, no reflection).
-* Faces smaller than the crop are aligned resolution-matched by default (``resample="matched"``, see
-  :data:`Resample`); ``resample="bilinear"`` gives the plain bilinear warp.
+* Faces smaller than the crop are brought to it by one bicubic warp by default (``resample="bicubic"``, see
+  :data:`Resample`); ``"matched"`` warps at the face's own scale and then upsamples, ``"bilinear"`` is the plain
+  bilinear warp.
 * "Resolution r" is the papers' meaning: ``degrade(crops, r)`` = antialiased bicubic down to r x r, then
   bicubic back up (PIL / ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` semantics).
 
@@ -25,12 +26,15 @@ import numpy as np
 from crres_sdk import _core
 
 ColorOrder = Literal["bgr", "rgb"]
-#: How a face is brought to the crop. ``"matched"`` (default): a face smaller than the crop (equivalent resolution
-#: r below the crop's width) is warped at its own scale to an r-wide crop (antialiased where that shrinks) and
-#: brought up with the bicubic ``F_up`` of :func:`degrade`, so the model sees what training's
-#: ``F_up(F_down,r(I))`` gives it; faces at or above the crop size take the bilinear warp. ``"bilinear"``: one
-#: bilinear warp at every size (``cv2.warpAffine`` INTER_LINEAR, BORDER_CONSTANT 0), the behaviour before.
-Resample = Literal["matched", "bilinear"]
+#: How a face smaller than the crop (equivalent resolution r below the crop's width) is brought to it; faces at
+#: or above the crop size always take the bilinear warp. ``"bicubic"`` (default): one bicubic warp (Keys
+#: a = -0.5, the kernel of :func:`degrade`'s ``F_up``) from the photo's own pixels straight to the crop.
+#: ``"matched"``: warped at its own scale to an r-wide crop, then brought up with :func:`degrade`'s ``F_up``, so
+#: the crop is pixel-closest to ``F_up(F_down,r(HR crop))``; its second resampling blurs, and it scores lower
+#: end to end (docs/results.md, "Small-face alignment"). ``"bilinear"``: one bilinear warp at every size
+#: (``cv2.warpAffine`` INTER_LINEAR, BORDER_CONSTANT 0).
+Resample = Literal["bicubic", "matched", "bilinear"]
+RESAMPLE_MODES: tuple[str, ...] = ("bicubic", "matched", "bilinear")
 
 #: The ArcFace 112 x 112 five-point template, (5, 2) float64 (read-only; defined once, in the C++ core).
 ARCFACE_TEMPLATE: np.ndarray = _core.arcface_template()
@@ -75,8 +79,8 @@ def _check_color(value: str, name: str) -> None:
 
 
 def _check_resample(value: str) -> str:
-    if value not in ("matched", "bilinear"):
-        raise ValueError(f"resample must be 'matched' or 'bilinear', got {value!r}")
+    if value not in RESAMPLE_MODES:
+        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {value!r}")
     return value
 
 
@@ -144,7 +148,7 @@ def align_faces(
     input_color: ColorOrder = "bgr",
     normalization: Normalization = Normalization(),
     threads: int = 1,
-    resample: Resample = "matched",
+    resample: Resample = "bicubic",
 ) -> np.ndarray:
     """Aligned, normalised model input: (N, 3, H, W) float32 NCHW, one fused pass per face.
 
@@ -173,12 +177,13 @@ def align_faces_uint8(
     input_color: ColorOrder = "bgr",
     output_color: ColorOrder = "bgr",
     threads: int = 1,
-    resample: Resample = "matched",
+    resample: Resample = "bicubic",
 ) -> np.ndarray:
     """Aligned crops as (N, H, W, 3) uint8 (for storage or display), rounded to nearest.
 
-    With ``resample="matched"`` a small face's crop is its r-wide uint8 crop brought up by PIL's BICUBIC (bit
-    for bit), as ``degrade`` brings up its r x r intermediate.
+    With ``resample="bicubic"`` (default) a small face is one bicubic warp straight to the crop; with
+    ``resample="matched"`` its r-wide uint8 crop is brought up by PIL's BICUBIC (bit for bit), as ``degrade``
+    brings up its r x r intermediate.
     """
     _check_color(input_color, "input_color")
     _check_color(output_color, "output_color")
@@ -204,11 +209,11 @@ def warp_faces(
     input_color: ColorOrder = "bgr",
     normalization: Normalization = Normalization(),
     threads: int = 1,
-    resample: Resample = "matched",
+    resample: Resample = "bicubic",
 ) -> np.ndarray:
     """Like :func:`align_faces` with caller-supplied (N, 2, 3) source->crop matrices (cv2.warpAffine's).
 
-    A face's resolution for ``resample="matched"`` is the crop width over the matrix's scale.
+    A face's resolution for ``resample="bicubic"/"matched"`` is the crop width over the matrix's scale.
     """
     _check_color(input_color, "input_color")
     out_size = _output_size(size)
@@ -228,7 +233,7 @@ def warp_faces_uint8(
     input_color: ColorOrder = "bgr",
     output_color: ColorOrder = "bgr",
     threads: int = 1,
-    resample: Resample = "matched",
+    resample: Resample = "bicubic",
 ) -> np.ndarray:
     """Like :func:`align_faces_uint8` with caller-supplied (N, 2, 3) source->crop matrices."""
     _check_color(input_color, "input_color")

@@ -1,4 +1,5 @@
-"""Resolution-matched alignment (``resample="matched"``, the default; DESIGN section 4, "Canonical crop").
+"""Resolution-matched alignment (``resample="matched"``; DESIGN section 4, "Canonical crop"). The default,
+``resample="bicubic"``, is tested in tests/core/test_small_faces.py.
 
 A face smaller than the crop (resolution r = W * eye distance / template eye distance < W) is warped at its
 own scale to a round(r)-wide crop (bicubic, antialiased where that warp shrinks) and brought to the crop size
@@ -68,10 +69,10 @@ def test_matched_inverts_f_down_exactly(r):
     small = resize_bicubic(crop, r)
     lm = scaled_template(r)
     assert round(equivalent_resolution(lm)) == r
-    np.testing.assert_array_equal(align_faces_uint8(small, lm), degrade(crop, r))
+    np.testing.assert_array_equal(align_faces_uint8(small, lm, resample="matched"), degrade(crop, r))
     # float path: the same F_up in float32 on the small crop's values (no uint8 rounding of the F_up)
     up = resize_bicubic(small.astype(np.float32), 112).transpose(2, 0, 1)
-    np.testing.assert_allclose(align_faces(small, lm, normalization=RAW), up, atol=4e-3)
+    np.testing.assert_allclose(align_faces(small, lm, normalization=RAW, resample="matched"), up, atol=4e-3)
 
 
 def astronaut_at(r: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -96,7 +97,7 @@ def test_shrunk_photo_is_closer_to_degrade_than_the_bilinear_warp(r):
     def rmse(crop):
         return float(np.sqrt(((crop.astype(np.float64) - target) ** 2).mean()))
 
-    matched = rmse(align_faces_uint8(small, lm))
+    matched = rmse(align_faces_uint8(small, lm, resample="matched"))
     bilinear = rmse(align_faces_uint8(small, lm, resample="bilinear"))
     # measured: matched/bilinear 0.61-0.73 at every r listed (module docstring)
     assert matched < 0.8 * bilinear, (r, matched, bilinear)
@@ -114,7 +115,7 @@ def test_shrunk_photo_embeds_closer_to_degrade_with_the_from_scratch_model():
         small, lm, rr = astronaut_at(r)
         ref = degrade(hr, rr)
         ref_input = ((ref[:, :, ::-1].astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)
-        batch += [ref_input, align_faces(small, lm, normalization=norm),
+        batch += [ref_input, align_faces(small, lm, normalization=norm, resample="matched"),
                   align_faces(small, lm, normalization=norm, resample="bilinear")]
     (emb,) = session.run(None, {session.get_inputs()[0].name: np.stack(batch).astype(np.float32)})
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -130,18 +131,21 @@ def test_faces_at_or_above_the_crop_size_take_the_bilinear_warp():
     frame = random_frame(rng, 600, 800)
     lm = face_landmarks(rng, (600, 800), 12, scale=(1.0, 3.0))
     lm = np.concatenate([lm, ((ARCFACE_TEMPLATE - 56.0) * (111.6 / 112) + 300.0)[None]])  # rounds to 112
-    np.testing.assert_array_equal(align_faces_uint8(frame, lm), align_faces_uint8(frame, lm, resample="bilinear"))
-    np.testing.assert_array_equal(align_faces(frame, lm), align_faces(frame, lm, resample="bilinear"))
-    smaller = (ARCFACE_TEMPLATE - 56.0) * (110.0 / 112) + 300.0
-    assert not np.array_equal(align_faces_uint8(frame, smaller), align_faces_uint8(frame, smaller, resample="bilinear"))
+    for mode in ("matched", "bicubic"):
+        np.testing.assert_array_equal(align_faces_uint8(frame, lm, resample=mode),
+                                      align_faces_uint8(frame, lm, resample="bilinear"))
+        np.testing.assert_array_equal(align_faces(frame, lm, resample=mode), align_faces(frame, lm, resample="bilinear"))
+        smaller = (ARCFACE_TEMPLATE - 56.0) * (110.0 / 112) + 300.0
+        assert not np.array_equal(align_faces_uint8(frame, smaller, resample=mode),
+                                  align_faces_uint8(frame, smaller, resample="bilinear"))
 
 
 def test_uint8_and_float_paths_agree():
     rng = np.random.default_rng(8)
     frame = cv2.GaussianBlur(random_frame(rng, 400, 400), (0, 0), 2.0)  # photo-like: bounded overshoot
     lm = face_landmarks(rng, (200, 200), 10, scale=(0.05, 0.95)) + 100.0  # inside the frame
-    u8 = align_faces_uint8(frame, lm).astype(np.float32).transpose(0, 3, 1, 2)
-    f32 = align_faces(frame, lm, normalization=RAW)
+    u8 = align_faces_uint8(frame, lm, resample="matched").astype(np.float32).transpose(0, 3, 1, 2)
+    f32 = align_faces(frame, lm, normalization=RAW, resample="matched")
     # uint8 rounds the small crop and the F_up's intermediate (as degrade does); float32 does not clip. (At a
     # face's edge with the frame's zero border the uint8 path also clips the small crop's overshoot, so faces
     # leaving the frame can differ by more.)
@@ -153,9 +157,9 @@ def test_normalisation_commutes_with_the_upsample():
     frame = random_frame(rng, 300, 300)
     lm = face_landmarks(rng, (300, 300), 6, scale=(0.1, 0.9))
     norm = Normalization(color="rgb", mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4))
-    raw = align_faces(frame, lm, normalization=RAW)[:, ::-1]  # BGR -> RGB planes
+    raw = align_faces(frame, lm, normalization=RAW, resample="matched")[:, ::-1]  # BGR -> RGB planes
     expected = (raw - np.array(norm.mean, np.float32)[:, None, None]) / np.array(norm.std, np.float32)[:, None, None]
-    np.testing.assert_allclose(align_faces(frame, lm, normalization=norm), expected, atol=1e-4)
+    np.testing.assert_allclose(align_faces(frame, lm, normalization=norm, resample="matched"), expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("r", [1.4, 2.6, 5.45, 9.49, 10.3, 20.2, 40.7, 80.1])
@@ -164,18 +168,21 @@ def test_a_flat_face_stays_flat(r):
     # integer, k = r / round(r) >= 1.02 below r = 25) and the F_up.
     frame = np.full((200, 200, 3), (10, 128, 250), np.uint8)
     lm = (ARCFACE_TEMPLATE - 56.0) * (r / 112) + 100.0
-    crop = align_faces_uint8(frame, lm)
-    assert np.array_equal(crop, np.broadcast_to(np.array([10, 128, 250], np.uint8), crop.shape))
-    np.testing.assert_allclose(align_faces(frame, lm, normalization=RAW),
-                               np.broadcast_to(np.array([10.0, 128, 250])[:, None, None], (3, 112, 112)), atol=1e-3)
+    for mode in ("matched", "bicubic"):
+        crop = align_faces_uint8(frame, lm, resample=mode)
+        assert np.array_equal(crop, np.broadcast_to(np.array([10, 128, 250], np.uint8), crop.shape))
+        np.testing.assert_allclose(align_faces(frame, lm, normalization=RAW, resample=mode),
+                                   np.broadcast_to(np.array([10.0, 128, 250])[:, None, None], (3, 112, 112)),
+                                   atol=1e-3)
 
 
 def test_face_leaving_the_frame_gets_the_zero_border():
     frame = np.full((60, 60, 3), 200, np.uint8)
     lm = (ARCFACE_TEMPLATE - 56.0) * (40 / 112) + [5.0, 30.0]  # 40 px face, its left part outside the frame
-    crop = align_faces_uint8(frame, lm)
-    assert crop[:, :10].max() < 40 and crop[:, 80:].min() == 200
-    assert np.isfinite(align_faces(frame, lm)).all()
+    for mode in ("matched", "bicubic"):
+        crop = align_faces_uint8(frame, lm, resample=mode)
+        assert crop[:, :10].max() < 40 and crop[:, 80:].min() == 200
+        assert np.isfinite(align_faces(frame, lm, resample=mode)).all()
 
 
 def test_warp_faces_matches_align_faces_for_the_same_map():
@@ -183,8 +190,11 @@ def test_warp_faces_matches_align_faces_for_the_same_map():
     frame = random_frame(rng, 300, 300)
     m = similarity(112 / 30.0, 0.3, -300.0, -250.0)  # a 30 px face: crop px per source px = 112 / 30
     lm = (ARCFACE_TEMPLATE - m[:, 2]) @ np.linalg.inv(m[:, :2]).T  # the template's points in the frame
-    np.testing.assert_array_equal(warp_faces_uint8(frame, m), align_faces_uint8(frame, lm))
-    np.testing.assert_allclose(warp_faces(frame, m), align_faces(frame, lm), atol=1e-5)
+    for mode in ("matched", "bicubic"):
+        np.testing.assert_array_equal(warp_faces_uint8(frame, m, resample=mode),
+                                      align_faces_uint8(frame, lm, resample=mode))
+        np.testing.assert_allclose(warp_faces(frame, m, resample=mode), align_faces(frame, lm, resample=mode),
+                                   atol=1e-5)
 
 
 def test_non_square_crop_follows_degrade():
@@ -197,7 +207,7 @@ def test_non_square_crop_follows_degrade():
     lm = (template + 0.5) * r / 80 - 0.5
     lm[:, 1] = (template[:, 1] + 0.5) * 24 / 96 - 0.5
     lm[:, 0] = (template[:, 0] + 0.5) * 20 / 80 - 0.5
-    got = align_faces_uint8(small, lm, size=(96, 80), template=template)
+    got = align_faces_uint8(small, lm, size=(96, 80), template=template, resample="matched")
     np.testing.assert_array_equal(got, degrade(crop, r))
 
 
@@ -206,17 +216,19 @@ def test_threads_and_strided_views_give_identical_results():
     frame = random_frame(rng, 500, 700)
     view = frame[20:480, 30:650]
     lm = face_landmarks(rng, view.shape[:2], 11, scale=(0.1, 1.5))
-    one = align_faces(view, lm, threads=1)
-    np.testing.assert_array_equal(align_faces(view, lm, threads=3), one)
-    np.testing.assert_array_equal(align_faces(np.ascontiguousarray(view), lm), one)
-    np.testing.assert_array_equal(align_faces_uint8(view, lm, threads=0), align_faces_uint8(view, lm, threads=1))
+    for mode in ("matched", "bicubic"):
+        one = align_faces(view, lm, threads=1, resample=mode)
+        np.testing.assert_array_equal(align_faces(view, lm, threads=3, resample=mode), one)
+        np.testing.assert_array_equal(align_faces(np.ascontiguousarray(view), lm, resample=mode), one)
+        np.testing.assert_array_equal(align_faces_uint8(view, lm, threads=0, resample=mode),
+                                      align_faces_uint8(view, lm, threads=1, resample=mode))
 
 
 def test_resample_is_validated():
     frame = np.zeros((50, 50, 3), np.uint8)
     for fn in (align_faces, align_faces_uint8):
         with pytest.raises(ValueError, match="resample"):
-            fn(frame, ARCFACE_TEMPLATE, resample="bicubic")
+            fn(frame, ARCFACE_TEMPLATE, resample="nearest")
     with pytest.raises(ValueError, match="resample"):
         _core.align_u8(frame, ARCFACE_TEMPLATE[None], None, 112, 112, False, 1, "nearest")
 
@@ -227,13 +239,16 @@ def test_simd_and_scalar_paths_agree():
     rng = np.random.default_rng(17)
     frame = random_frame(rng, 720, 1280)
     lm = face_landmarks(rng, (720, 1280), 16)
-    fast_f32, fast_u8 = align_faces(frame, lm, normalization=RAW), align_faces_uint8(frame, lm)
-    _core.set_simd_enabled(False)
-    try:
-        assert _core.simd_path() == "scalar"
-        slow_f32, slow_u8 = align_faces(frame, lm, normalization=RAW), align_faces_uint8(frame, lm)
-    finally:
-        _core.set_simd_enabled(True)
-    assert _core.simd_path() == _core.simd_available()
-    np.testing.assert_allclose(fast_f32, slow_f32, atol=5e-2)  # test_warp.py's Full-HD tolerance
-    assert np.abs(fast_u8.astype(int) - slow_u8).max() <= 1
+    for mode in ("matched", "bicubic"):
+        fast_f32 = align_faces(frame, lm, normalization=RAW, resample=mode)
+        fast_u8 = align_faces_uint8(frame, lm, resample=mode)
+        _core.set_simd_enabled(False)
+        try:
+            assert _core.simd_path() == "scalar"
+            slow_f32 = align_faces(frame, lm, normalization=RAW, resample=mode)
+            slow_u8 = align_faces_uint8(frame, lm, resample=mode)
+        finally:
+            _core.set_simd_enabled(True)
+        assert _core.simd_path() == _core.simd_available()
+        np.testing.assert_allclose(fast_f32, slow_f32, atol=5e-2)  # test_warp.py's Full-HD tolerance
+        assert np.abs(fast_u8.astype(int) - slow_u8).max() <= 1

@@ -1,7 +1,7 @@
 """Fused align/warp vs cv2.warpAffine (bilinear, BORDER_CONSTANT 0) and vs the unfused pipeline.
 
-These hold the bilinear warp, ``resample="bilinear"``: the default, ``"matched"``, takes it only for faces at or
-above the crop size (tests/core/test_matched.py covers smaller faces).
+These hold the bilinear warp, ``resample="bilinear"``: the default, ``"bicubic"``, and ``"matched"`` take it only
+for faces at or above the crop size (tests/core/test_small_faces.py and test_matched.py cover smaller faces).
 
 Tolerance: OpenCV >= 4.11 interpolates in float32 like the core, so uint8 results agree within 1 grey level
 (rounding of values that land within float error of .5). Float results agree within 1e-2 grey levels on small
@@ -176,7 +176,8 @@ def test_no_read_past_the_last_pixel():
     warp_faces(frame, matrices, resample="bilinear")
     for m, crop in zip(matrices, got):
         assert np.abs(crop.astype(int) - cv_warp(frame, m, (112, 112))).max() <= 1
-    # These faces are 18-36 px: the matched warp reads a float copy of their region and the frame's border.
-    warp_faces_uint8(frame, matrices)
-    warp_faces(frame, matrices)
+    # These faces are 18-36 px: the small-face warps read a float copy of their region and the frame's border.
+    for mode in ("bicubic", "matched"):
+        warp_faces_uint8(frame, matrices, resample=mode)
+        warp_faces(frame, matrices, resample=mode)
     del keep_alive
