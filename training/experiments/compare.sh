@@ -100,7 +100,7 @@ for entry in "${VARIANTS[@]}"; do
         if [ ! -f "$run/eval/results.json" ]; then
             echo "== evaluate $run"
             limit=(); [ "$LIMIT_PAIRS" -gt 0 ] && limit=(--limit-pairs "$LIMIT_PAIRS")
-            $PY -m python -m evaluation --model "$run/final.pt" --lfw "$SHARED/data/lfw" --protocols "$EVAL_PROTOCOLS" \
+            $PY -m evaluation --model "$run/final.pt" --lfw "$SHARED/data/lfw" --protocols "$EVAL_PROTOCOLS" \
                 --resolutions "$RESOLUTIONS" --modes cr --backend "$EVAL_BACKEND" --threads "$THREADS" \
                 "${limit[@]}" --no-plots --quiet --out "$run/eval"
         fi

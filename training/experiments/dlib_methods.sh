@@ -26,5 +26,5 @@ RESUME=()
 export OMP_NUM_THREADS=${THREADS:-1}
 $PY -m training.train --recipe "dlib_${METHOD}" --data "$DATA" --out "$OUT" --batch-size $BATCH --steps $STEPS \
     --seed "$SEED" --workers 1 --no-progress "${RESUME[@]}"
-$PY -m python -m evaluation --model "$OUT/final.pt" --lfw "$LFW" --protocols hr,btm_stm --backend onnxruntime \
+$PY -m evaluation --model "$OUT/final.pt" --lfw "$LFW" --protocols hr,btm_stm --backend onnxruntime \
     --out "runs/eval/dlib_${METHOD}_s${SEED}"
