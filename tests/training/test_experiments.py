@@ -44,9 +44,24 @@ def test_plot_sweep_is_cr_or_else_lai_columns():
     assert summarize.sweep_points({"b": lai["b"]}) == ("", {})
 
 
-@pytest.mark.parametrize("script", ["compare.sh", "make_data.sh", "default_model.sh"])
+SCRIPTS = sorted(p.name for p in (ROOT / "training" / "experiments").glob("*.sh"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_experiment_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / "training" / "experiments" / script)], check=True)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_experiment_scripts_run_modules_that_exist(script):
+    # `$PY -m NAME` lines must name an importable module (a rename once left "-m python -m evaluation").
+    import importlib.util
+    import re
+
+    text = (ROOT / "training" / "experiments" / script).read_text()
+    names = re.findall(r"\$\{?PY\}?\s+-m\s+(\S+)", text)
+    for name in names:
+        assert importlib.util.find_spec(name) is not None, f"{script}: python -m {name} names no module"
 
 
 def test_compare_refuses_an_unknown_comparison(tmp_path):
