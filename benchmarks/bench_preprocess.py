@@ -19,9 +19,12 @@ Degrade: 64 uint8 112x112x3 crops, each down to r in {7, 14, 28, 56} and back up
   opencv       cv2.resize INTER_CUBIC down and up (not antialiased: a different, cheaper operation)
   torch        F.interpolate(bicubic, antialias=True) down and up on a float32 NCHW batch, when torch is present
   crres        crres_sdk.degrade (C++, PIL-exact)
-Every record carries the CPU (model, ISA flags such as avx2 / avx512f / avx512_vnni / asimd) and the core's
-vector path (``core_simd``: the one built in and supported here, ``avx2+fma``, ``neon`` or ``scalar``), so the
-align speed-up can be tabled per instruction set (benchmarks/README.md). Times are per face / per crop. Thread counts apply to OpenCV (cv2.setNumThreads), torch and the core; PIL and
+Every record carries the CPU (model, ISA flags such as avx2 / avx512f / avx512_vnni / asimd), the core's
+vector path (``core_simd``: the one built in and supported here, ``avx2+fma``, ``neon`` or ``scalar``) and what
+OpenCV and numpy dispatch to (``baseline_dispatch``), so the align speed-up can be tabled per instruction set
+(benchmarks/README.md). The core has no AVX-512 path, but OpenCV and numpy use AVX-512 where the CPU has it;
+``--baseline-isa avx2`` reruns the benchmark with their AVX-512 kernels switched off (OPENCV_CPU_DISABLE,
+NPY_DISABLE_CPU_FEATURES), which is what the baseline runs on an AVX2-only x86-64. Times are per face / per crop. Thread counts apply to OpenCV (cv2.setNumThreads), torch and the core; PIL and
 numpy run on one thread.
 
     python -m benchmarks.bench_preprocess --json bench-results/preprocess.json
@@ -30,6 +33,8 @@ numpy run on one thread.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import cv2
 import numpy as np
@@ -169,22 +174,53 @@ def bench_degrade(repeats: int, threads_list: list[int]) -> list[Record]:
     return records
 
 
+# OpenCV's and numpy's names for their AVX-512 (and AVX-VNNI) kernels: disabled, they dispatch to AVX2 at best.
+AVX2_ONLY_ENV = {"OPENCV_CPU_DISABLE": "AVX512-SKX,AVX512-CLX,AVX512-CNL,AVX512-ICL,AVX512F,AVX512-COMMON,AVX_VNNI",
+                 "NPY_DISABLE_CPU_FEATURES": "X86_V4,AVX512_ICL,AVX512_SPR"}
+
+
+def baseline_dispatch() -> dict:
+    """The optional CPU features OpenCV and numpy dispatch to in this process (the baseline's instruction set)."""
+    opencv = [f[1:] for f in cv2.getCPUFeaturesLine().split() if f.startswith("*") and not f.endswith("?")]
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    return {"opencv": opencv, "numpy": [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the records to this JSON file")
     parser.add_argument("--repeats", type=int, default=200, help="timed runs per implementation (align)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--benchmarks", nargs="+", choices=["align", "degrade"], default=["align", "degrade"])
+    parser.add_argument("--baseline-isa", choices=["native", "avx2"], default="native",
+                        help="avx2: OpenCV and numpy without their AVX-512 kernels, as on an AVX2-only CPU (the "
+                             "core has no AVX-512 path, so it runs the same code either way)")
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be >= 5 for a meaningful median")
-    records = bench_align(args.repeats, args.threads) + bench_degrade(max(args.repeats // 10, 5), args.threads)
+    if args.baseline_isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ONLY_ENV.items()):
+        # OpenCV and numpy read these once, at import: start again with them set.
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench_preprocess", *sys.argv[1:]],
+                  {**os.environ, **AVX2_ONLY_ENV})
+    records = []
+    if "align" in args.benchmarks:
+        records += bench_align(args.repeats, args.threads)
+    if "degrade" in args.benchmarks:
+        records += bench_degrade(max(args.repeats // 10, 5), args.threads)
     fill_speedups(records)
     cpu = cpu_isa()
+    dispatch = baseline_dispatch()
     print(f"CPU: {cpu['model']} ({cpu['machine']}; {' '.join(cpu['isa'])}); core vector path: "
-          f"{_core.simd_available()}")
+          f"{_core.simd_available()}; baseline ({args.baseline_isa}) dispatches to OpenCV "
+          f"{' '.join(dispatch['opencv'])}, numpy {' '.join(dispatch['numpy'])}")
     for r in records:
         r.extra.update(machine())
         r.extra["cpu"] = cpu
+        r.extra["baseline_isa"] = args.baseline_isa
+        r.extra["baseline_dispatch"] = dispatch
         # the core's vector path in this record: avx2+fma, neon or scalar (crres_scalar: switched off)
         r.extra["core_simd"] = "scalar" if r.impl == "crres_scalar" else _core.simd_available()
     report(records, args.json, unit="us", per="/item")
