@@ -66,22 +66,20 @@ struct RowOutput {
 // loop's (same float coordinates and lerps), so all paths give the same values up to FMA rounding.
 #ifdef CRRES_WARP_AVX2
 
-// 4 bytes at p in every dword (vpbroadcastd from memory: a load, no shuffle).
-__attribute__((target("avx2,fma"))) inline __m256i broadcast4(const std::uint8_t* p) {
-    std::int32_t v;
-    std::memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
+// The 8 bytes at p in every qword (vpbroadcastq from memory: a load, no shuffle).
+__attribute__((target("avx2,fma"))) inline __m256i broadcast8(const std::uint8_t* p) {
+    std::int64_t v;
+    std::memcpy(&v, p, 8);
+    return _mm256_set1_epi64x(v);
 }
 
-// Dword k = the 4 bytes at base + offsets[k], k < 8: a gather from broadcasts and blends, which run on more
-// ports than shuffles (vpgatherdd, and 4-byte loads staged through memory then read as one vector, were both
-// slower here).
-__attribute__((target("avx2,fma"))) inline __m256i gather4(const std::uint8_t* base, const std::int32_t* offsets) {
-    const __m256i b01 = _mm256_blend_epi32(broadcast4(base + offsets[0]), broadcast4(base + offsets[1]), 0x02);
-    const __m256i b23 = _mm256_blend_epi32(broadcast4(base + offsets[2]), broadcast4(base + offsets[3]), 0x08);
-    const __m256i b45 = _mm256_blend_epi32(broadcast4(base + offsets[4]), broadcast4(base + offsets[5]), 0x20);
-    const __m256i b67 = _mm256_blend_epi32(broadcast4(base + offsets[6]), broadcast4(base + offsets[7]), 0x80);
-    return _mm256_blend_epi32(_mm256_blend_epi32(b01, b23, 0x0C), _mm256_blend_epi32(b45, b67, 0xC0), 0xF0);
+// Qwords = the 8 bytes at base + offsets[i], i = a, b, c, d: a gather from broadcasts and blends, which run on
+// more ports than shuffles (vpgatherdd, and 4-byte loads staged through memory then read as one vector, were
+// both slower here).
+__attribute__((target("avx2,fma"))) inline __m256i gather8(const std::uint8_t* base, std::int32_t a, std::int32_t b,
+                                                            std::int32_t c, std::int32_t d) {
+    return _mm256_blend_epi32(_mm256_blend_epi32(broadcast8(base + a), broadcast8(base + b), 0x0C),
+                              _mm256_blend_epi32(broadcast8(base + c), broadcast8(base + d), 0xC0), 0xF0);
 }
 
 // Pixels per block of interior_row_avx2's coordinate pass (its buffers live on the stack).
@@ -89,18 +87,22 @@ constexpr int kRowBlock = 64;
 
 template <bool Hwc>
 __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View& src, float m0, float m3, float rx,
-                                                                float ry, int out_w, const RowOutput& out) {
+                                                                float ry, int out_w, int max_x, int max_y,
+                                                                const RowOutput& out) {
     const int n8 = out_w & ~7;
-    const __m256i max_ix = _mm256_set1_epi32(src.width - 2), max_iy = _mm256_set1_epi32(src.height - 2);
+    const __m256i max_ix = _mm256_set1_epi32(max_x), max_iy = _mm256_set1_epi32(max_y);
     const __m256i zero = _mm256_setzero_si256();
     const __m256i stride = _mm256_set1_epi32(static_cast<int>(src.row_stride));
     const __m256 vm0 = _mm256_set1_ps(m0), vm3 = _mm256_set1_ps(m3);
     const __m256 vrx = _mm256_set1_ps(rx), vry = _mm256_set1_ps(ry);
-    // vpshufb masks taking byte k of every dword, zero-extended (indices are per 128-bit half).
-    __m256i byte_of[4];
-    for (int k = 0; k < 4; ++k)
-        byte_of[k] = _mm256_or_si256(_mm256_add_epi32(_mm256_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12), _mm256_set1_epi32(k)),
-                                     _mm256_set1_epi32(static_cast<int>(0x80808000u)));
+    // vpshufb masks for channel c. A 128-bit half holds two pixels' 8-byte blocks (a: bytes 0-7, b: 8-15); the
+    // mask makes its dwords [a left, b left, a right, b right], left tap = byte c, right tap = byte 3 + c.
+    __m256i take[3];
+    for (int c = 0; c < 3; ++c) {
+        const char l = static_cast<char>(c), r = static_cast<char>(3 + c), z = -1;
+        take[c] = _mm256_setr_epi8(l, z, z, z, char(8 + l), z, z, z, r, z, z, z, char(8 + r), z, z, z,
+                                   l, z, z, z, char(8 + l), z, z, z, r, z, z, z, char(8 + r), z, z, z);
+    }
     // Locals, so the uint8 stores below cannot make the compiler reload them (char stores alias everything).
     const std::uint8_t* const row0 = src.data;
     const std::uint8_t* const row1 = src.data + src.row_stride;
@@ -133,17 +135,19 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
                                                 _mm256_add_epi32(ix, _mm256_add_epi32(ix, ix))));
         }
         for (int i = 0; i < n; i += 8) {
-            // Left taps from the anchor (bytes 0-2), right taps from anchor + 2 (bytes 1-3), so no 4-byte load
-            // reads past the image's last byte.
-            const __m256i taps[2][2] = {{gather4(row0, offsets + i), gather4(row0 + 2, offsets + i)},
-                                        {gather4(row1, offsets + i), gather4(row1 + 2, offsets + i)}};
+            // Both taps of a pixel's source row are one 8-byte load. Halves hold pixels {0, 1 | 4, 5} and
+            // {2, 3 | 6, 7}, so the 64-bit unpacks below put the pixels back in order.
+            const std::int32_t* o = offsets + i;
+            const __m256i a[2] = {gather8(row0, o[0], o[1], o[4], o[5]), gather8(row1, o[0], o[1], o[4], o[5])};
+            const __m256i b[2] = {gather8(row0, o[2], o[3], o[6], o[7]), gather8(row1, o[2], o[3], o[6], o[7])};
             const __m256 fx = _mm256_load_ps(fxs + i), fy = _mm256_load_ps(fys + i);
             __m256 v[3];
             for (int c = 0; c < 3; ++c) {
                 __m256 lerp[2];
                 for (int j = 0; j < 2; ++j) {
-                    const __m256 left = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(taps[j][0], byte_of[c]));
-                    const __m256 right = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(taps[j][1], byte_of[c + 1]));
+                    const __m256i sa = _mm256_shuffle_epi8(a[j], take[c]), sb = _mm256_shuffle_epi8(b[j], take[c]);
+                    const __m256 left = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(sa, sb));
+                    const __m256 right = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(sa, sb));
                     lerp[j] = _mm256_fmadd_ps(fx, _mm256_sub_ps(right, left), left);
                 }
                 v[c] = _mm256_fmadd_ps(fy, _mm256_sub_ps(lerp[1], lerp[0]), lerp[0]);
@@ -168,11 +172,14 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
 }
 
 // Samples pixels [0, n8) of an interior row, n8 = out_w rounded down to 8; returns n8. Requires
-// (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets). The output kind is chosen once per row, not per group.
+// (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets). The 8-byte loads read 2 bytes past a pixel's right tap,
+// so the caller passes index clamps that keep them in the image: max_x <= W - 3 (the bytes stay in the row) or
+// max_y <= H - 3 (they fall in the next row). The output kind is chosen once per row, not per group.
 __attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src, float m0, float m3, float rx,
-                                                           float ry, int out_w, const RowOutput& out) {
-    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, out)
-                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, out);
+                                                           float ry, int out_w, int max_x, int max_y,
+                                                           const RowOutput& out) {
+    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, max_x, max_y, out)
+                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, max_x, max_y, out);
 }
 #endif
 
@@ -271,7 +278,13 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
         }
         int x = 0;
 #if defined(CRRES_WARP_AVX2)
-        if (simd) x = interior_row_avx2(src, m0, m3, rx, ry, out_w, row_output(y));
+        // The row keeps off the last source row or off the last two columns (interior_row_avx2's 8-byte
+        // loads); one that touches both (a face in the frame's bottom-right corner) takes the scalar loop.
+        const double end_x = m[0] * last + row_x, end_y = m[3] * last + row_y;
+        if (simd && std::max(row_y, end_y) <= src.height - 2 - kInteriorMargin)
+            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix, max_iy - 1, row_output(y));
+        else if (simd && std::max(row_x, end_x) <= src.width - 2 - kInteriorMargin)
+            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix - 1, max_iy, row_output(y));
 #elif defined(CRRES_WARP_NEON)
         if (simd) x = interior_row_neon(src, m0, m3, rx, ry, out_w, row_output(y));
 #endif

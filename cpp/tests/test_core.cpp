@@ -106,6 +106,25 @@ void test_warp(std::mt19937& rng) {
     }
 }
 
+// Crops whose last rows and columns sample the frame's last pixels, on frames with no padding after their last
+// row: the AVX2 interior rows load 8 bytes per tap row, 2 past the right tap, and must choose index clamps that
+// keep those loads inside the frame (under ASan a read past its end fails the test).
+void test_warp_frame_corner(std::mt19937& rng) {
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int trial = 0; trial < 300; ++trial) {
+        const int h = 3 + static_cast<int>(rng() % 60), w = 3 + static_cast<int>(rng() % 60);
+        const Frame f = random_frame(rng, h, w);
+        const int out_h = 1 + static_cast<int>(rng() % 40), out_w = 8 + static_cast<int>(rng() % 40);
+        const double s = 0.2 + 1.8 * u(rng), a = (u(rng) - 0.5) * (trial % 2 ? 0.05 : 0.6);
+        const double c = s * std::cos(a), sn = s * std::sin(a);
+        // The crop's last pixel lands within 2 px of the frame's last one (inside or just past it).
+        const double ex = w - 1 - 2.0 * u(rng), ey = h - 1 - 2.0 * u(rng);
+        const Affine2x3 m = {c, -sn, ex - c * (out_w - 1) + sn * (out_h - 1),
+                             sn, c, ey - sn * (out_w - 1) - c * (out_h - 1)};
+        test_warp_against_reference(f.view, m, out_h, out_w, 1e-2, "warp vs reference, frame corner");
+    }
+}
+
 // Vector and scalar paths of this build against each other on interior rows (the only place they differ).
 void test_simd_against_scalar(std::mt19937& rng) {
     const Frame hd = random_frame(rng, 1080, 1920);
@@ -310,6 +329,7 @@ int main() {
     for (bool simd : {true, false}) {
         set_simd_enabled(simd);
         test_warp(rng);
+        test_warp_frame_corner(rng);
         test_matched(rng);
     }
     set_simd_enabled(true);
