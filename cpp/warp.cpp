@@ -83,7 +83,7 @@ __attribute__((target("avx2,fma"))) inline __m256i gather8(const std::uint8_t* b
 }
 
 // Pixels per block of interior_row_avx2's coordinate pass (its buffers live on the stack).
-constexpr int kRowBlock = 64;
+constexpr int kRowBlock = 128;
 
 template <bool Hwc>
 __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View& src, float m0, float m3, float rx,
