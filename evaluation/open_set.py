@@ -291,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enrol at most N identities (smoke runs; changes the gallery size the thresholds follow)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-estimator", action="store_true", help="match at the geometric resolution only")
+    p.add_argument("--pairing", default="auto", choices=("auto", "matched", "hr"),
+                   help="which gallery templates a probe is compared with (Recognizer's pairing)")
+    p.add_argument("--gallery-levels", default=None,
+                   help="comma-separated gallery levels below 112 px enrolment also stores (default the SDK's "
+                        "GALLERY_LEVELS); 'none' = HR templates only, every probe matched against them")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--quiet", action="store_true")
     return p
@@ -317,8 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        levels = {} if args.gallery_levels is None else {"gallery_resolutions": () if args.gallery_levels == "none"
+                                                          else [int(v) for v in args.gallery_levels.split(",")]}
         rec = Recognizer(args.model, backend="onnxruntime", threads=args.threads, gallery=Path(tmp) / "g.db",
-                         estimate_resolution=False if args.no_estimator else None)
+                         estimate_resolution=False if args.no_estimator else None, pairing=args.pairing, **levels)
         try:
             res = run(rec, load, marks, split, [float(r) for r in args.resolutions.split(",")],
                       [p for p in args.policies.split(",") if p], progress=not args.quiet)
@@ -326,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "identification_table": bool(rec.policy and rec.policy.identification_calibrated),
                             "threshold_source": (rec.bundle.manifest.get("thresholds") or {}).get("source", "")[:300]}
             res["estimator"] = rec.estimator is not None
+            res["gallery_levels"] = list(rec.gallery_resolutions)
+            res["pairing"] = rec.pairing
         finally:
             rec.close()
     res["command"] = " ".join(["python -m evaluation.open_set", *(argv if argv is not None else sys.argv[1:])])

@@ -89,6 +89,33 @@ def test_policy_uses_the_1_to_n_table_for_identification_and_the_1_to_1_table_fo
     assert float(q.verify_threshold(30, 1e-3)) == pytest.approx(0.9) and not q.identification_calibrated
 
 
+def test_auto_pairing_takes_the_table_with_the_higher_held_out_tar(gallery):
+    m = _manifest()
+    m["thresholds"]["tar"] = {"1e-3": [0.01, 0.20, 0.60, 0.90]}                    # HR vs r
+    m["thresholds"]["identification"]["tar"] = {"1e-3": [0.05, 0.10, 0.50, 0.90]}  # r vs r
+    p = ThresholdPolicy.from_manifest(m, None)
+    assert [p.hr_pairing(r) for r in (7, 8, 14, 28, 112)] == [False, False, True, True, False]
+    assert p.hr_pairing(7, "hr") and not p.hr_pairing(28, "matched")
+    with pytest.raises(ValueError, match="pairing"):
+        p.hr_pairing(28, "best")
+    # the threshold follows the pairing: the 1:1 table for HR templates, the 1:N table for matched ones
+    assert p.identify_threshold(112, 0.01, 10, hr=True)[0] == pytest.approx(0.30)
+    assert p.identify_threshold(112, 0.01, 10)[0] == pytest.approx(0.40)
+    # without both TAR tables (older bundles) nothing changes: matched
+    assert not ThresholdPolicy.from_manifest(_manifest(), None).hr_pairing(28)
+    # the matcher searches each identity's best template for an HR-paired probe
+    rng = np.random.default_rng(4)
+    hr_vec, low_vec = _unit(rng, 2)
+    gallery.enroll("a", np.stack([hr_vec, low_vec]), [80, 14])
+    rec = _Rec(gallery)
+    rec.policy, rec.pairing = p, "auto"
+    res = PlainMatcher(rec).match_embeddings(np.stack([hr_vec, hr_vec]), [14.0, 8.0])
+    assert [r.pairing for r in res] == ["hr", "matched"]
+    assert res[0].candidates[0].template_resolution == 80 and res[0].score == pytest.approx(1.0, abs=1e-6)
+    assert res[1].candidates[0].template_resolution == 14
+    assert res[0].threshold == pytest.approx(p.identify_threshold(14, 0.01, 1, hr=True)[0])
+
+
 def test_resolution_rules():
     assert probe_resolution(80.0, 30.0) == 30.0 and probe_resolution(20.0, 30.0) == 20.0
     assert probe_resolution(300.0) == 112.0 and probe_resolution(0.2) == 1.0 and probe_resolution(math.nan) == 1.0

@@ -404,7 +404,7 @@ def test_meet_in_the_middle_matching_ranks_the_enrolled_face_and_needs_its_own_g
 
 
 def test_fpir_policy_too_small_faces_enrolment_minimum_and_photo_removal(rec_factory, tmp_path):
-    rec = rec_factory(gallery=tmp_path / "g.db")
+    rec = rec_factory(gallery=tmp_path / "g.db", pairing="matched")
     astro = astronaut_bgr()
     # a face below the enrolment minimum is refused, naming the photo, and nothing is stored
     small = _scene(astro, 0.12)
@@ -433,6 +433,36 @@ def test_fpir_policy_too_small_faces_enrolment_minimum_and_photo_removal(rec_fac
     legacy = rec_factory(gallery=rec.gallery, fpir=None)         # the per-pair rule of before
     assert legacy.identify(astro)[0].match.threshold == pytest.approx(float(legacy.threshold_at(
         legacy.identify(astro)[0].match.probe_resolution)))
+
+
+def test_auto_pairing_follows_the_manifests_held_out_tar(rec_factory, tmp_path):
+    """pairing="auto": per r, HR templates when the bundle's 1:1 table (HR vs r) has the higher held-out TAR at
+    FAR 1e-3 than its 1:N table (r vs r), with the threshold from that table."""
+    from crres_sdk.policy import PAIRING_FAR
+
+    rec = rec_factory(gallery=tmp_path / "g.db")
+    assert rec.pairing == "auto"
+    with pytest.raises(ValueError, match="pairing"):
+        rec_factory(pairing="best")
+    spec = rec.bundle.manifest["thresholds"]
+    table = (spec.get("by_file") or {}).get(rec.model_file, spec)
+    res = np.log(spec["resolutions"])
+    ident = table.get("identification") or spec["identification"]
+    for r in (7.0, 12.0, 20.0, 26.0, 40.0, 80.0):
+        want = np.interp(np.log(r), res, table["tar"][PAIRING_FAR]) > np.interp(np.log(r), res,
+                                                                               ident["tar"][PAIRING_FAR])
+        assert rec.matcher.hr_pairing(r) == want, r
+    astro = astronaut_bgr()
+    rec.enroll("astronaut", [astro, cv2.flip(astro, 1)])
+    for pairing in ("hr", "matched"):
+        rec.pairing = pairing
+        face = rec.identify(_scene(astro, 0.25))[0]
+        m = face.match
+        assert m.pairing == pairing and m.probe_resolution < 56
+        top = m.candidates[0].template_resolution
+        assert (top > 56) == (pairing == "hr")  # HR pairing meets the photo's own template, matched a degraded one
+        t, _ = rec.policy.identify_threshold(m.probe_resolution, rec.fpir, m.comparisons, hr=pairing == "hr")
+        assert m.threshold == pytest.approx(t)
 
 
 def test_video_pipeline_with_mitm_really_matches_meet_in_the_middle(rec_factory, tmp_path, monkeypatch):

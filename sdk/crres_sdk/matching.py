@@ -3,9 +3,9 @@
 A matcher turns probes into :class:`MatchResult` records (candidates, threshold, decision, the resolution the
 probe was matched at and how the threshold was derived). Two implementations:
 
-* :class:`PlainMatcher` — resolution-matched gallery search (each identity's templates at the level nearest the
-  probe, S_max or S_add) with the 1:N threshold policy of :mod:`crres_sdk.policy` (``fpir``; or a fixed per-pair
-  ``far`` when the recognizer was built with ``fpir=None``). Matches embeddings (``match_embeddings``) or faces in
+* :class:`PlainMatcher` — gallery search (per probe resolution, each identity's templates at the level nearest the
+  probe or its HR templates, as the policy's pairing decides; S_max or S_add) with the 1:N threshold policy of
+  :mod:`crres_sdk.policy` (``fpir``; or a fixed per-pair ``far`` when the recognizer was built with ``fpir=None``). Matches embeddings (``match_embeddings``) or faces in
   a frame (``match_faces``).
 * :class:`MitmMatcher` — meet-in-the-middle (Grm et al.): multi-hypothesis probes from the face crop against the
   gallery's degradation hypotheses; needs the crop, so only ``match_faces``. Its fused scores have no manifest
@@ -26,6 +26,7 @@ import numpy as np
 from crres_sdk.face import Face
 from crres_sdk.gallery import Match
 from crres_sdk.policy import face_resolution
+from crres_sdk.preprocess import TEMPLATE_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover
     from crres_sdk.recognizer import Recognizer
@@ -38,7 +39,8 @@ class MatchResult:
     ``candidates`` best first; ``threshold`` the score the best candidate had to exceed (None: no calibrated
     threshold); ``decision`` one of ``"match"``, ``"unknown"``, ``"too-small"``, ``"no-gallery"``, ``"ranked"``;
     ``probe_resolution`` the r it was matched at; ``matcher`` ``"plain"`` or ``"mitm"``; ``per_pair_far`` and
-    ``comparisons`` how a 1:N threshold was derived (FAR = fpir / comparisons), None otherwise.
+    ``comparisons`` how a 1:N threshold was derived (FAR = fpir / comparisons), None otherwise; ``pairing``
+    ``"matched"`` or ``"hr"``: which gallery templates the plain matcher compared the probe with.
 
     Unpacks as the legacy ``(candidates, threshold, decision)`` triple.
     """
@@ -51,6 +53,7 @@ class MatchResult:
     per_pair_far: float | None = None
     comparisons: int | None = None
     fpir: float | None = None
+    pairing: str | None = None
 
     @property
     def identity(self) -> str | None:
@@ -98,7 +101,7 @@ def verify_decision(rec: "Recognizer", score: float, r: float) -> tuple[float | 
 
 
 class PlainMatcher:
-    """Resolution-matched gallery search with the recognizer's threshold policy."""
+    """Gallery search at the policy's pairing with the recognizer's threshold policy."""
 
     kind = "plain"
 
@@ -108,6 +111,18 @@ class PlainMatcher:
     def verify(self, score: float, r: float) -> tuple[float | None, bool | None]:
         return verify_decision(self.rec, score, r)
 
+    def hr_pairing(self, r: float) -> bool:
+        """Whether a probe at ``r`` is compared with HR templates (:meth:`ThresholdPolicy.hr_pairing`)."""
+        rec = self.rec
+        pairing = getattr(rec, "pairing", "auto")
+        if rec.policy is None:
+            return pairing == "hr"
+        return rec.policy.hr_pairing(r, pairing)
+
+    def search_resolution(self, r: float) -> float:
+        """The resolution the gallery search picks each identity's level for: the crop size for HR pairing."""
+        return float(TEMPLATE_SIZE) if self.hr_pairing(r) else float(r)
+
     def threshold(self, r: float) -> tuple[float | None, float | None, int | None]:
         """(threshold, per-pair FAR, comparisons) for a probe at ``r`` against the current gallery."""
         rec = self.rec
@@ -116,8 +131,9 @@ class PlainMatcher:
             return None, None, None
         if rec.fpir is None:
             return float(policy.verify_threshold(r, rec.far_rate)), rec.far_rate, None
-        m = rec.gallery.comparisons(r, rec.fusion) if rec.gallery is not None else 0
-        t, f = policy.identify_threshold(r, rec.fpir, max(m, 1))
+        hr = self.hr_pairing(r)
+        m = rec.gallery.comparisons(self.search_resolution(r), rec.fusion) if rec.gallery is not None else 0
+        t, f = policy.identify_threshold(r, rec.fpir, max(m, 1), hr=hr)
         return t, f, m
 
     def match_embeddings(self, embeddings: np.ndarray, resolutions: Sequence[float] | np.ndarray, *,
@@ -128,17 +144,20 @@ class PlainMatcher:
         if embeddings.ndim != 2 or embeddings.shape[1] != rec.embedding_dim or len(embeddings) != len(resolutions):
             raise ValueError(f"embeddings must be (N, {rec.embedding_dim}) with N resolutions")
         has_gallery = rec.gallery is not None and len(rec.gallery) > 0
-        cands = rec.gallery.search(embeddings, resolutions, top_k=top_k, fusion=rec.fusion) \
+        hr = [self.hr_pairing(r) for r in resolutions.tolist()]
+        search_at = np.where(hr, float(TEMPLATE_SIZE), resolutions)
+        cands = rec.gallery.search(embeddings, search_at, top_k=top_k, fusion=rec.fusion) \
             if has_gallery and len(embeddings) else [[] for _ in range(len(embeddings))]
         out, memo = [], {}
-        for c, r in zip(cands, resolutions.tolist()):
+        for c, r, at_hr in zip(cands, resolutions.tolist(), hr):
             if r not in memo:
                 memo[r] = self.threshold(r) if has_gallery else (
                     None if rec.policy is None else float(rec.policy.verify_threshold(r, rec.far_rate)), None, None)
             t, f, m = memo[r]
             too_small = rec.policy is not None and rec.policy.too_small(r)
             out.append(MatchResult(list(c), t, decide(c, r, t, has_gallery=has_gallery, too_small=too_small),
-                                   float(r), self.kind, f, m, rec.fpir if has_gallery else None))
+                                   float(r), self.kind, f, m, rec.fpir if has_gallery else None,
+                                   "hr" if at_hr else "matched"))
         return out
 
     def match_faces(self, frame: np.ndarray, faces: list[Face], *, top_k: int = 1,

@@ -26,6 +26,15 @@ Thresholds
     loosest listed rate the loosest threshold (never extrapolated towards accepting more). Across resolutions,
     linear in log r between the listed resolutions. A face below the lowest calibrated resolution gets no name
     (decision ``"too-small"``: its impostor scores were never measured, and grow as faces shrink).
+
+Pairing
+    Which gallery templates a probe at r is compared with (:func:`hr_pairing`): ``"matched"`` = each identity's
+    templates at the level nearest r (both sides at r; the 1:N table), ``"hr"`` = each identity's best-resolution
+    template (gallery HR vs probe at r; the 1:1 table, which measures exactly those pairs). ``"auto"`` (default)
+    takes, per r, the pairing whose table has the higher TAR at :data:`PAIRING_FAR` on the manifest's held-out
+    calibration identities: a network trained to map low-resolution faces onto its HR embeddings (Knoche's
+    ST-M1, Lu's KD) is better served by HR templates at mid resolutions, while at the smallest sizes both sides
+    at r agree better. Bundles without both TAR tables keep ``"matched"``.
 """
 
 from __future__ import annotations
@@ -48,6 +57,10 @@ MITM_SIZES: tuple[int, ...] = (14, 20, 28, 40, 56, 80, 112)
 MIN_ENROLL_RESOLUTION = 24.0
 #: Decisions a match can end in.
 DECISIONS = ("match", "unknown", "too-small", "no-gallery", "ranked")
+#: Which gallery templates a probe is compared with (module docstring, "Pairing").
+PAIRINGS = ("auto", "matched", "hr")
+#: The per-pair rate whose held-out TAR chooses the pairing: the strictest rate measured on many genuine pairs.
+PAIRING_FAR = "1e-3"
 
 
 def probe_resolution(equivalent: float, effective: float | None = None, crop_size: int = TEMPLATE_SIZE) -> float:
@@ -115,6 +128,7 @@ class ThresholdTable:
     values: np.ndarray                       # (len(rates), len(resolutions)), non-decreasing down the rates
     slopes: np.ndarray                       # (len(resolutions),) dt / d ln(1/FAR) beyond the strictest rate
     fitted_tail: bool                        # slopes from the manifest's fitted tail (else from the last two rates)
+    tar: np.ndarray | None = None            # (len(resolutions),) held-out TAR at PAIRING_FAR, when listed
 
     @classmethod
     def from_spec(cls, resolutions: Sequence[float], table: Mapping[str, Any]) -> "ThresholdTable":
@@ -133,7 +147,9 @@ class ThresholdTable:
             slopes, fitted = (values[-1] - values[-2]) / math.log(rates[-2] / rates[-1]), False
         else:
             slopes, fitted = np.zeros(len(resolutions)), False
-        return cls(tuple(float(r) for r in resolutions), rates, values, np.maximum(slopes, 0.0), fitted)
+        tar = (table.get("tar") or {}).get(PAIRING_FAR)
+        tar = None if tar is None or len(tar) != len(resolutions) else np.asarray(tar, np.float64)
+        return cls(tuple(float(r) for r in resolutions), rates, values, np.maximum(slopes, 0.0), fitted, tar)
 
     def at_rate(self, far: float) -> np.ndarray:
         """Thresholds at every listed resolution for per-pair rate ``far`` (capped at 1)."""
@@ -150,9 +166,13 @@ class ThresholdTable:
 
     def threshold(self, resolution: float | np.ndarray, far: float) -> np.ndarray:
         """Threshold(s) at ``resolution`` px (linear in log r between the listed ones, clamped) and rate ``far``."""
+        return self.across_resolutions(resolution, self.at_rate(far))
+
+    def across_resolutions(self, resolution: float | np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` listed per resolution, at ``resolution`` px: linear in log r, clamped to the listed range."""
         lr = np.log(np.asarray(self.resolutions))
         r = np.clip(np.log(np.maximum(np.asarray(resolution, np.float64), 1.0)), lr[0], lr[-1])
-        return np.interp(r, lr, self.at_rate(far))
+        return np.interp(r, lr, values)
 
 
 @dataclass(frozen=True)
@@ -189,12 +209,27 @@ class ThresholdPolicy:
     def verify_threshold(self, resolution: float | np.ndarray, far: float) -> np.ndarray:
         return self.verification.threshold(resolution, far)
 
-    def identify_threshold(self, resolution: float, fpir: float, comparisons: int) -> tuple[float, float]:
-        """(threshold, per-pair FAR) for a probe at ``resolution`` against ``comparisons`` gallery templates."""
+    def hr_pairing(self, resolution: float, pairing: str = "auto") -> bool:
+        """Whether a probe at ``resolution`` is compared with the gallery's HR templates (module docstring,
+        "Pairing"): ``"auto"`` when the 1:1 table's held-out TAR there beats the 1:N table's."""
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+        if pairing != "auto":
+            return pairing == "hr"
+        ver, ident = self.verification, self.identification
+        if not self.identification_calibrated or ver.tar is None or ident.tar is None:
+            return False
+        return bool(ver.across_resolutions(resolution, ver.tar) > ident.across_resolutions(resolution, ident.tar))
+
+    def identify_threshold(self, resolution: float, fpir: float, comparisons: int,
+                           hr: bool = False) -> tuple[float, float]:
+        """(threshold, per-pair FAR) for a probe at ``resolution`` against ``comparisons`` gallery templates,
+        from the 1:N table, or the 1:1 table when the probe is compared with HR templates (``hr``)."""
         f = pair_far(fpir, comparisons)
-        return float(self.identification.threshold(resolution, f)), f
+        table = self.verification if hr else self.identification
+        return float(table.threshold(resolution, f)), f
 
 
-__all__ = ["DECISIONS", "GALLERY_LEVELS", "MIN_ENROLL_RESOLUTION", "MITM_SIZES", "ThresholdPolicy",
-           "ThresholdTable", "enrolment_levels", "face_resolution", "level_preference", "nearest_level", "pair_far", "parse_rate",
-           "probe_resolution", "template_level"]
+__all__ = ["DECISIONS", "GALLERY_LEVELS", "MIN_ENROLL_RESOLUTION", "MITM_SIZES", "PAIRINGS", "PAIRING_FAR",
+           "ThresholdPolicy", "ThresholdTable", "enrolment_levels", "face_resolution", "level_preference",
+           "nearest_level", "pair_far", "parse_rate", "probe_resolution", "template_level"]

@@ -9,7 +9,8 @@
 
 Every face is matched at its own resolution: a probe of resolution r (the blind estimate of what the crop
 really carries when the estimator is present, else the geometric equivalent resolution) is compared with the
-gallery templates made nearest r. Identification decides at a false positive identification rate (``fpir``,
+gallery templates made nearest r or with the HR templates, whichever the bundle's held-out calibration says
+separates people better at r (``pairing``). Identification decides at a false positive identification rate (``fpir``,
 default 0.01): the threshold for r is the manifest's at the per-pair rate fpir / M, M the templates the probe is
 compared with (N identities x k photos); 1:1 ``verify`` decides at a per-pair ``far``. A face below the lowest
 calibrated resolution gets decision ``"too-small"`` (ranked candidates, no name). :mod:`crres_sdk.policy` holds
@@ -42,7 +43,7 @@ from crres_sdk.face import Face
 from crres_sdk.gallery import Gallery, GalleryError, Match, ModelKey, PhotoInfo
 from crres_sdk.matching import MatchResult, PlainMatcher
 from crres_sdk.matching import MitmMatcher as MitmMatcherAdapter
-from crres_sdk.policy import (GALLERY_LEVELS, MIN_ENROLL_RESOLUTION, ThresholdPolicy, enrolment_levels,
+from crres_sdk.policy import (GALLERY_LEVELS, MIN_ENROLL_RESOLUTION, PAIRINGS, ThresholdPolicy, enrolment_levels,
                               face_resolution, parse_rate)
 from crres_sdk.preprocess import (ARCFACE_TEMPLATE, TEMPLATE_SIZE, align_faces, align_faces_uint8, degrade,
                                   equivalent_resolution)
@@ -186,6 +187,9 @@ class Recognizer:
         min_enroll_resolution: enrolment refuses faces whose resolution (effective, capped by the geometric
             one) is below this many px, naming the photo (FaceTooSmallError); None = no minimum.
         fusion: score fusion over an identity's templates at the chosen level, ``"max"`` (S_max) or ``"add"``.
+        pairing: which gallery templates a probe at r is compared with: ``"matched"`` (the level nearest r),
+            ``"hr"`` (each identity's best-resolution template) or ``"auto"`` (default: per r, the pairing with
+            the higher held-out TAR in the bundle's manifest; :mod:`crres_sdk.policy`, "Pairing").
         gallery_resolutions: resolutions of the degraded templates stored at enrolment.
         key / key_file / key_env: at-rest encryption key for the gallery (see :class:`Gallery`).
         integrity_key_file: a plain gallery's integrity key when kept away from the gallery (default: beside it,
@@ -223,6 +227,7 @@ class Recognizer:
         far: str = "1e-3",
         min_enroll_resolution: float | None = MIN_ENROLL_RESOLUTION,
         fusion: str = "max",
+        pairing: str = "auto",
         gallery_resolutions: Sequence[int] = DEFAULT_GALLERY_RESOLUTIONS,
         key: bytes | None = None,
         key_file: str | os.PathLike | None = None,
@@ -244,6 +249,8 @@ class Recognizer:
         if mitm_threshold is not None and (isinstance(mitm_threshold, bool) or not isinstance(
                 mitm_threshold, (int, float)) or not math.isfinite(mitm_threshold)):
             raise ValueError(f"mitm_threshold must be None or a finite number, got {mitm_threshold!r}")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
         if fusion not in ("max", "add"):
             raise ValueError(f"fusion must be 'max' (S_max) or 'add' (S_add), got {fusion!r}")
         self.fpir = None if fpir is None else parse_rate(fpir, "fpir")
@@ -274,6 +281,7 @@ class Recognizer:
             self.model_key = ModelKey(self.model_key.name + "+mitm", self.model_key.version, self.model_key.dim)
         self.normalization = self.bundle.normalization
         self.fusion = fusion
+        self.pairing = pairing
         self.gallery_resolutions = tuple(levels)
         self.batch_size = batch_size
         self.threads = threads
