@@ -73,6 +73,12 @@ def test_enroll_identify_and_gallery_commands(photos, tmp_path):
     faces = json.loads(r.stdout)["faces"]
     assert len(faces) == 1 and faces[0]["identity"] == "astronaut" and faces[0]["decision"] == "match"
     assert faces[0]["score"] > faces[0]["threshold"]
+    assert faces[0]["pairing"] in ("hr", "matched")
+    r = crres("identify", "--gallery", db, "--backend", "onnxruntime", "--pairing", "matched", photos / "small.png",
+              "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["faces"][0]["pairing"] == "matched", r.stderr
+    r = crres("identify", "--gallery", db, "--pairing", "best", photos / "small.png")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
     r = crres("identify", "--gallery", db, photos / "corrupt.jpg")
     assert r.returncode == 1 and "not a readable image" in r.stderr
     r = crres("gallery", "list", "--gallery", db, "--json")

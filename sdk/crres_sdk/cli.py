@@ -47,6 +47,10 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--far", default="1e-3", help="1:1 verify: per-pair false-accept rate (default 1e-3)")
     p.add_argument("--matching", default="plain", choices=("plain", "mitm"),
                    help="plain resolution-matched search, or meet-in-the-middle (needs a gallery enrolled with it)")
+    p.add_argument("--pairing", default="auto", choices=("auto", "matched", "hr"),
+                   help="plain matching: compare a probe with the gallery templates nearest its resolution "
+                        "(matched), with the HR ones (hr), or per resolution whichever the model's held-out "
+                        "calibration favours (auto, default)")
 
 
 def _gallery_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -169,7 +173,7 @@ def _recognizer(args: argparse.Namespace, gallery: bool = True):
     fpir = None if str(args.fpir).lower() == "none" else args.fpir
     return Recognizer(args.model, backend=args.backend, device=args.device, precision=args.precision,
                       threads=args.threads, detector={"min_face": args.min_face}, fpir=fpir, far=args.far,
-                      matching=args.matching, **extra,
+                      matching=args.matching, pairing=args.pairing, **extra,
                       gallery=args.gallery if gallery else None,
                       key_file=getattr(args, "key_file", None), key_env=getattr(args, "key_env", None),
                       integrity_key_file=getattr(args, "integrity_key_file", None))
@@ -245,6 +249,7 @@ def _face_json(face) -> dict:
         "decision": face.decision,
         "probe_resolution": None if face.match is None else round(float(face.match.probe_resolution), 1),
         "comparisons": None if face.match is None else face.match.comparisons,
+        "pairing": None if face.match is None else face.match.pairing,
         "candidates": [{"identity": m.identity, "score": round(float(m.score), 4),
                         "template_resolution": m.template_resolution} for m in face.extra.get("candidates", [])],
     }
