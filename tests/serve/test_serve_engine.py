@@ -109,3 +109,103 @@ def test_cameras_share_batches_and_tracks_give_events():
     groups = engine.unknown_groups()
     assert len(groups) == 1 and groups[0]["cameras"] == ["b"] and groups[0]["crops"] >= 1
     assert [e["id"] for e in engine.recent_events()] == sorted(e["id"] for e in published)
+
+
+# ------------------------------------------------------------------------------------------ re-identification
+
+
+class ScoredRecognizer(FakeRecognizer):
+    """Like FakeRecognizer, but alice's score is set by the test (threshold 0.5) and the face's size (its box
+    width) by the frame: pixel [0, 1, 1] holds the width / 2."""
+
+    def __init__(self, score=0.9):
+        super().__init__()
+        self.score = score
+        self.embedded = 0
+
+    def detect(self, frame):
+        x = 2.0 * float(frame[0, 0, 1])
+        w = 2.0 * float(frame[0, 1, 1]) or 80.0
+        box = np.array([x, 100.0, x + w, 100.0 + w])
+        lm = landmarks_from_boxes(box[None])[0]
+        return [Face(box=box.astype(np.float32), score=0.99, landmarks=lm.astype(np.float32),
+                     equivalent_resolution=float(min(w, 112.0)))]
+
+    def embed_aligned(self, crops):
+        self.embedded += len(crops)
+        return super().embed_aligned(crops)
+
+    def match(self, emb, res, top_k=1):
+        return [([Match("alice", self.score, 112.0)], 0.5, "match" if self.score >= 0.5 else "unknown")
+                for _ in emb]
+
+
+def _run_frames(engine, reader, rec, n, x=20, widths=None):
+    for i in range(n):
+        reader.put(reader.seq + 1, 50, x)
+        reader.seq += 1
+        if widths is not None:
+            img = reader.frame.image
+            img[0, 1, 1] = widths[i] // 2
+        engine.cams[reader.name].next_due = 0.0
+        assert engine.step()
+
+
+def _engine(rec, **recognition):
+    cfg = parse_config({"recognition": {"track_timeout_s": 60, **recognition}})
+    reader = Reader("a")
+    reader.seq = 0
+    published = []
+    return Engine(rec, {"a": reader}, cfg, publish=published.append), reader, published
+
+
+def test_confident_named_track_is_embedded_every_n_frames():
+    rec = ScoredRecognizer(score=0.9)   # (0.9 - 0.5) / (1 - 0.5) = 0.8 of the way: confident
+    engine, reader, published = _engine(rec, reidentify_every=4, reidentify_margin=0.3, motion_gate=False)
+    _run_frames(engine, reader, rec, 9)   # a still face: one track
+    # frame 1 (new track), then every 4th frame seen since: frames 1, 5, 9
+    assert rec.embedded == 3
+    assert engine.counters["embeddings_skipped"] == 6
+    st = next(iter(engine.cams["a"].tracks.values()))
+    assert st.frames == 9 and st.template.count == 3
+    assert [e["event"] for e in published] == ["start"]
+    # faces of skipped frames still carry the track's verdict (live view, /api/cameras)
+    face = engine.cams["a"].last_faces[0]
+    assert face.identity == "alice" and face.decision == "match"
+
+
+def test_unsure_or_unknown_tracks_are_embedded_every_frame():
+    rec = ScoredRecognizer(score=0.6)   # named, but only 0.2 of the way from 0.5 to 1: not confident at 0.3
+    engine, reader, _ = _engine(rec, reidentify_every=4, reidentify_margin=0.3, motion_gate=False)
+    _run_frames(engine, reader, rec, 6)
+    assert rec.embedded == 6 and engine.counters["embeddings_skipped"] == 0
+    rec2 = ScoredRecognizer(score=0.2)  # unknown
+    engine, reader, _ = _engine(rec2, reidentify_every=4, motion_gate=False)
+    _run_frames(engine, reader, rec2, 6)
+    assert rec2.embedded == 6
+
+
+def test_a_growing_face_is_embedded_again_and_every_1_means_always():
+    rec = ScoredRecognizer(score=0.9)
+    engine, reader, _ = _engine(rec, reidentify_every=100, reidentify_growth=1.25, motion_gate=False)
+    # widths 40, 42, 44 (< 1.25 x 40 = 50), 52 (grown: embed), 54, 56, 66 (> 1.25 x 52: embed)
+    _run_frames(engine, reader, rec, 7, widths=[40, 42, 44, 52, 54, 56, 66])
+    assert rec.embedded == 3
+    rec = ScoredRecognizer(score=0.9)
+    engine, reader, _ = _engine(rec, reidentify_every=1, motion_gate=False)
+    _run_frames(engine, reader, rec, 5)
+    assert rec.embedded == 5
+
+
+def test_a_decision_change_is_seen_at_the_next_reidentification():
+    rec = ScoredRecognizer(score=0.9)
+    engine, reader, published = _engine(rec, reidentify_every=3, motion_gate=False)
+    _run_frames(engine, reader, rec, 2)          # embedded at frame 1, frame 2 skipped
+    rec.score = 0.1                              # the track now matches nobody (e.g. another person took it)
+    _run_frames(engine, reader, rec, 1)          # frame 3: still within 3 frames of the last embedding
+    assert [e["event"] for e in published] == ["start"]
+    _run_frames(engine, reader, rec, 1)          # frame 4: re-identified, the change is reported
+    assert [e["event"] for e in published] == ["start", "update"]
+    assert published[-1]["decision"] == "unknown" and published[-1]["identity"] is None
+    _run_frames(engine, reader, rec, 3)          # unknown now: embedded every frame
+    assert rec.embedded == 2 + 3

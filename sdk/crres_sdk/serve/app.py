@@ -11,6 +11,7 @@ WAL keeps every committed write.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -19,6 +20,15 @@ from crres_sdk.serve.cameras import CameraReader
 from crres_sdk.serve.config import ServeConfig
 
 log = logging.getLogger("crres.serve")
+
+
+def inference_threads(rc: Any) -> int:
+    """CPU threads per inference call: ``recognition.threads``, else the cores shared out among the detect
+    workers (1 each on a 2-core machine with 2 workers: two inferences at once, one core each, rather than four
+    threads competing for two cores)."""
+    if rc.threads:
+        return int(rc.threads)
+    return max(1, (os.cpu_count() or 1) // max(1, rc.detect_workers))
 
 
 class Service:
@@ -38,7 +48,8 @@ class Service:
         rc = cfg.recognition
         if recognizer is None:
             detector = {"min_face": rc.detector_min_face}
-            recognizer = Recognizer(rc.model, backend=rc.backend, threads=rc.threads, far=rc.far, fpir=rc.fpir,
+            recognizer = Recognizer(rc.model, backend=rc.backend, threads=inference_threads(rc), far=rc.far,
+                                    fpir=rc.fpir,
                                     batch_size=rc.batch_size, detector=detector)
             gc = cfg.gallery
             try:
@@ -120,6 +131,11 @@ class Service:
                [({"event": k}, eng.counters[f"events_{k}"]) for k in ("start", "update", "end")])
         metric("crres_engine_busy_seconds_total", "counter", "seconds the recognizer thread spent on frames",
                [({}, round(eng.counters["busy_s"], 3))])
+        metric("crres_detections_total", "counter", "frames by how the detector saw them (motion gate): whole frame, "
+               "changed regions only, or skipped (nothing changed)",
+               [({"kind": k}, eng.counters[f"detect_{k}"]) for k in ("full", "regions", "skipped")])
+        metric("crres_embeddings_skipped_total", "counter", "faces of confidently named tracks not embedded again "
+               "(reidentify_every)", [({}, eng.counters["embeddings_skipped"])])
         metric("crres_engine_errors_total", "counter", "engine steps that failed", [({}, eng.counters["errors"])])
         sizes = list(eng.batch_sizes)
         metric("crres_embed_batch_faces", "gauge", "mean faces per embedding batch (last 256 batches)",

@@ -38,7 +38,7 @@ class CameraConfig:
 class RecognitionConfig:
     model: str = "default"
     backend: str = "auto"
-    threads: int | None = None
+    threads: int | None = None     # CPU threads per inference; None: cores // detect_workers (at least 1)
     fpir: str | None = "0.01"      # 1:N decisions: the chance a stranger is named (None: per-pair far instead)
     far: str = "1e-3"              # 1:1 verify (and 1:N when fpir is None): the per-pair false-accept rate
     detector_min_face: int = 20    # MTCNN's smallest face (px): 12 finds tinier faces at ~2x the cost
@@ -48,6 +48,21 @@ class RecognitionConfig:
     min_enroll_resolution: float = 40.0  # quality check on uploaded enrolment photos (px, probe resolution)
     track_timeout_s: float = 2.0   # a track not seen for this long has ended
     min_track_frames: int = 2      # frames before a track's first event
+    # Re-identification: a track already named with a confident score (at least reidentify_margin of the way
+    # from its threshold to 1) is embedded again only every reidentify_every frames, or when its face grew by
+    # reidentify_growth (its probe resolution since the last embedding); unknown and unsure tracks are embedded
+    # every frame. 1 = every frame.
+    reidentify_every: int = 5
+    reidentify_margin: float = 0.3
+    reidentify_growth: float = 1.25
+    # Motion gate: MTCNN runs only on the parts of a frame that changed since it last looked there (regions
+    # around changed 4 x 4 px cells, grown by a margin); faces in unchanged parts are kept. A frame where more
+    # than motion_max_area of the picture changed, and every camera at least every full_detect_every_s, is
+    # detected whole. motion_threshold: a cell's mean grey change (0-255) that counts as change.
+    motion_gate: bool = True
+    motion_threshold: float = 8.0
+    motion_max_area: float = 0.5
+    full_detect_every_s: float = 2.0
 
 
 @dataclass
@@ -233,6 +248,13 @@ def parse_config(data: Any, path: Path | None = None) -> ServeConfig:
         "min_enroll_resolution": lambda w, v: float(_num(w, v, 1, 112)),
         "track_timeout_s": lambda w, v: float(_num(w, v, 0.1, 600)),
         "min_track_frames": lambda w, v: _num(w, v, 1, 1000, integer=True),
+        "reidentify_every": lambda w, v: _num(w, v, 1, 10000, integer=True),
+        "reidentify_margin": lambda w, v: float(_num(w, v, 0, 1)),
+        "reidentify_growth": lambda w, v: float(_num(w, v, 1, 100)),
+        "motion_gate": _bool,
+        "motion_threshold": lambda w, v: float(_num(w, v, 0.5, 255)),
+        "motion_max_area": lambda w, v: float(_num(w, v, 0, 1)),
+        "full_detect_every_s": lambda w, v: float(_num(w, v, 0, 3600)),
     })
     gallery = _section(GalleryConfig, "gallery", data.get("gallery"), {
         "path": _str, "key_file": lambda w, v: _str(w, v, True), "key_env": lambda w, v: _str(w, v, True),

@@ -10,6 +10,13 @@ join an unknown group (a person seen several times appears once: a track joins t
 matches at the manifest's threshold for its resolution), kept with the track's best face regions for labelling.
 A new track named like an open track of the same camera that was not seen in that frame continues it (the IoU
 tracker loses fast faces at low processing rates): one person passing gives one ``start``.
+
+Work per frame is cut where it changes nothing: the motion gate (:mod:`crres_sdk.serve.motion`) runs MTCNN only on
+the parts of a frame that changed since the detector last looked there, keeping the faces elsewhere, with a
+whole-frame detection at least every ``full_detect_every_s``; and a track already named with a confident score
+(``reidentify_margin`` of the way from its threshold to 1) is embedded again only every ``reidentify_every``
+frames or when its face grew by ``reidentify_growth`` (unknown and unsure tracks are embedded every frame), so its
+decision, events and template are those of the frames that were embedded.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ import cv2
 import numpy as np
 
 from crres_sdk.face import Face
-from crres_sdk.preprocess import align_faces, align_faces_uint8
+from crres_sdk.preprocess import TEMPLATE_SIZE, align_faces, align_faces_uint8, equivalent_resolution
 from crres_sdk.serve.cameras import CameraReader
 from crres_sdk.serve.config import ServeConfig
+from crres_sdk.serve.motion import MotionGate
 from crres_sdk.video import IoUTracker, TrackTemplate, annotate
 
 log = logging.getLogger("crres.serve.engine")
@@ -50,6 +58,21 @@ def _near(a: list | None, b: list | None) -> bool:
     dx = (a[0] + a[2] - b[0] - b[2]) / 2
     dy = (a[1] + a[3] - b[1] - b[3]) / 2
     return (dx * dx + dy * dy) ** 0.5 <= 2 * max(wa, wb)
+
+
+def _touches(box: Any, region: tuple) -> bool:
+    return box[0] < region[2] and region[0] < box[2] and box[1] < region[3] and region[1] < box[3]
+
+
+def _by_frame(todo: list) -> list:
+    """[(frame, [(face, r), ...]), ...]: the faces to embed grouped by their frame, in order."""
+    out: list = []
+    for frame, face, r in todo:
+        if out and out[-1][0] is frame:
+            out[-1][1].append((face, r))
+        else:
+            out.append((frame, [(face, r)]))
+    return out
 
 
 def _r(v: Any, digits: int = 4) -> Any:
@@ -75,6 +98,8 @@ class TrackState:
     box: list | None = None
     candidates: list = field(default_factory=list)
     regions: list = field(default_factory=list)   # [(resolution, region BGR, landmarks in region)]
+    embedded_resolution: float = 0.0   # probe resolution of the face last embedded
+    since_embedded: int = 0            # frames seen since the last embedding
 
 
 @dataclass
@@ -102,6 +127,8 @@ class CameraRuntime:
     last_faces: list = field(default_factory=list)
     jpeg: tuple | None = None     # (seq, bytes) cache of the annotated live view
     tracks: dict = field(default_factory=dict)
+    gate: MotionGate | None = None
+    detections: list = field(default_factory=list)   # the last detector output (Face records, whole frame)
 
 
 class Engine:
@@ -114,6 +141,12 @@ class Engine:
         self.rcfg = config.recognition
         self.publish = publish
         self.cams = {name: CameraRuntime(reader, IoUTracker(min_hits=1)) for name, reader in cameras.items()}
+        # the motion gate needs the detector's raw stage (detect_arrays) to detect crops of a frame
+        self.detector = getattr(recognizer, "detector", None)
+        if self.rcfg.motion_gate and hasattr(self.detector, "detect_arrays"):
+            for cam in self.cams.values():
+                cam.gate = MotionGate(self.rcfg.motion_threshold, self.rcfg.motion_max_area,
+                                      self.rcfg.full_detect_every_s)
         self.events: collections.deque = collections.deque(maxlen=config.events.keep)
         self.event_seq = 0
         self.unknown: collections.OrderedDict[str, UnknownGroup] = collections.OrderedDict()
@@ -136,6 +169,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------ life
 
     def start(self) -> "Engine":
+        self.warm_up()
         self._thread = threading.Thread(target=self._run, name="crres-engine", daemon=True)
         self._thread.start()
         return self
@@ -150,6 +184,16 @@ class Engine:
             for cam in self.cams.values():
                 for tid in list(cam.tracks):
                     self._end_track(cam, tid)
+
+    def warm_up(self) -> None:
+        """One detection and one embedding on a blank frame, on this thread, before any concurrent use: the first
+        inference initialises the backend's Python bindings (OpenVINO's first calls from two detect workers at
+        once deadlocked in pybind11's one-time numpy set-up), and the first frames are not slowed by it."""
+        try:
+            self.rec.detect(np.full((96, 96, 3), 127, np.uint8))
+            self.rec.embed_aligned(np.zeros((1, 3, TEMPLATE_SIZE, TEMPLATE_SIZE), np.float32))
+        except Exception:  # a warm-up is an optimisation: never keep the service from starting
+            log.warning("engine warm-up failed", exc_info=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -182,46 +226,75 @@ class Engine:
             self._expire(time.time())
             return False
         t0 = time.monotonic()
-        frames = [f.image for _, _, f in due]
-        if self._pool is not None and len(due) > 1:
-            detected = list(self._pool.map(self.rec.detect, frames))
+        wall = time.time()
+        plans = []
+        for name, cam, frame in due:  # the motion gate: which parts of each frame the detector must see
+            if cam.gate is None:
+                plans.append((None, None))
+            else:
+                plans.append(cam.gate.plan(frame.image, wall, [f.box for f in cam.detections]))
+        jobs = [(cam, frame, regions) for (_, cam, frame), (regions, _) in zip(due, plans)]
+        if self._pool is not None and sum(r is None or len(r) > 0 for _, _, r in jobs) > 1:
+            detected = list(self._pool.map(self._detect, jobs))
         else:
-            detected = [self.rec.detect(img) for img in frames]
+            detected = [self._detect(job) for job in jobs]
         per_cam: list[tuple[str, CameraRuntime, Any, list[Face], list]] = []
-        batches, all_faces = [], []
-        for (name, cam, frame), faces in zip(due, detected):
+        todo: list[tuple[Any, Face, float]] = []   # (frame, face, probe resolution) to embed
+        all_faces: list[Face] = []
+        for (name, cam, frame), (regions, small), faces in zip(due, plans, detected):
+            if cam.gate is not None:
+                cam.gate.commit(small, regions, wall)
+                cam.detections = faces
+                self.counters["detect_full" if regions is None else "detect_regions" if regions
+                              else "detect_skipped"] += 1
+            faces = [self._copy(f) for f in faces]  # the engine annotates its own records
             min_face = cam.reader.config.min_face if cam.reader.config.min_face is not None else self.rcfg.min_face
             faces = [f for f in faces if f.width >= min_face]
             tracks = cam.tracker.update(np.array([f.box for f in faces], np.float64).reshape(-1, 4))
-            if faces:
-                batches.append(align_faces(frame.image, np.stack([f.landmarks for f in faces]).astype(np.float64),
-                                           normalization=self.rec.normalization))
+            for face, track in zip(faces, tracks):
+                face.track_id = track.track_id
+                r = self.rec.probe_resolution(face)
+                face.extra["probe_resolution"] = r
+                if self._needs_embedding(cam.tracks.get(track.track_id), r):
+                    todo.append((frame, face, r))
             per_cam.append((name, cam, frame, faces, tracks))
             all_faces.extend(faces)
-        matches: list = []
-        if all_faces:
+        embedded: dict[int, int] = {}   # id(face) -> row of the embedding batch
+        if todo:
+            batches, rows = [], []
+            for frame, group in _by_frame(todo):
+                batches.append(align_faces(frame.image, np.stack([f.landmarks for f, _ in group]).astype(np.float64),
+                                           normalization=self.rec.normalization))
+                rows.extend(f for f, _ in group)
             embeddings = self.rec.embed_aligned(np.concatenate(batches))  # one batch for every camera's faces
-            self.batch_sizes.append(len(all_faces))
-            states, k = [], 0
-            with self.lock:
-                for name, cam, frame, faces, tracks in per_cam:
-                    for face, track in zip(faces, tracks):
-                        r = self.rec.probe_resolution(face)
-                        st = cam.tracks.get(track.track_id)
-                        if st is None:
-                            st = cam.tracks[track.track_id] = TrackState(
-                                name, track.track_id, uuid.uuid4().hex[:12], frame.captured, frame.captured,
-                                TrackTemplate(embeddings.shape[1]))
-                        st.template.add(embeddings[k], r)
-                        st.frames += 1
-                        st.last_seen = frame.captured
-                        st.max_resolution = max(st.max_resolution, r)
-                        st.box = [round(float(v), 1) for v in face.box]
-                        face.track_id = track.track_id
-                        face.extra["probe_resolution"] = r
-                        self._keep_region(st, frame.image, face, r)
+            embedded = {id(f): i for i, f in enumerate(rows)}
+            self.batch_sizes.append(len(rows))
+        self.counters["embeddings_skipped"] += len(all_faces) - len(embedded)
+        states: list[TrackState] = []
+        with self.lock:
+            for name, cam, frame, faces, tracks in per_cam:
+                for face in faces:
+                    r = face.extra["probe_resolution"]
+                    st = cam.tracks.get(face.track_id)
+                    if st is None:
+                        st = cam.tracks[face.track_id] = TrackState(
+                            name, face.track_id, uuid.uuid4().hex[:12], frame.captured, frame.captured,
+                            TrackTemplate(self.rec.embedding_dim if hasattr(self.rec, "embedding_dim")
+                                          else embeddings.shape[1]))
+                    row = embedded.get(id(face))
+                    if row is not None:
+                        st.template.add(embeddings[row], r)
+                        st.embedded_resolution, st.since_embedded = r, 0
                         states.append(st)
-                        k += 1
+                    else:
+                        st.since_embedded += 1
+                    st.frames += 1
+                    st.last_seen = frame.captured
+                    st.max_resolution = max(st.max_resolution, r)
+                    st.box = [round(float(v), 1) for v in face.box]
+                    self._keep_region(st, frame.image, face, r)
+        matches: list = []
+        if states:
             matches = self.rec.match(np.stack([s.template.template for s in states]),
                                      np.array([s.template.resolution for s in states]), top_k=3)
         embed_done = time.time()
@@ -230,6 +303,10 @@ class Engine:
             for name, cam, frame, faces, tracks in per_cam:
                 for face in faces:
                     st = cam.tracks[face.track_id]
+                    if id(face) not in embedded:  # a confidently named track between re-identifications
+                        face.identity, face.decision, face.match_score = st.identity, st.decision, st.score
+                        face.extra["track"] = {"identity": st.identity, "decision": st.decision, "score": st.score}
+                        continue
                     cands, threshold, decision = matches[k]
                     k += 1
                     identity = cands[0].identity if decision == "match" else None
@@ -260,6 +337,54 @@ class Engine:
             self.cond.notify_all()
         self._expire(time.time())
         return True
+
+    def _needs_embedding(self, st: "TrackState | None", r: float) -> bool:
+        """Embed this frame's face of the track ``st`` (None: a new track)? Always, unless the track is named with
+        a confident score (at least ``reidentify_margin`` of the way from its threshold to 1: scores and thresholds
+        are the model's, e.g. 0.99 against 0.945), was embedded fewer than ``reidentify_every`` frames ago and its
+        face has not grown by ``reidentify_growth`` since."""
+        rc = self.rcfg
+        if st is None or rc.reidentify_every <= 1 or not st.started or st.decision != "match":
+            return True
+        if st.score is None or st.threshold is None \
+                or st.score < st.threshold + rc.reidentify_margin * (1.0 - st.threshold):
+            return True
+        if st.since_embedded + 1 >= rc.reidentify_every:
+            return True
+        return r > st.embedded_resolution * rc.reidentify_growth
+
+    def _detect(self, job: tuple) -> list[Face]:
+        """The faces of one camera's frame: the whole frame (regions None), none changed (the last detections), or
+        the changed regions detected as crops plus the last detections that touch none of them."""
+        cam, frame, regions = job
+        if regions is None:
+            return self.rec.detect(frame.image)
+        if not regions:
+            return list(cam.detections)
+        image = frame.image
+        kept = [f for f in cam.detections if not any(_touches(f.box, r) for r in regions)]
+        boxes, scores, marks = [], [], []
+        for x1, y1, x2, y2 in regions:
+            found = self.detector.detect_arrays(np.ascontiguousarray(image[y1:y2, x1:x2]))
+            if len(found.scores):
+                boxes.append(found.boxes + np.array([x1, y1, x1, y1], np.float32))
+                scores.append(found.scores)
+                marks.append(found.landmarks + np.array([x1, y1], np.float32))
+        if not boxes:
+            return kept
+        boxes, scores, marks = np.concatenate(boxes), np.concatenate(scores), np.concatenate(marks)
+        resolution = equivalent_resolution(marks)
+        estimator = getattr(self.detector, "estimator", None)
+        effective = estimator.estimate(image, marks) if estimator is not None else [None] * len(scores)
+        new = [Face(box=b, score=float(s), landmarks=lm, equivalent_resolution=float(r),
+                    effective_resolution=None if e is None else float(e))
+               for b, s, lm, r, e in zip(boxes, scores, marks, resolution, effective)]
+        return sorted(new + kept, key=lambda f: -f.score)
+
+    @staticmethod
+    def _copy(face: Face) -> Face:
+        return Face(box=face.box, score=face.score, landmarks=face.landmarks,
+                    equivalent_resolution=face.equivalent_resolution, effective_resolution=face.effective_resolution)
 
     def _continue_track(self, cam: CameraRuntime, tid: int, st: TrackState, identity: str,
                         captured: float) -> TrackState:
@@ -350,7 +475,7 @@ class Engine:
             "identity": st.identity, "label": st.identity or "unknown", "decision": st.decision,
             "score": _r(st.score), "threshold": _r(st.threshold), "probe_resolution": _r(st.resolution, 2),
             "max_resolution": _r(st.max_resolution, 2), "frames": st.frames, "candidates": st.candidates,
-            "first_seen": round(st.first_seen, 3), "last_seen": round(st.last_seen, 3),
+            "first_seen": round(st.first_seen, 4), "last_seen": round(st.last_seen, 4),
             "captured_at": round(captured, 4), "processed_at": round(processed, 4), "box": st.box,
         }
         if self.thumbnails and st.regions:
