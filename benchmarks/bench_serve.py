@@ -77,6 +77,23 @@ def http_json(base: str, path: str, key: str, method: str = "GET", data: bytes |
         return json.loads(r.read())
 
 
+def engine_counters(base: str) -> dict[str, float]:
+    """The engine's counters from /metrics: frames detected whole / by regions / skipped, embeddings skipped,
+    faces, busy seconds."""
+    with urllib.request.urlopen(base + "/metrics", timeout=60) as r:
+        text = r.read().decode()
+    names = {'crres_detections_total{kind="full"}': "detect_full", 'crres_detections_total{kind="regions"}':
+             "detect_regions", 'crres_detections_total{kind="skipped"}': "detect_skipped",
+             "crres_embeddings_skipped_total": "embeddings_skipped", "crres_faces_total": "faces",
+             "crres_engine_busy_seconds_total": "busy_s"}
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in names:
+            out[names[name]] = float(value)
+    return out
+
+
 def enrol(base: str, key: str, name: str, image_png: bytes) -> None:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
@@ -100,7 +117,8 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
     cfg = {"cameras": [{"name": f"cam{i}", "source": cams.url(f"cam{i}"), "max_fps": args.max_fps}
                        for i in range(n)],
            "recognition": {"detector_min_face": args.min_face, "detect_workers": args.detect_workers,
-                           "threads": args.threads},
+                           "threads": args.threads, "motion_gate": args.motion_gate == "on",
+                           "reidentify_every": args.reidentify_every},
            "gallery": {"path": str(gallery)},
            "api": {"port": port, "api_keys": [{"name": "bench", "sha256": hash_key(key)}]},
            "mqtt": {"enabled": True, "port": broker_port, "client_id": f"bench{n}"}}
@@ -108,6 +126,7 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
     path.write_text(yaml.safe_dump(cfg))
     latencies: list[float] = []
     events_by_cam: dict[str, int] = {}
+    starts: dict[str, int] = {}   # "start" events by label: each pass of the person should give one, named
     lock = threading.Lock()
     measuring = threading.Event()
 
@@ -118,6 +137,8 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
             with lock:
                 latencies.append(now - ev["captured_at"])
                 events_by_cam[ev["camera"]] = events_by_cam.get(ev["camera"], 0) + 1
+                if ev["event"] == "start":
+                    starts[ev["label"]] = starts.get(ev["label"], 0) + 1
 
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub-" + uuid.uuid4().hex[:6])
     sub.on_message = on_message
@@ -134,6 +155,8 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
         enrol(base, key, "astronaut", photo_png)
         time.sleep(args.warmup)
         before = {c["name"]: c["processed_frames"] for c in http_json(base, "/api/cameras", key)}
+        counters0 = engine_counters(base)
+        load0 = os.getloadavg()[0]
         cpu0, _ = proc_stats(proc.pid)
         t0 = time.time()
         measuring.set()
@@ -143,6 +166,7 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
         measuring.clear()
         elapsed = time.time() - t0
         cpu1, _ = proc_stats(proc.pid)
+        counters1 = engine_counters(base)
         status = http_json(base, "/api/cameras", key)
         after = {c["name"]: c["processed_frames"] for c in status}
         states = {c["name"]: c["state"] for c in status}
@@ -172,7 +196,10 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
         "rss_mib_max": round(float(rss.max()), 1),
         "rss_slope_mib_per_min": None if slope is None else round(slope, 3),
         "camera_states": states, "exit_code": proc.returncode, "detect_workers": args.detect_workers,
-        "min_face": args.min_face, "cpus": os.cpu_count(), "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        "min_face": args.min_face, "threads": args.threads, "motion_gate": args.motion_gate,
+        "reidentify_every": args.reidentify_every, "start_events_by_label": starts,
+        "engine": {k: round(counters1.get(k, 0) - counters0.get(k, 0), 3) for k in counters1},
+        "cpus": os.cpu_count(), "loadavg_1m_start": round(load0, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2),
         **machine(),
     }
     if proc.returncode != 0:
@@ -194,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face", type=int, default=20, help="detector's smallest face (px)")
     p.add_argument("--detect-workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument("--motion-gate", choices=("on", "off"), default="on",
+                   help="recognition.motion_gate: detect only the changed parts of frames (default on)")
+    p.add_argument("--reidentify-every", type=int, default=5,
+                   help="recognition.reidentify_every: embed a confidently named track every N frames (1: every "
+                        "frame)")
     p.add_argument("--frames", type=int, default=40, help="frames in the demo clip (it loops)")
     p.add_argument("--json", help="write the records here (DESIGN section 7)")
     args = p.parse_args(argv)
