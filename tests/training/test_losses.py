@@ -311,6 +311,74 @@ def test_kd_loss_eq2():
     assert z_h.grad is None and z_l.grad is not None  # the teacher is not trained by KD
 
 
+def test_kd_loss_t_squared_keeps_the_high_temperature_limit():
+    """Eq. 2's T^2 (Hinton et al. Sec. 2.1): for large T, T^2 KL -> 1/(2C) sum_c (d_c - mean d)^2 with
+    d = z_L - z_H, independent of T; without the T^2 the loss would fall as 1/T^2."""
+    z_h, z_l = rand(5, 7, seed=50), rand(5, 7, seed=51)
+    d = (z_l - z_h).numpy()
+    limit = (((d - d.mean(axis=1, keepdims=True)) ** 2).sum(axis=1) / (2 * d.shape[1])).mean()
+    for t in (50.0, 200.0):
+        assert losses.kd_loss(z_h, z_l, t).item() == pytest.approx(limit, rel=3e-2)
+    # Adding a constant to a row of logits changes no softmax: the loss sees only logit differences.
+    assert losses.kd_loss(z_h, z_l + 5.0, 4.0).item() == pytest.approx(losses.kd_loss(z_h, z_l, 4.0).item())
+
+
+def _impostor_cos(f, y):
+    u = torch.nn.functional.normalize(f, dim=1)
+    cos = u @ u.T
+    return cos[y[:, None] != y[None, :]].mean().item()
+
+
+def test_kd_through_a_cosine_head_transfers_the_teacher_geometry_and_does_not_collapse_it():
+    """What frozen_kd optimises: the student's logits s * cos(f_L, W) against the teacher's s * cos(f_H, W),
+    T = 4 (dlib_lu_kd). A student that matches the teacher gets no gradient; a student started collapsed (all
+    embeddings near one direction) is pushed back out to the teacher's angular spread, and a spread-out student
+    with a narrow-cone teacher is pulled in to the teacher's cone: KD transfers the teacher's geometry, so a
+    narrow cone after training is the teacher's (issue 17: dlib's own embeddings form one), not a KD artefact."""
+    g = torch.Generator().manual_seed(0)
+    c, d, per = 6, 8, 3
+    y = torch.arange(c).repeat_interleave(per)
+
+    def run(w, f_teacher, f_start, steps=100):
+        head = ArcFace(d, c).double()
+        with torch.no_grad():
+            head.weight.copy_(w)
+        head.requires_grad_(False)
+        z_h = head(f_teacher)
+        f = f_start.clone().requires_grad_(True)
+        opt = torch.optim.SGD([f], lr=0.2)
+        for _ in range(steps):
+            opt.zero_grad()
+            losses.kd_loss(z_h, head(f), 4.0).backward()
+            opt.step()
+        return f.detach()
+
+    # Spread-out teacher: orthogonal class centres, samples near their centre.
+    w = torch.eye(c, d, dtype=torch.float64)
+    f_t = w[y] + 0.05 * torch.randn(len(y), d, generator=g, dtype=torch.float64)
+    head = ArcFace(d, c).double()
+    with torch.no_grad():
+        head.weight.copy_(w)
+    f = f_t.clone().requires_grad_(True)
+    losses.kd_loss(head(f_t), head(f), 4.0).backward()
+    assert f.grad.abs().max().item() < 1e-12                     # matched student: a fixed point
+    collapsed = w.mean(0) + 0.01 * torch.randn(len(y), d, generator=g, dtype=torch.float64)
+    assert _impostor_cos(collapsed, y) > 0.99
+    out = run(w, f_t, collapsed)
+    assert _impostor_cos(out, y) < 0.2                           # spread restored (teacher: ~0)
+
+    # Narrow-cone teacher (dlib-like: class centres within ~0.85 cosine of each other): KD pulls a spread-out
+    # student into the cone, to the teacher's spread.
+    axis = torch.zeros(d, dtype=torch.float64)
+    axis[-1] = 1.0
+    w_cone = 2.5 * axis + torch.eye(c, d, dtype=torch.float64)
+    f_cone = w_cone[y] + 0.05 * torch.randn(len(y), d, generator=g, dtype=torch.float64)
+    assert _impostor_cos(f_cone, y) > 0.8
+    assert _impostor_cos(f_t, y) < 0.1
+    out = run(w_cone, f_cone, f_t.clone(), steps=200)
+    assert abs(_impostor_cos(out, y) - _impostor_cos(f_cone, y)) < 0.1   # pulled into the teacher's cone
+
+
 def test_wavelet_similarity_loss_eq3():
     shapes = [(2, 3, 8, 8), (2, 4, 4, 4), (2, 5, 2, 2)]
     zh = [rand(*s, seed=20 + i) for i, s in enumerate(shapes)]

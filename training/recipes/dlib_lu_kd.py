@@ -18,4 +18,8 @@ config = _dlib_bt_m.replace(
     sampler_kwargs=dict(_lu.sampler_kwargs),
     loss_kwargs={"lambda1": _lu.loss_kwargs["lambda1"],   # Sec. III-A-2: lambda_1 = 1
                  "temperature": _lu.loss_kwargs["temperature"]},  # T not given in the paper: 4, as in wave_kd
+    # Measured (issue 17): dlib's class means lie within cosine 0.72-1.00 of each other, so the frozen class-mean
+    # teacher head at s = 64, T = 4 gives a nearly uniform posterior (6.69 of 6.84 nats); the KD term is then a
+    # weak pull towards the teacher's geometry, and the narrow cone of the trained embeddings is dlib's own
+    # (ST-M1 keeps it too: LFW 0.032 / 0.136), not a collapse caused by eq. 2.
 )
