@@ -11,7 +11,7 @@ import pytest
 from benchmarks.mtcnn_reference import detect_reference
 from crres_sdk.backends import available_backends
 from crres_sdk.bundle import load_bundle
-from crres_sdk.detector import FaceDetector, find_detector_bundle, pyramid_scales
+from crres_sdk.detector import Detections, FaceDetector, find_detector_bundle, pyramid_scales
 from crres_sdk.errors import BundleError
 from tests.faces import ASTRONAUT_LANDMARKS, astronaut_bgr
 
@@ -70,6 +70,22 @@ def test_face_is_found_down_to_the_minimum_size(detector, astronaut, width):
 
 
 @needs_bundle
+def test_min_face_below_12_upsamples_and_finds_smaller_faces(astronaut):
+    assert pyramid_scales(100, 100, 6, 0.709)[0] == 2.0          # the first level is the frame at x2
+    tiny = _face_at_width(astronaut, 6)
+    assert len(FaceDetector(min_face=12, estimate_resolution=False).detect(tiny)) == 0
+    found = FaceDetector(min_face=6, estimate_resolution=False).detect(tiny)
+    assert len(found) == 1 and found[0].width == pytest.approx(6, rel=0.25)
+    # on a frame near max_pixels the upsampling shrinks so the first level stays within it
+    d = FaceDetector(min_face=6, estimate_resolution=False, max_pixels=200 * 200)
+    seen = []
+    d._detect_arrays = lambda frame, min_face: seen.append(min_face) or Detections.empty()
+    d.detect_arrays(np.zeros((200, 200, 3), np.uint8))
+    d.detect_arrays(np.zeros((100, 100, 3), np.uint8))
+    assert seen == [pytest.approx(12.0), pytest.approx(6.0)]
+
+
+@needs_bundle
 def test_larger_min_face_skips_small_faces(astronaut):
     assert len(FaceDetector(min_face=40).detect(_face_at_width(astronaut, 16))) == 0
     assert len(FaceDetector(min_face=40).detect(_face_at_width(astronaut, 60))) == 1
@@ -109,8 +125,8 @@ def test_bad_frames(detector, frame, error, words):
 
 
 def test_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="min_face must be >= 12"):
-        FaceDetector(min_face=8)
+    with pytest.raises(ValueError, match="min_face must be >= 6"):
+        FaceDetector(min_face=5)
     with pytest.raises(TypeError, match="min_face must be an int"):
         FaceDetector(min_face=12.5)
     with pytest.raises(BundleError, match="make setup"):

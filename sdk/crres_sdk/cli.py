@@ -40,7 +40,7 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="backend device: cpu, cuda, tensorrt (ORT); cpu, gpu, npu (OpenVINO)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"))
     p.add_argument("--threads", type=int, help="CPU threads per inference call")
-    p.add_argument("--min-face", type=int, default=12, help="smallest face the detector looks for (px, >= 12)")
+    p.add_argument("--min-face", type=int, default=12, help="smallest face the detector looks for (px, >= 6; below 12 the frame is upsampled, slower)")
     p.add_argument("--fpir", default="0.01",
                    help="1:N: the chance a stranger is named (false positive identification rate; default 0.01); "
                         "the threshold follows the gallery's size. 'none' = decide at the per-pair --far instead")

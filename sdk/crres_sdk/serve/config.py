@@ -41,7 +41,7 @@ class RecognitionConfig:
     threads: int | None = None     # CPU threads per inference; None: cores // detect_workers (at least 1)
     fpir: str | None = "0.01"      # 1:N decisions: the chance a stranger is named (None: per-pair far instead)
     far: str = "1e-3"              # 1:1 verify (and 1:N when fpir is None): the per-pair false-accept rate
-    detector_min_face: int = 20    # MTCNN's smallest face (px): 12 finds tinier faces at ~2x the cost
+    detector_min_face: int = 20    # MTCNN's smallest face (px): 12 finds tinier faces at ~2x the cost, 6-11 upsample
     min_face: float = 0.0          # px box width below which detected faces are ignored
     batch_size: int = 32
     detect_workers: int = 1        # frames detected in parallel (ONNX Runtime/OpenVINO release the GIL)
@@ -241,7 +241,7 @@ def parse_config(data: Any, path: Path | None = None) -> ServeConfig:
     recognition = _section(RecognitionConfig, "recognition", data.get("recognition"), {
         "model": _str, "backend": lambda w, v: _choice(w, v, ("auto", "onnxruntime", "openvino", "tensorrt")),
         "threads": opt_int(1, 256), "far": _far, "fpir": lambda w, v: None if v is None else _far(w, v),
-        "detector_min_face": lambda w, v: _num(w, v, 8, 1000, integer=True),
+        "detector_min_face": lambda w, v: _num(w, v, 6, 1000, integer=True),
         "min_face": lambda w, v: float(_num(w, v, 0, 10000)),
         "batch_size": lambda w, v: _num(w, v, 1, 1024, integer=True),
         "detect_workers": lambda w, v: _num(w, v, 1, 64, integer=True),
