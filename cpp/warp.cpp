@@ -82,6 +82,20 @@ __attribute__((target("avx2,fma"))) inline __m256i gather8(const std::uint8_t* b
                               _mm256_blend_epi32(broadcast8(base + c), broadcast8(base + d), 0xC0), 0xF0);
 }
 
+// 8 pixels of 3 float planes to interleaved uint8 at dst (rounded, clamped to [0, 255]); channel[c] is plane
+// c's byte in a pixel. Shared by the bilinear and bicubic AVX2 paths.
+__attribute__((target("avx2,fma"), always_inline)) inline void store_hwc8(const __m256 v[3], const int channel[3],
+                                                            std::uint8_t* dst) {
+    alignas(32) std::int32_t q[3][8];
+    const __m256 half = _mm256_set1_ps(0.5f), hi = _mm256_set1_ps(255.f);
+    for (int c = 0; c < 3; ++c) {
+        const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[c], half), _mm256_setzero_ps()), hi);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q[c]), _mm256_cvttps_epi32(r));
+    }
+    for (int k = 0; k < 8; ++k)
+        for (int c = 0; c < 3; ++c) dst[k * 3 + channel[c]] = static_cast<std::uint8_t>(q[c][k]);
+}
+
 // Pixels per block of interior_row_avx2's coordinate pass (its buffers live on the stack).
 constexpr int kRowBlock = 128;
 
@@ -156,15 +170,7 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
             if constexpr (!Hwc) {
                 for (int c = 0; c < 3; ++c) _mm256_storeu_ps(planes[c] + x, _mm256_fmadd_ps(v[c], scale[c], bias[c]));
             } else {
-                alignas(32) std::int32_t q[3][8];
-                const __m256 half = _mm256_set1_ps(0.5f), hi = _mm256_set1_ps(255.f);
-                for (int c = 0; c < 3; ++c) {
-                    const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[c], half), _mm256_setzero_ps()), hi);
-                    _mm256_store_si256(reinterpret_cast<__m256i*>(q[c]), _mm256_cvttps_epi32(r));
-                }
-                std::uint8_t* dst = hwc + static_cast<std::ptrdiff_t>(x) * 3;
-                for (int k = 0; k < 8; ++k)
-                    for (int c = 0; c < 3; ++c) dst[k * 3 + channel[c]] = static_cast<std::uint8_t>(q[c][k]);
+                store_hwc8(v, channel, hwc + static_cast<std::ptrdiff_t>(x) * 3);
             }
         }
     }
@@ -184,6 +190,17 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src
 #endif
 
 #ifdef CRRES_WARP_NEON
+// 4 pixels of 3 float planes to interleaved uint8 at dst (rounded, clamped to [0, 255]); channel[c] is plane
+// c's byte in a pixel. Shared by the bilinear and bicubic NEON paths.
+inline void store_hwc4(const float32x4_t v[3], const int channel[3], std::uint8_t* dst) {
+    alignas(16) std::int32_t q[3][4];
+    const float32x4_t half = vdupq_n_f32(0.5f), hi = vdupq_n_f32(255.f), lo = vdupq_n_f32(0.f);
+    for (int c = 0; c < 3; ++c)
+        vst1q_s32(q[c], vcvtq_s32_f32(vminq_f32(vmaxq_f32(vaddq_f32(v[c], half), lo), hi)));
+    for (int i = 0; i < 4; ++i)
+        for (int c = 0; c < 3; ++c) dst[i * 3 + channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+}
+
 // Samples pixels [0, n4) of an interior row, n4 = out_w rounded down to 4; returns n4. Same contract and
 // arithmetic as interior_row_avx2 (truncating conversions, clamped indices, fused lerps); byte k of each
 // staged 4-byte tap is taken with a shift and mask instead of a byte shuffle.
@@ -232,13 +249,7 @@ int interior_row_neon(const ImageU8View& src, float m0, float m3, float rx, floa
             for (int c = 0; c < 3; ++c)
                 vst1q_f32(out.planes[c] + x, vfmaq_f32(vdupq_n_f32(out.bias[c]), v[c], vdupq_n_f32(out.scale[c])));
         } else {
-            alignas(16) std::int32_t q[3][4];
-            const float32x4_t half = vdupq_n_f32(0.5f), hi = vdupq_n_f32(255.f), lo = vdupq_n_f32(0.f);
-            for (int c = 0; c < 3; ++c)
-                vst1q_s32(q[c], vcvtq_s32_f32(vminq_f32(vmaxq_f32(vaddq_f32(v[c], half), lo), hi)));
-            std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
-            for (int i = 0; i < 4; ++i)
-                for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+            store_hwc4(v, out.hwc_channel, out.hwc + static_cast<std::ptrdiff_t>(x) * 3);
         }
     }
     return n4;
@@ -534,15 +545,7 @@ __attribute__((target("avx2,fma"))) bool bicubic_group_avx2(const ImageU8View& s
             _mm256_storeu_ps(out.planes[c] + x, _mm256_fmadd_ps(v[c], _mm256_set1_ps(out.scale[c]),
                                                                 _mm256_set1_ps(out.bias[c])));
     } else {
-        alignas(32) std::int32_t q[3][8];
-        const __m256 half = _mm256_set1_ps(0.5f), hi = _mm256_set1_ps(255.f);
-        for (int c = 0; c < 3; ++c) {
-            const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[c], half), _mm256_setzero_ps()), hi);
-            _mm256_store_si256(reinterpret_cast<__m256i*>(q[c]), _mm256_cvttps_epi32(r));
-        }
-        std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
-        for (int i = 0; i < 8; ++i)
-            for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+        store_hwc8(v, out.hwc_channel, out.hwc + static_cast<std::ptrdiff_t>(x) * 3);
     }
     return true;
 }
@@ -618,13 +621,7 @@ bool bicubic_group_neon(const ImageU8View& src, float m0, float m3, float rx, fl
         for (int c = 0; c < 3; ++c)
             vst1q_f32(out.planes[c] + x, vfmaq_f32(vdupq_n_f32(out.bias[c]), v[c], vdupq_n_f32(out.scale[c])));
     } else {
-        alignas(16) std::int32_t q[3][4];
-        const float32x4_t half = vdupq_n_f32(0.5f), hi = vdupq_n_f32(255.f), lo = vdupq_n_f32(0.f);
-        for (int c = 0; c < 3; ++c)
-            vst1q_s32(q[c], vcvtq_s32_f32(vminq_f32(vmaxq_f32(vaddq_f32(v[c], half), lo), hi)));
-        std::uint8_t* p = out.hwc + static_cast<std::ptrdiff_t>(x) * 3;
-        for (int i = 0; i < 4; ++i)
-            for (int c = 0; c < 3; ++c) p[i * 3 + out.hwc_channel[c]] = static_cast<std::uint8_t>(q[c][i]);
+        store_hwc4(v, out.hwc_channel, out.hwc + static_cast<std::ptrdiff_t>(x) * 3);
     }
     return true;
 }
