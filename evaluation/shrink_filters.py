@@ -7,8 +7,9 @@ making the second image of every LFW pair, at each fixed r:
 
 * ``crop_bicubic``  the crop protocol: ``degrade(HR crop, r)``;
 * ``crop_area``     the HR crop shrunk to r with INTER_AREA, then the same bicubic ``F_up``;
-* ``photo_area``    the end-to-end protocol (a): photo shrunk with INTER_AREA, aligned by the SDK;
-* ``photo_bicubic`` the photo shrunk with antialiased bicubic (``resize_bicubic``), aligned by the SDK;
+* ``photo_area``    the end-to-end protocol (a) as it was: photo shrunk with INTER_AREA, aligned by the SDK's
+  resolution-matched warp (``resample="matched"``);
+* ``photo_bicubic`` the photo shrunk with antialiased bicubic (``resize_bicubic``), aligned the same way;
 * ``photo_area_{bilinear,cubic,lanczos}`` the INTER_AREA photo warped straight to the 112 crop in one
   resampling by ``cv2.warpAffine`` (bilinear: the SDK before resolution matching).
 
@@ -66,8 +67,6 @@ def keys_warp(frame: np.ndarray, src_to_dst: np.ndarray, size: int, a: float) ->
 
 def shrink(frame: np.ndarray, landmarks: np.ndarray, r: float, method: str) -> tuple[np.ndarray, np.ndarray]:
     """The photo shrunk so its face has resolution r, by ``method`` ("area" or "bicubic"), and its landmarks."""
-    import cv2
-
     from crres_sdk import resize_bicubic
     from evaluation.open_set import shrink_photo
 
@@ -84,7 +83,7 @@ def second_crops(variant: str, crops: np.ndarray, load, landmarks: np.ndarray, i
     """uint8 (N, 112, 112, 3) crops of ``images`` at resolution r made the ``variant`` way."""
     import cv2
 
-    from crres_sdk import align_faces_uint8, degrade, resize_bicubic
+    from crres_sdk import align_faces_uint8, degrade, estimate_similarity, resize_bicubic
 
     hr = np.ascontiguousarray(crops[images])
     if variant == "crop_bicubic":
@@ -92,8 +91,6 @@ def second_crops(variant: str, crops: np.ndarray, load, landmarks: np.ndarray, i
     if variant == "crop_area":
         small = np.stack([cv2.resize(c, (r, r), interpolation=cv2.INTER_AREA) for c in hr])
         return resize_bicubic(small, hr.shape[1:3])
-    from crres_sdk import estimate_similarity
-
     method = "bicubic" if variant == "photo_bicubic" else "area"
     out = np.empty_like(hr)
     for k, i in enumerate(images.tolist()):
@@ -104,8 +101,8 @@ def second_crops(variant: str, crops: np.ndarray, load, landmarks: np.ndarray, i
             m = estimate_similarity(lm)
             out[k] = cv2.warpAffine(frame, m, hr.shape[1:3][::-1], flags=getattr(cv2, DIRECT[variant]),
                                     borderMode=cv2.BORDER_REPLICATE)
-        else:
-            out[k] = align_faces_uint8(frame, lm[None].astype(np.float64))[0]
+        else:  # the resolution-matched warp these variants measured, whatever the SDK's default is now
+            out[k] = align_faces_uint8(frame, lm[None].astype(np.float64), resample="matched")[0]
     return out
 
 
