@@ -108,7 +108,7 @@ def test_auto_pairing_takes_the_table_with_the_higher_held_out_tar(gallery):
     hr_vec, low_vec = _unit(rng, 2)
     gallery.enroll("a", np.stack([hr_vec, low_vec]), [80, 14])
     rec = _Rec(gallery)
-    rec.policy, rec.pairing = p, "auto"
+    rec.policy = p
     res = PlainMatcher(rec).match_embeddings(np.stack([hr_vec, hr_vec]), [14.0, 8.0])
     assert [r.pairing for r in res] == ["hr", "matched"]
     assert res[0].candidates[0].template_resolution == 80 and res[0].score == pytest.approx(1.0, abs=1e-6)
@@ -147,6 +147,7 @@ class _Rec:
     def __init__(self, gallery, fpir=0.01, fusion="max"):
         self.gallery, self.fpir, self.fusion, self.far_rate = gallery, fpir, fusion, 1e-3
         self.embedding_dim = 8
+        self.pairing = "auto"
         self.policy = ThresholdPolicy.from_manifest(_manifest(), None)
 
 

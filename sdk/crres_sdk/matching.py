@@ -114,10 +114,9 @@ class PlainMatcher:
     def hr_pairing(self, r: float) -> bool:
         """Whether a probe at ``r`` is compared with HR templates (:meth:`ThresholdPolicy.hr_pairing`)."""
         rec = self.rec
-        pairing = getattr(rec, "pairing", "auto")
         if rec.policy is None:
-            return pairing == "hr"
-        return rec.policy.hr_pairing(r, pairing)
+            return rec.pairing == "hr"
+        return rec.policy.hr_pairing(r, rec.pairing)
 
     def search_resolution(self, r: float) -> float:
         """The resolution the gallery search picks each identity's level for: the crop size for HR pairing."""

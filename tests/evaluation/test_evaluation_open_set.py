@@ -64,6 +64,7 @@ class _StubRecognizer:
     embedding_dim = 256
     normalization = Normalization()
     fusion = "max"
+    pairing = "auto"
 
     def __init__(self, tmp_path):
         self.gallery = Gallery(tmp_path / "g.db", ModelKey("stub", "1", 256))
