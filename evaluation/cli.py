@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", help="input std for a bare ONNX model: one value or r,g,b (default 128)")
     p.add_argument("--cache-dir", type=Path, help="aligned-crop cache (default ~/.cache/crres/eval)")
     p.add_argument("--min-face", type=int, default=LFW_MIN_FACE, help="MTCNN min face for LFW alignment")
+    p.add_argument("--e2e-min-face", type=int, default=None,
+                   help="the SDK detector's min_face in the end-to-end detector mode (default the detector's 12; "
+                        "6-11 upsample the frame)")
     p.add_argument("--limit-pairs", type=int, default=None,
                    help="evaluate only N pairs of every fold, half genuine (smoke runs; not comparable with papers)")
     p.add_argument("--exclude-identities", metavar="NAMES|@FILE",
@@ -194,9 +197,14 @@ def _e2e(args: argparse.Namespace, ds, cache, progress: bool, sizes: dict | None
     def load(i: int) -> np.ndarray:
         return cv2.imread(str(images / ds.image_names[i]), cv2.IMREAD_COLOR)
 
+    detector = None
+    if args.e2e_min_face is not None:
+        from crres_sdk import FaceDetector
+
+        detector = FaceDetector(min_face=args.e2e_min_face, estimate_resolution=False)
     if fixed is not None:
-        return end_to_end.evaluate_fixed(cache, ds, load, marks, fixed, progress=progress)
-    return end_to_end.evaluate_btm_stm(cache, ds, load, marks, sizes, progress=progress)
+        return end_to_end.evaluate_fixed(cache, ds, load, marks, fixed, progress=progress, detector=detector)
+    return end_to_end.evaluate_btm_stm(cache, ds, load, marks, sizes, progress=progress, detector=detector)
 
 
 def _open_set(args: argparse.Namespace, progress: bool) -> dict:
