@@ -5,15 +5,15 @@ a (16, 3, 112, 112) float32 RGB (x - 127.5) / 128 batch. Implementations, measur
   opencv       (baseline) per face cv2.estimateAffinePartial2D + cv2.warpAffine + numpy normalise/transpose
   insightface  per face skimage SimilarityTransform + cv2.warpAffine (InsightFace norm_crop), then one
                cv2.dnn.blobFromImages (InsightFace's ArcFaceONNX.get_feat)
-  crres        crres_sdk.align_faces (one C++ call: fit, warp, swap, normalise, NCHW), resample="matched" (the
-               default: the faces smaller than the crop, ~1/4 here, are warped at their own scale with bicubic
-               sampling and brought up with degrade's bicubic F_up)
+  crres        crres_sdk.align_faces (one C++ call: fit, warp, swap, normalise, NCHW), its default
+               resample="bicubic" (the faces smaller than the crop, ~1/4 here, take one bicubic warp)
   crres_bilinear  the same with resample="bilinear" (one bilinear warp per face, what the baselines compute)
-  crres_uint8  crres_sdk.align_faces_uint8 (HWC uint8 crops, for storage), matched
+  crres_uint8  crres_sdk.align_faces_uint8 (HWC uint8 crops, for storage), its default
   crres_scalar the default with the core's vector path switched off (_core.set_simd_enabled(False)): what the
                build's SIMD path (AVX2+FMA on x86-64, NEON on aarch64) buys on this CPU
-Small faces: 16 faces at r = 12-100 px (all smaller than the crop) in the same frame, crres (matched) against
-crres_bilinear as baseline: the cost of resolution matching where it applies.
+Small faces: 16 faces at r = 12-100 px (all smaller than the crop) in the same frame, crres (the default,
+bicubic) and crres_matched (resample="matched": own-scale warp, then degrade's F_up) against crres_bilinear as
+baseline: what each small-face warp costs where it applies.
 Degrade: 64 uint8 112x112x3 crops, each down to r in {7, 14, 28, 56} and back up:
   pil          (baseline) PIL resize(BICUBIC) down and up (the definition the core reproduces bit-exactly)
   opencv       cv2.resize INTER_CUBIC down and up (not antialiased: a different, cheaper operation)
@@ -129,21 +129,22 @@ def bench_align(repeats: int, threads_list: list[int]) -> list[Record]:
                 _core.set_simd_enabled(True)
             records.append(Record("align", f"{N_FACES}faces_1920x1080", name, threads, med, p90,
                                   baseline=None if name == "opencv" else "opencv", extra=extra))
-    # Faces smaller than the crop only: what resolution matching costs where it applies.
+    # Faces smaller than the crop only: what each small-face warp costs where it applies.
     small = face_landmarks(rng, N_FACES, scale=(12 / 112, 100 / 112))
     for threads in threads_list:
-        impls = {
-            "crres_bilinear": lambda: align_faces(frame, small, threads=threads, resample="bilinear"),
-            "crres": lambda: align_faces(frame, small, threads=threads),
-            "crres_uint8_bilinear": lambda: align_faces_uint8(frame, small, threads=threads, resample="bilinear"),
-            "crres_uint8": lambda: align_faces_uint8(frame, small, threads=threads),
+        impls = {  # name: (function, resample)
+            "crres_bilinear": (lambda: align_faces(frame, small, threads=threads, resample="bilinear"), "bilinear"),
+            "crres": (lambda: align_faces(frame, small, threads=threads), "bicubic"),
+            "crres_matched": (lambda: align_faces(frame, small, threads=threads, resample="matched"), "matched"),
+            "crres_uint8_bilinear": (lambda: align_faces_uint8(frame, small, threads=threads, resample="bilinear"),
+                                     "bilinear"),
+            "crres_uint8": (lambda: align_faces_uint8(frame, small, threads=threads), "bicubic"),
         }
-        for name, fn in impls.items():
+        for name, (fn, resample) in impls.items():
             med, p90 = time_call(fn, repeats)
             base = None if name == "crres_bilinear" else "crres_bilinear"
             records.append(Record("align", f"{N_FACES}faces_r12-100_1920x1080", name, threads, med, p90,
-                                  baseline=base, extra={"items": N_FACES, "resample": "matched" if
-                                                        name in ("crres", "crres_uint8") else "bilinear"}))
+                                  baseline=base, extra={"items": N_FACES, "resample": resample}))
     return records
 
 
