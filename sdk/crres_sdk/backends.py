@@ -177,7 +177,31 @@ class OnnxRuntimeSession:
         return self._session.run(self.output_names, feeds)  # InferenceSession.run is thread-safe
 
 
+#: Serialises every OpenVINO infer request's first inference, process-wide (see :class:`OpenVinoSession`).
+_OV_FIRST_CALL = threading.Lock()
+#: A dynamic dimension's size in the constructor's warm-up inference (the batch dimension, dim 0, gets 1): large
+#: enough for MTCNN's P-Net (12 px window, three 3x3 convolutions and a pooling).
+_OV_WARM_DIM = 48
+
+
 class OpenVinoSession:
+    """An OpenVINO compiled model, callable from any number of threads.
+
+    OpenVINO's threading model: ``CompiledModel.create_infer_request`` may be called from several threads, while
+    an ``InferRequest`` is used by one thread at a time. So each calling thread gets its own infer request, made
+    on its first call. Two more things make the session safe by construction rather than by its callers' care:
+
+    * the constructor runs one inference on the constructing thread (zeros, dynamic dimensions at 1 for the batch
+      and 48 elsewhere), so the compiled model's and the Python bindings' lazy one-time set-up is done before any
+      other thread can reach the session;
+    * every infer request's first inference (the constructor's, and each new thread's) runs under one
+      process-wide lock, so no two first calls, of this session or another, ever run at once. Later calls take
+      no lock.
+
+    (``crres serve`` once hung in a 16-camera run whose two detect workers made the first calls of fresh
+    sessions at the same time; serve worked around it with a warm-up of its own, which this makes redundant.)
+    """
+
     backend = "openvino"
 
     def __init__(self, path: Path, threads: int | None, device: str = "cpu") -> None:
@@ -196,13 +220,42 @@ class OpenVinoSession:
         self._compiled = core.compile_model(core.read_model(str(path)), name, config)
         self.input_names = [i.get_any_name() for i in self._compiled.inputs]
         self.output_names = [o.get_any_name() for o in self._compiled.outputs]
-        # An infer request is not thread-safe: one per thread.
-        self._local = threading.local()
+        self._local = threading.local()  # one infer request per thread
+        self.warmed_up = self._warm_up()
+
+    def _warm_up(self) -> bool:
+        """One inference on zeros on this (the constructing) thread; False when the model would not run on the
+        guessed shapes (its first real call then still runs under the first-call lock)."""
+        feeds = {}
+        for port in self._compiled.inputs:
+            dims = []
+            for i, d in enumerate(port.get_partial_shape()):
+                if not d.is_dynamic:
+                    dims.append(d.get_length())
+                    continue
+                size = 1 if i == 0 else _OV_WARM_DIM
+                size = max(size, d.get_min_length())
+                if d.get_max_length() > 0:
+                    size = min(size, d.get_max_length())
+                dims.append(size)
+            feeds[port.get_any_name()] = np.zeros(dims, port.get_element_type().to_dtype())
+        try:
+            self.run(feeds)
+        except Exception:  # e.g. a model whose dynamic dimensions have other constraints
+            return False
+        return True
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
+        if request is None:  # this thread's first inference: never at the same time as another first inference
+            with _OV_FIRST_CALL:
+                request = self._compiled.create_infer_request()
+                outputs = self._infer(request, feeds)
+            self._local.request = request  # kept only once it has run (a failed first call stays a first call)
+            return outputs
+        return self._infer(request, feeds)
+
+    def _infer(self, request: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = request.infer(feeds)
         return [np.array(result[o]) for o in self._compiled.outputs]  # copies: the request reuses its buffers
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from crres_sdk.face import Face
-from crres_sdk.preprocess import TEMPLATE_SIZE, align_faces, align_faces_uint8, equivalent_resolution
+from crres_sdk.preprocess import align_faces, align_faces_uint8, equivalent_resolution
 from crres_sdk.serve.cameras import CameraReader
 from crres_sdk.serve.config import ServeConfig
 from crres_sdk.serve.motion import MotionGate
@@ -169,7 +169,6 @@ class Engine:
     # ------------------------------------------------------------------------------------------------ life
 
     def start(self) -> "Engine":
-        self.warm_up()
         self._thread = threading.Thread(target=self._run, name="crres-engine", daemon=True)
         self._thread.start()
         return self
@@ -184,16 +183,6 @@ class Engine:
             for cam in self.cams.values():
                 for tid in list(cam.tracks):
                     self._end_track(cam, tid)
-
-    def warm_up(self) -> None:
-        """One detection and one embedding on a blank frame, on this thread, before any concurrent use: the first
-        inference initialises the backend's Python bindings (OpenVINO's first calls from two detect workers at
-        once deadlocked in pybind11's one-time numpy set-up), and the first frames are not slowed by it."""
-        try:
-            self.rec.detect(np.full((96, 96, 3), 127, np.uint8))
-            self.rec.embed_aligned(np.zeros((1, 3, TEMPLATE_SIZE, TEMPLATE_SIZE), np.float32))
-        except Exception:  # a warm-up is an optimisation: never keep the service from starting
-            log.warning("engine warm-up failed", exc_info=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
