@@ -131,6 +131,40 @@ def test_exponential_tail_fit_recovers_the_scale_and_is_conservative_for_a_gauss
     assert values == sorted(values) and values[-1] <= 1.0
 
 
+def test_gpd_tail_fit_recovers_a_bounded_tail_and_inverts_its_own_survival_function():
+    rng = np.random.default_rng(5)
+    # Generalised Pareto excesses with shape -0.3, scale 0.02 (bounded at 0.02 / 0.3 above u) by inversion
+    xi, sigma = -0.3, 0.02
+    excess = sigma / xi * ((1.0 - rng.random(100_000)) ** (-xi) - 1.0)
+    tail = th.fit_tail(np.concatenate([0.5 + excess, rng.uniform(-0.2, 0.49, 99_900_000 // 1000)]),
+                       share=0.5, minimum=50, model="gpd")
+    assert tail.model == "gpd" and tail.shape == pytest.approx(xi, abs=0.03)
+    assert tail.scale == pytest.approx(sigma, rel=0.05)
+    for far in (1e-3, 1e-5, 1e-7):
+        assert tail.far(tail.threshold(far)) == pytest.approx(far, rel=1e-6)
+    assert tail.threshold(1e-12) < tail.u - tail.scale / tail.shape       # never past the tail's end point
+    # shape -> 0 is the exponential tail
+    assert th.tail_threshold(0.3, 1e-3, 0.05, 1e-9, 1e-6) == pytest.approx(th.tail_threshold(0.3, 1e-3, 0.05, 0.0, 1e-6))
+    with pytest.raises(ValueError, match="tail model"):
+        th.fit_tail(excess, model="weibull")
+
+
+def test_tail_backtest_is_calibrated_when_the_tail_model_is_true():
+    """Impostor scores whose tail is exactly exponential: the exponential model's out-of-sample observed /
+    predicted false accepts is ~1, which is what the backtest of a real bundle is compared against."""
+    from export.tail_backtest import backtest
+
+    rng = np.random.default_rng(9)
+    n_ids, n = 40, 400_000
+    ids = rng.integers(0, n_ids, size=(n, 2))
+    ids = ids[ids[:, 0] != ids[:, 1]]
+    imp = 0.2 + rng.exponential(0.05, len(ids))
+    tables = {"cross": [(np.zeros(1), imp, ids)]}
+    report = backtest(tables, n_ids, seed=0)
+    ratio = report["exponential"]["summary"]["1e-4"]["ratio"]
+    assert 0.7 < ratio < 1.4, ratio
+
+
 def test_fitted_thresholds_are_capped_at_a_cosine_of_one():
     out = th.thresholds_from_scores(np.linspace(0.5, 0.99, 1000))    # 1000 pairs: 1e-3 and stricter fitted
     assert out["fitted"]["1e-2"] is False and out["fitted"]["1e-3"] is True
