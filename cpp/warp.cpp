@@ -109,14 +109,14 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
     const __m256i stride = _mm256_set1_epi32(static_cast<int>(src.row_stride));
     const __m256 vm0 = _mm256_set1_ps(m0), vm3 = _mm256_set1_ps(m3);
     const __m256 vrx = _mm256_set1_ps(rx), vry = _mm256_set1_ps(ry);
-    // vpshufb masks for channel c. A 128-bit half holds two pixels' 8-byte blocks (a: bytes 0-7, b: 8-15); the
-    // mask makes its dwords [a left, b left, a right, b right], left tap = byte c, right tap = byte 3 + c.
-    __m256i take[3];
-    for (int c = 0; c < 3; ++c) {
-        const char l = static_cast<char>(c), r = static_cast<char>(3 + c), z = -1;
-        take[c] = _mm256_setr_epi8(l, z, z, z, char(8 + l), z, z, z, r, z, z, z, char(8 + r), z, z, z,
-                                   l, z, z, z, char(8 + l), z, z, z, r, z, z, z, char(8 + r), z, z, z);
-    }
+    // After the regroup below a dword holds bytes 0-3 (lo: c0 c1 c2 of the left tap, c0 of the right) or 4-7
+    // (hi: c1 c2 of the right tap) of one pixel's 8-byte block; byte k of every dword as an int32 is an AND,
+    // a shift or one vpshufb.
+    const __m256i low_byte = _mm256_set1_epi32(0xFF);
+    const __m256i byte1 = _mm256_setr_epi8(1, -1, -1, -1, 5, -1, -1, -1, 9, -1, -1, -1, 13, -1, -1, -1,
+                                           1, -1, -1, -1, 5, -1, -1, -1, 9, -1, -1, -1, 13, -1, -1, -1);
+    const __m256i byte2 = _mm256_setr_epi8(2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1,
+                                           2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1);
     // Locals, so the uint8 stores below cannot make the compiler reload them (char stores alias everything).
     const std::uint8_t* const row0 = src.data;
     const std::uint8_t* const row1 = src.data + src.row_stride;
@@ -149,23 +149,29 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
                                                 _mm256_add_epi32(ix, _mm256_add_epi32(ix, ix))));
         }
         for (int i = 0; i < n; i += 8) {
-            // Both taps of a pixel's source row are one 8-byte load. Halves hold pixels {0, 1 | 4, 5} and
-            // {2, 3 | 6, 7}, so the 64-bit unpacks below put the pixels back in order.
+            // Both taps of a pixel's source row are one 8-byte load: a holds pixels {0, 1 | 4, 5}, b {2, 3 | 6, 7}
+            // as qwords; one vshufps each gathers the low and the high dwords of pixels {0-3 | 4-7} in order.
             const std::int32_t* o = offsets + i;
-            const __m256i a[2] = {gather8(row0, o[0], o[1], o[4], o[5]), gather8(row1, o[0], o[1], o[4], o[5])};
-            const __m256i b[2] = {gather8(row0, o[2], o[3], o[6], o[7]), gather8(row1, o[2], o[3], o[6], o[7])};
             const __m256 fx = _mm256_load_ps(fxs + i), fy = _mm256_load_ps(fys + i);
-            __m256 v[3];
-            for (int c = 0; c < 3; ++c) {
-                __m256 lerp[2];
-                for (int j = 0; j < 2; ++j) {
-                    const __m256i sa = _mm256_shuffle_epi8(a[j], take[c]), sb = _mm256_shuffle_epi8(b[j], take[c]);
-                    const __m256 left = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(sa, sb));
-                    const __m256 right = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(sa, sb));
-                    lerp[j] = _mm256_fmadd_ps(fx, _mm256_sub_ps(right, left), left);
-                }
-                v[c] = _mm256_fmadd_ps(fy, _mm256_sub_ps(lerp[1], lerp[0]), lerp[0]);
+            __m256 lerp[2][3];
+            for (int j = 0; j < 2; ++j) {
+                const std::uint8_t* row = j == 0 ? row0 : row1;
+                const __m256 a = _mm256_castsi256_ps(gather8(row, o[0], o[1], o[4], o[5]));
+                const __m256 b = _mm256_castsi256_ps(gather8(row, o[2], o[3], o[6], o[7]));
+                const __m256i lo = _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+                const __m256i hi = _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+                const __m256i left[3] = {_mm256_and_si256(lo, low_byte), _mm256_shuffle_epi8(lo, byte1),
+                                         _mm256_shuffle_epi8(lo, byte2)};
+                const __m256i right[3] = {_mm256_srli_epi32(lo, 24), _mm256_and_si256(hi, low_byte),
+                                          _mm256_shuffle_epi8(hi, byte1)};
+                // right - left in int32: exact, so the same float as the difference of the converted taps, and
+                // it runs on any vector ALU rather than the float adders, which the conversions keep busy.
+                for (int c = 0; c < 3; ++c)
+                    lerp[j][c] = _mm256_fmadd_ps(fx, _mm256_cvtepi32_ps(_mm256_sub_epi32(right[c], left[c])),
+                                                 _mm256_cvtepi32_ps(left[c]));
             }
+            __m256 v[3];
+            for (int c = 0; c < 3; ++c) v[c] = _mm256_fmadd_ps(fy, _mm256_sub_ps(lerp[1][c], lerp[0][c]), lerp[0][c]);
             const int x = x0 + i;
             if constexpr (!Hwc) {
                 for (int c = 0; c < 3; ++c) _mm256_storeu_ps(planes[c] + x, _mm256_fmadd_ps(v[c], scale[c], bias[c]));
