@@ -98,11 +98,16 @@ __attribute__((target("avx2,fma"), always_inline)) inline void store_hwc8(const 
 
 // Pixels per block of interior_row_avx2's coordinate pass (its buffers live on the stack).
 constexpr int kRowBlock = 128;
+// interior_row_avx2 prefetches the taps of every 4th pixel this many output rows ahead: for faces larger than the
+// crop each output row reads source rows no earlier row read, which otherwise arrive from L2/L3 only as the
+// loads ask for them (the kernel is 1.19x faster with it on bench_preprocess's faces; 2-4 rows ahead and every
+// 2nd-8th pixel all within a few % of that; without it, loads kept inside L1 made it ~1.37x faster).
+constexpr double kPrefetchRows = 3.0;
 
 template <bool Hwc>
 __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View& src, float m0, float m3, float rx,
                                                                 float ry, int out_w, int max_x, int max_y,
-                                                                const RowOutput& out) {
+                                                                const RowOutput& out, std::ptrdiff_t ahead) {
     const int n8 = out_w & ~7;
     const __m256i max_ix = _mm256_set1_epi32(max_x), max_iy = _mm256_set1_epi32(max_y);
     const __m256i zero = _mm256_setzero_si256();
@@ -152,6 +157,12 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
             // Both taps of a pixel's source row are one 8-byte load: a holds pixels {0, 1 | 4, 5}, b {2, 3 | 6, 7}
             // as qwords; one vshufps each gathers the low and the high dwords of pixels {0-3 | 4-7} in order.
             const std::int32_t* o = offsets + i;
+            for (int k = 0; k < 8; k += 4) {  // (addresses as integers: they may lie outside the frame)
+                _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(row0 + o[k]) + ahead),
+                             _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(row1 + o[k]) + ahead),
+                             _MM_HINT_T0);
+            }
             const __m256 fx = _mm256_load_ps(fxs + i), fy = _mm256_load_ps(fys + i);
             __m256 lerp[2][3];
             for (int j = 0; j < 2; ++j) {
@@ -189,9 +200,9 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
 // max_y <= H - 3 (they fall in the next row). The output kind is chosen once per row, not per group.
 __attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src, float m0, float m3, float rx,
                                                            float ry, int out_w, int max_x, int max_y,
-                                                           const RowOutput& out) {
-    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, max_x, max_y, out)
-                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, max_x, max_y, out);
+                                                           const RowOutput& out, std::ptrdiff_t ahead) {
+    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, max_x, max_y, out, ahead)
+                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, max_x, max_y, out, ahead);
 }
 #endif
 
@@ -279,6 +290,12 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
 #endif
     const int max_ix = src.width - 2, max_iy = src.height - 2;
     const float m0 = static_cast<float>(m[0]), m3 = static_cast<float>(m[3]);
+#if defined(CRRES_WARP_AVX2)
+    // Byte distance, in the frame, from a source pixel to the one kPrefetchRows output rows further down.
+    const std::ptrdiff_t ahead =
+        static_cast<std::ptrdiff_t>(std::lround(std::clamp(kPrefetchRows * m[4], -1e6, 1e6))) * src.row_stride +
+        3 * static_cast<std::ptrdiff_t>(std::lround(std::clamp(kPrefetchRows * m[1], -1e6, 1e6)));
+#endif
     for (int y = 0; y < out_h; ++y) {
         const double row_x = m[1] * y + m[2], row_y = m[4] * y + m[5];
         const double last = static_cast<double>(out_w - 1);
@@ -299,9 +316,9 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
         // loads); one that touches both (a face in the frame's bottom-right corner) takes the scalar loop.
         const double end_x = m[0] * last + row_x, end_y = m[3] * last + row_y;
         if (simd && std::max(row_y, end_y) <= src.height - 2 - kInteriorMargin)
-            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix, max_iy - 1, row_output(y));
+            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix, max_iy - 1, row_output(y), ahead);
         else if (simd && std::max(row_x, end_x) <= src.width - 2 - kInteriorMargin)
-            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix - 1, max_iy, row_output(y));
+            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix - 1, max_iy, row_output(y), ahead);
 #elif defined(CRRES_WARP_NEON)
         if (simd) x = interior_row_neon(src, m0, m3, rx, ry, out_w, row_output(y));
 #endif
