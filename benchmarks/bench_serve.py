@@ -185,6 +185,9 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
     ts = np.array([t for t, _ in rss_series])
     rss = np.array([r for _, r in rss_series])
     slope = float(np.polyfit(ts, rss, 1)[0] * 60) if len(rss) > 2 else None
+    # the second half alone: warm-up growth (caches filling) that levels off shows here as ~0, a leak does not
+    late = ts >= ts[-1] / 2 if len(ts) else ts.astype(bool)
+    slope_late = float(np.polyfit(ts[late], rss[late], 1)[0] * 60) if late.sum() > 2 else None
     extra = {
         "cameras": n, "frame": "640x480", "source_fps": args.source_fps, "max_fps_per_camera": args.max_fps,
         "duration_s": round(elapsed, 1), "fps_per_camera": [round(f, 2) for f in fps],
@@ -195,6 +198,8 @@ def run_case(n: int, args: argparse.Namespace, frames: list, photo_png: bytes, b
         "rss_mib_start": round(float(rss[0]), 1), "rss_mib_end": round(float(rss[-1]), 1),
         "rss_mib_max": round(float(rss.max()), 1),
         "rss_slope_mib_per_min": None if slope is None else round(slope, 3),
+        "rss_slope_second_half_mib_per_min": None if slope_late is None else round(slope_late, 3),
+        "rss_mib_series": [[round(t, 1), round(r, 1)] for t, r in rss_series],  # (s into the run, MiB) every 2 s
         "camera_states": states, "exit_code": proc.returncode, "detect_workers": args.detect_workers,
         "min_face": args.min_face, "threads": args.threads, "motion_gate": args.motion_gate,
         "reidentify_every": args.reidentify_every, "start_events_by_label": starts,
@@ -258,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{ms(e['latency_median_s'])} ms p95 {ms(e['latency_p95_s'])} ms "
                       f"({e['latency_events']} events), CPU {e['cpu_cores_used']:.2f} cores, RSS "
                       f"{e['rss_mib_start']}->{e['rss_mib_end']} MiB (max {e['rss_mib_max']}, slope "
-                      f"{e['rss_slope_mib_per_min']} MiB/min), load {e['loadavg_1m_end']}", flush=True)
+                      f"{e['rss_slope_mib_per_min']} MiB/min, second half {e['rss_slope_second_half_mib_per_min']}), "
+                      f"load {e['loadavg_1m_end']}", flush=True)
                 records.append(r)
         finally:
             broker.terminate()
@@ -275,13 +281,14 @@ def main(argv: list[str] | None = None) -> int:
 def table(records: list[Record]) -> None:
     ms = (lambda v: "-" if v is None else f"{v * 1000:.0f}")  # noqa: E731
     print(f"{'cameras':>7} {'fps/camera (min)':>17} {'latency median ms':>18} {'p95 ms':>7} {'events':>6} "
-          f"{'CPU cores':>9} {'RSS MiB start->end (max)':>26} {'MiB/min':>8}")
+          f"{'CPU cores':>9} {'RSS MiB start->end (max)':>26} {'MiB/min':>8} {'2nd half':>8}")
     for r in records:
         e = r.extra
         print(f"{e['cameras']:>7} {e['fps_per_camera_mean']:>10.2f} ({e['fps_per_camera_min']:.2f}) "
               f"{ms(e['latency_median_s']):>18} {ms(e['latency_p95_s']):>7} {e['latency_events']:>6} "
               f"{e['cpu_cores_used']:>9.2f} {e['rss_mib_start']:>11.1f}->{e['rss_mib_end']:.1f} "
-              f"({e['rss_mib_max']:.1f}) {e['rss_slope_mib_per_min']:>8}")
+              f"({e['rss_mib_max']:.1f}) {e['rss_slope_mib_per_min']!s:>8} "
+              f"{e.get('rss_slope_second_half_mib_per_min')!s:>8}")
 
 
 if __name__ == "__main__":

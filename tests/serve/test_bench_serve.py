@@ -30,4 +30,6 @@ def test_bench_serve_json(tmp_path):
     assert r["benchmark"] == "serve" and e["cameras"] == 1 and e["exit_code"] == 0
     assert e["camera_states"] == {"cam0": "streaming"} and e["fps_per_camera"][0] > 0
     assert e["rss_mib_max"] > 0 and e["cpu_cores_used"] > 0
+    assert len(e["rss_mib_series"]) >= 2 and all(rss > 0 for _, rss in e["rss_mib_series"])  # every 2 s
+    assert "rss_slope_second_half_mib_per_min" in e
     assert "fps/camera" in done.stdout and "latency median ms" in done.stdout  # the table
