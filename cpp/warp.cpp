@@ -62,8 +62,11 @@ struct RowOutput {
 
 // Interior rows are sampled several pixels at a time where the build has a vector path (simd.hpp): AVX2+FMA on
 // x86-64 (8 pixels, checked at run time, so the module still loads on any x86-64) and NEON on aarch64
-// (4 pixels). Coordinates, weights, lerps and normalisation are in vectors. The arithmetic is the scalar
-// loop's (same float coordinates and lerps), so all paths give the same values up to FMA rounding.
+// (4 pixels). Coordinates, weights, lerps and normalisation are in vectors. NEON's arithmetic is the scalar
+// loop's (same float coordinates and lerps), so the two agree up to FMA rounding. AVX2 takes the same float
+// coordinates but lerps along x in Q15 fixed point (vpmaddwd: one instruction instead of two conversions, a
+// subtraction and an FMA per channel and row), the weight rounded to 1/32768: within 255 / 65536 = 0.004 grey
+// levels of the float lerp; the lerp along y and the normalisation stay in float.
 #ifdef CRRES_WARP_AVX2
 
 // The 8 bytes at p in every qword (vpbroadcastq from memory: a load, no shuffle).
@@ -114,14 +117,17 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
     const __m256i stride = _mm256_set1_epi32(static_cast<int>(src.row_stride));
     const __m256 vm0 = _mm256_set1_ps(m0), vm3 = _mm256_set1_ps(m3);
     const __m256 vrx = _mm256_set1_ps(rx), vry = _mm256_set1_ps(ry);
-    // After the regroup below a dword holds bytes 0-3 (lo: c0 c1 c2 of the left tap, c0 of the right) or 4-7
-    // (hi: c1 c2 of the right tap) of one pixel's 8-byte block; byte k of every dword as an int32 is an AND,
-    // a shift or one vpshufb.
-    const __m256i low_byte = _mm256_set1_epi32(0xFF);
-    const __m256i byte1 = _mm256_setr_epi8(1, -1, -1, -1, 5, -1, -1, -1, 9, -1, -1, -1, 13, -1, -1, -1,
-                                           1, -1, -1, -1, 5, -1, -1, -1, 9, -1, -1, -1, 13, -1, -1, -1);
-    const __m256i byte2 = _mm256_setr_epi8(2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1,
-                                           2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1);
+    // vpshufb masks to dwords of one channel's (left, right) taps as int16, a = bytes 0-7, b = bytes 8-15 of a
+    // half: taps01 -> [a c0, a c1, b c0, b c1]; taps2a -> [a c2, b c2, 0, 0]; taps2b -> [0, 0, a c2, b c2].
+    const char z = -1;
+    const __m256i taps01 = _mm256_setr_epi8(0, z, 3, z, 1, z, 4, z, 8, z, 11, z, 9, z, 12, z,
+                                            0, z, 3, z, 1, z, 4, z, 8, z, 11, z, 9, z, 12, z);
+    const __m256i taps2a = _mm256_setr_epi8(2, z, 5, z, 10, z, 13, z, z, z, z, z, z, z, z, z,
+                                            2, z, 5, z, 10, z, 13, z, z, z, z, z, z, z, z, z);
+    const __m256i taps2b = _mm256_setr_epi8(z, z, z, z, z, z, z, z, 2, z, 5, z, 10, z, 13, z,
+                                            z, z, z, z, z, z, z, z, 2, z, 5, z, 10, z, 13, z);
+    const __m256 q15 = _mm256_set1_ps(32768.f);
+    const __m256i bit15 = _mm256_set1_epi32(0x8000), q15_one = bit15;
     // Locals, so the uint8 stores below cannot make the compiler reload them (char stores alias everything).
     const std::uint8_t* const row0 = src.data;
     const std::uint8_t* const row1 = src.data + src.row_stride;
@@ -129,7 +135,7 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
     float* planes[3];
     int channel[3];
     for (int c = 0; c < 3; ++c) {
-        scale[c] = _mm256_set1_ps(out.scale[c]);
+        scale[c] = _mm256_set1_ps(out.scale[c] * (-1.f / 32768.f));  // exact: a power of 2 (the Q15 sums' unit)
         bias[c] = _mm256_set1_ps(out.bias[c]);
         planes[c] = out.planes[c];
         channel[c] = out.hwc_channel[c];
@@ -138,7 +144,8 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
     // A block's coordinates first, then its samples: a group's loads then wait on no arithmetic, so the loads
     // of several groups are in flight together (36 -> 20 us per face here).
     alignas(32) std::int32_t offsets[kRowBlock];
-    alignas(32) float fxs[kRowBlock], fys[kRowBlock];
+    alignas(32) std::int32_t pairs[kRowBlock];
+    alignas(32) float fys[kRowBlock];
     __m256 xs = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
     const __m256 eight = _mm256_set1_ps(8.f);
     for (int x0 = 0; x0 < n8; x0 += kRowBlock) {
@@ -147,7 +154,14 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
             const __m256 sx = _mm256_fmadd_ps(vm0, xs, vrx), sy = _mm256_fmadd_ps(vm3, xs, vry);
             const __m256i ix = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sx), zero), max_ix);
             const __m256i iy = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sy), zero), max_iy);
-            _mm256_store_ps(fxs + i, _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix)));
+            // Weight of the right tap w = round(32768 fx) in [0, 32768]; a pixel's vpmaddwd weights are the int16
+            // pair (w - 32768, -w), negated so that both ends fit int16. Its sum with the taps (L, R) is then
+            // -(32768 L + w (R - L)), exact in int32 and in float (|.| <= 255 * 32768 < 2^24). The clamp matters
+            // only where the index clamp above moved ix (float rounding in frames wider than ~8k pixels).
+            const __m256i w = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(
+                                                   _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix)), q15)), zero), q15_one);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(pairs + i),
+                               _mm256_sub_epi32(_mm256_xor_si256(w, bit15), _mm256_slli_epi32(w, 16)));
             _mm256_store_ps(fys + i, _mm256_sub_ps(sy, _mm256_cvtepi32_ps(iy)));
             _mm256_store_si256(reinterpret_cast<__m256i*>(offsets + i),
                                _mm256_add_epi32(_mm256_mullo_epi32(iy, stride),
@@ -155,7 +169,9 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
         }
         for (int i = 0; i < n; i += 8) {
             // Both taps of a pixel's source row are one 8-byte load: a holds pixels {0, 1 | 4, 5}, b {2, 3 | 6, 7}
-            // as qwords; one vshufps each gathers the low and the high dwords of pixels {0-3 | 4-7} in order.
+            // as qwords. Channels 0 and 1 then come out as (pixel, channel) pairs, [0 c0, 0 c1, 1 c0, 1 c1 | 4 .. 5]
+            // from a and [2 .. 3 | 6 .. 7] from b, channel 2 in pixel order; one vshufps each sorts 0 and 1 out at
+            // the end, after the lerp along y has run on all lanes.
             const std::int32_t* o = offsets + i;
             for (int k = 0; k < 8; k += 4) {  // (addresses as integers: they may lie outside the frame)
                 _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(row0 + o[k]) + ahead),
@@ -163,26 +179,26 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
                 _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(row1 + o[k]) + ahead),
                              _MM_HINT_T0);
             }
-            const __m256 fx = _mm256_load_ps(fxs + i), fy = _mm256_load_ps(fys + i);
-            __m256 lerp[2][3];
+            const __m256i p = _mm256_load_si256(reinterpret_cast<const __m256i*>(pairs + i));
+            const __m256i pa = _mm256_unpacklo_epi32(p, p), pb = _mm256_unpackhi_epi32(p, p);
+            __m256 t[2][3];  // per source row: the lerps along x in units of -1/32768 (pair layouts as above)
             for (int j = 0; j < 2; ++j) {
                 const std::uint8_t* row = j == 0 ? row0 : row1;
-                const __m256 a = _mm256_castsi256_ps(gather8(row, o[0], o[1], o[4], o[5]));
-                const __m256 b = _mm256_castsi256_ps(gather8(row, o[2], o[3], o[6], o[7]));
-                const __m256i lo = _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-                const __m256i hi = _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-                const __m256i left[3] = {_mm256_and_si256(lo, low_byte), _mm256_shuffle_epi8(lo, byte1),
-                                         _mm256_shuffle_epi8(lo, byte2)};
-                const __m256i right[3] = {_mm256_srli_epi32(lo, 24), _mm256_and_si256(hi, low_byte),
-                                          _mm256_shuffle_epi8(hi, byte1)};
-                // right - left in int32: exact, so the same float as the difference of the converted taps, and
-                // it runs on any vector ALU rather than the float adders, which the conversions keep busy.
-                for (int c = 0; c < 3; ++c)
-                    lerp[j][c] = _mm256_fmadd_ps(fx, _mm256_cvtepi32_ps(_mm256_sub_epi32(right[c], left[c])),
-                                                 _mm256_cvtepi32_ps(left[c]));
+                const __m256i a = gather8(row, o[0], o[1], o[4], o[5]);
+                const __m256i b = gather8(row, o[2], o[3], o[6], o[7]);
+                t[j][0] = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_shuffle_epi8(a, taps01), pa));
+                t[j][1] = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_shuffle_epi8(b, taps01), pb));
+                t[j][2] = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                    _mm256_blend_epi32(_mm256_shuffle_epi8(a, taps2a), _mm256_shuffle_epi8(b, taps2b), 0xCC), p));
             }
-            __m256 v[3];
-            for (int c = 0; c < 3; ++c) v[c] = _mm256_fmadd_ps(fy, _mm256_sub_ps(lerp[1][c], lerp[0][c]), lerp[0][c]);
+            const __m256 fy = _mm256_load_ps(fys + i);
+            const __m256 fys3[3] = {_mm256_unpacklo_ps(fy, fy), _mm256_unpackhi_ps(fy, fy), fy};
+            __m256 u[3];
+            for (int k = 0; k < 3; ++k) u[k] = _mm256_fmadd_ps(fys3[k], _mm256_sub_ps(t[1][k], t[0][k]), t[0][k]);
+            __m256 v[3] = {_mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)), u[2]};
+            if constexpr (Hwc)  // (the float output has the unit folded into its scale)
+                for (int c = 0; c < 3; ++c) v[c] = _mm256_mul_ps(v[c], _mm256_set1_ps(-1.f / 32768.f));
             const int x = x0 + i;
             if constexpr (!Hwc) {
                 for (int c = 0; c < 3; ++c) _mm256_storeu_ps(planes[c] + x, _mm256_fmadd_ps(v[c], scale[c], bias[c]));

@@ -148,6 +148,24 @@ void test_simd_against_scalar(std::mt19937& rng) {
     }
     check(worst * 128.0 <= 5e-2, "vector vs scalar warp (grey levels)", worst * 128.0, 5e-2);
     check(worst8 <= 1, "vector vs scalar uint8 warp", worst8, 1);
+    // Small frames, where float coordinates carry ~1e-5 px of rounding: what is left between the paths is the
+    // AVX2 path's Q15 lerp along x (weights rounded to 1/32768: at most 255 / 65536 = 0.0039 grey levels; NEON
+    // lerps in float like the scalar loops).
+    PixelNormalization raw;
+    double worst_small = 0.0;
+    for (int trial = 0; trial < 100; ++trial) {
+        const Frame f = random_frame(rng, 24 + static_cast<int>(rng() % 60), 24 + static_cast<int>(rng() % 60));
+        const Affine2x3 m = random_map(rng, f.view, 0.1, 0.5, 1.0);
+        set_simd_enabled(true);
+        warp_to_chw_f32(f.view, m, 40, 40, raw, fast.data());
+        set_simd_enabled(false);
+        warp_to_chw_f32(f.view, m, 40, 40, raw, slow.data());
+        set_simd_enabled(true);
+        for (std::size_t i = 0; i < 3 * 40 * 40; ++i)
+            worst_small = std::max(worst_small, std::fabs(double(fast[i]) - slow[i]));
+    }
+    std::printf("vector vs scalar warp on small frames: %.5f grey levels at most\n", worst_small);
+    check(worst_small <= 5e-3, "vector vs scalar warp, small frames (grey levels)", worst_small, 5e-3);
     // The matched warp's bicubic sampling (its own AVX2+FMA build on x86-64) on faces of 8-100 px.
     MatchedScratch scratch;
     worst = 0.0;
