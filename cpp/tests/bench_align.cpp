@@ -6,6 +6,10 @@
 //   cpp/tests/run.sh bench [repeats] [vector|all] [landmarks.txt ...]
 // "vector" skips the scalar loops (e.g. under perf record); landmark files (16 lines of x0 y0 .. x4 y4, such as
 // bench_preprocess's faces written by numpy.savetxt) replace the harness's own random faces.
+//   cpp/tests/run.sh compare REV [repeats]
+// builds this file with CRRES_BENCH_BASE and git revision REV's cpp/warp.cpp in namespace crres::base, and also
+// times that warp against this checkout's, alternating the two every repeat in one process: on a shared machine
+// the ratio of two runs minutes apart means little, the ratio within one process does.
 #include <algorithm>
 #include <ctime>
 #include <cmath>
@@ -23,6 +27,17 @@
 #include "simd.hpp"
 #include "similarity.hpp"
 #include "warp.hpp"
+
+#ifdef CRRES_BENCH_BASE
+namespace crres::base {  // the warp of another revision (run.sh compare)
+void warp_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w,
+                     const PixelNormalization& norm, float* out);
+void warp_to_hwc_u8(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w, bool swap_rb,
+                    std::uint8_t* out);
+void warp_bicubic_to_chw_f32(const ImageU8View& src, const Affine2x3& dst_to_src, int out_h, int out_w,
+                             const PixelNormalization& norm, float* out, std::vector<float>& scratch);
+}  // namespace crres::base
+#endif
 
 namespace {
 
@@ -83,6 +98,11 @@ double thread_cpu_us() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
+double median(std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    return v[v.size() / 2];
 }
 
 template <typename Fn>
@@ -154,6 +174,51 @@ int main(int argc, char** argv) {
                         "bicubic %6.1f\n", set.c_str(), n_matched, simd_path_name(simd_active()), bil, mat, cub);
         }
         set_simd_enabled(true);
+#ifdef CRRES_BENCH_BASE
+        // This checkout's warp against crres::base's, alternating (which goes first alternates too); float CHW
+        // bilinear, uint8 HWC bilinear, and the default (bicubic for faces smaller than the crop).
+        std::vector<float> out_base(out.size());
+        std::vector<std::uint8_t> u8(per_face * kFaces), u8_base(u8.size());
+        std::vector<float> region;
+        const auto run = [&](bool base, int kind) {
+            for (int i = 0; i < kFaces; ++i) {
+                const Face& f = fs[static_cast<std::size_t>(i)];
+                float* face = (base ? out_base.data() : out.data()) + i * per_face;
+                if (kind == 1) {
+                    (base ? base::warp_to_hwc_u8 : warp_to_hwc_u8)(frame, f.map, kSize, kSize, true,
+                                                                   (base ? u8_base : u8).data() + i * per_face);
+                } else if (kind == 2 && f.small_w < kSize) {
+                    (base ? base::warp_bicubic_to_chw_f32 : warp_bicubic_to_chw_f32)(frame, f.map, kSize, kSize, norm,
+                                                                                     face, region);
+                } else {
+                    (base ? base::warp_to_chw_f32 : warp_to_chw_f32)(frame, f.map, kSize, kSize, norm, face);
+                }
+            }
+        };
+        const char* kinds[3] = {"bilinear float", "bilinear uint8", "default float"};
+        for (int kind = 0; kind < 3; ++kind) {
+            for (int i = 0; i < 5; ++i) run(false, kind), run(true, kind);
+            std::vector<double> t_base, t_new, ratio;
+            for (int r = 0; r < repeats; ++r) {
+                double t[2];
+                for (int k = 0; k < 2; ++k) {
+                    const bool base = (k == 0) == (r % 2 == 0);
+                    const double start = thread_cpu_us();
+                    run(base, kind);
+                    t[base ? 0 : 1] = (thread_cpu_us() - start) / kFaces;
+                }
+                t_base.push_back(t[0]), t_new.push_back(t[1]), ratio.push_back(t[0] / t[1]);
+            }
+            double worst = 0.0;
+            if (kind == 1)
+                for (std::size_t i = 0; i < u8.size(); ++i) worst = std::max(worst, std::fabs(double(u8[i]) - u8_base[i]));
+            else
+                for (std::size_t i = 0; i < out.size(); ++i) worst = std::max(worst, 128.0 * std::fabs(double(out[i]) - out_base[i]));
+            std::printf("%-6s %s: base %6.1f us/face, this checkout %6.1f (median of per-repeat ratios %.2fx); "
+                        "max difference %.4f grey levels\n", set.c_str(), kinds[kind], median(t_base), median(t_new),
+                        median(ratio), worst);
+        }
+#endif
     }
     return 0;
 }

@@ -5,6 +5,9 @@
 #                               optimised and again under ASan+UBSan
 #   cpp/tests/run.sh bench [repeats] [vector|all] [landmarks.txt ...]
 #                               cpp/tests/bench_align.cpp: the align kernels' CPU time per face, no Python
+#   cpp/tests/run.sh compare REV [repeats]
+#                               the same harness timing git revision REV's cpp/warp.cpp against this checkout's,
+#                               alternating in one process (ratios, and the largest output difference)
 #   cpp/tests/run.sh aarch64 [--skip-if-unavailable]
 #       Debian's aarch64-linux-gnu-g++ (static binary, NEON path) run under qemu-aarch64. Installs
 #       g++-aarch64-linux-gnu and qemu-user with apt-get when they are missing. With --skip-if-unavailable
@@ -44,6 +47,17 @@ bench)
     ${CXX:-g++} "${flags[@]}" cpp/tests/bench_align.cpp "${kernels[@]}" -o "$out"
     "$out" "${@:2}"
     ;;
+compare)
+    [[ -n "${2:-}" ]] || { echo "usage: $0 compare REV [repeats]" >&2; exit 2; }
+    out=build/cpp-tests/bench_compare
+    mkdir -p "$(dirname "$out")"
+    # REV's warp, its namespace renamed: it links beside this checkout's (the two share every other kernel).
+    git show "$2:cpp/warp.cpp" | sed '0,/^namespace crres {$/s//namespace crres::base {/' >"$out-base.cpp"
+    grep -q '^namespace crres::base {$' "$out-base.cpp" || { echo "no 'namespace crres {' in $2:cpp/warp.cpp" >&2; exit 1; }
+    ${CXX:-g++} "${flags[@]}" -DCRRES_BENCH_BASE cpp/tests/bench_align.cpp "$out-base.cpp" \
+        "${kernels[@]}" -o "$out"
+    "$out" "${3:-300}" vector
+    ;;
 aarch64)
     cxx=${AARCH64_CXX:-aarch64-linux-gnu-g++}
     qemu=${QEMU_AARCH64:-qemu-aarch64}
@@ -81,7 +95,7 @@ aarch64)
     fi
     ;;
 *)
-    echo "usage: $0 native | bench [repeats] [vector|all] [landmarks.txt ...] | aarch64 [--skip-if-unavailable]" >&2
+    echo "usage: $0 native | bench [repeats] [vector|all] [landmarks.txt ...] | compare REV [repeats] | aarch64 [--skip-if-unavailable]" >&2
     exit 2
     ;;
 esac
