@@ -100,7 +100,7 @@ double thread_cpu_us() {
     return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
 }
 
-double median(std::vector<double> v) {
+[[maybe_unused]] double median(std::vector<double> v) {  // (used by the compare build only)
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
     return v[v.size() / 2];
 }
