@@ -109,11 +109,9 @@ constexpr double kPrefetchRows = 3.0;
 
 template <bool Hwc>
 __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View& src, float m0, float m3, float rx,
-                                                                float ry, int out_w, int max_x, int max_y,
-                                                                const RowOutput& out, std::ptrdiff_t ahead) {
+                                                                float ry, int out_w, const RowOutput& out,
+                                                                std::ptrdiff_t ahead) {
     const int n8 = out_w & ~7;
-    const __m256i max_ix = _mm256_set1_epi32(max_x), max_iy = _mm256_set1_epi32(max_y);
-    const __m256i zero = _mm256_setzero_si256();
     const __m256i stride = _mm256_set1_epi32(static_cast<int>(src.row_stride));
     const __m256 vm0 = _mm256_set1_ps(m0), vm3 = _mm256_set1_ps(m3);
     const __m256 vrx = _mm256_set1_ps(rx), vry = _mm256_set1_ps(ry);
@@ -127,7 +125,7 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
     const __m256i taps2b = _mm256_setr_epi8(z, z, z, z, z, z, z, z, 2, z, 5, z, 10, z, 13, z,
                                             z, z, z, z, z, z, z, z, 2, z, 5, z, 10, z, 13, z);
     const __m256 q15 = _mm256_set1_ps(32768.f);
-    const __m256i bit15 = _mm256_set1_epi32(0x8000), q15_one = bit15;
+    const __m256i bit15 = _mm256_set1_epi32(0x8000);
     // Locals, so the uint8 stores below cannot make the compiler reload them (char stores alias everything).
     const std::uint8_t* const row0 = src.data;
     const std::uint8_t* const row1 = src.data + src.row_stride;
@@ -152,14 +150,11 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
         const int n = std::min(kRowBlock, n8 - x0);
         for (int i = 0; i < n; i += 8, xs = _mm256_add_ps(xs, eight)) {
             const __m256 sx = _mm256_fmadd_ps(vm0, xs, vrx), sy = _mm256_fmadd_ps(vm3, xs, vry);
-            const __m256i ix = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sx), zero), max_ix);
-            const __m256i iy = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(sy), zero), max_iy);
+            const __m256i ix = _mm256_cvttps_epi32(sx), iy = _mm256_cvttps_epi32(sy);  // (no clamp: see the caller)
             // Weight of the right tap w = round(32768 fx) in [0, 32768]; a pixel's vpmaddwd weights are the int16
             // pair (w - 32768, -w), negated so that both ends fit int16. Its sum with the taps (L, R) is then
-            // -(32768 L + w (R - L)), exact in int32 and in float (|.| <= 255 * 32768 < 2^24). The clamp matters
-            // only where the index clamp above moved ix (float rounding in frames wider than ~8k pixels).
-            const __m256i w = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(
-                                                   _mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix)), q15)), zero), q15_one);
+            // -(32768 L + w (R - L)), exact in int32 and in float (|.| <= 255 * 32768 < 2^24).
+            const __m256i w = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(sx, _mm256_cvtepi32_ps(ix)), q15));
             _mm256_store_si256(reinterpret_cast<__m256i*>(pairs + i),
                                _mm256_sub_epi32(_mm256_xor_si256(w, bit15), _mm256_slli_epi32(w, 16)));
             _mm256_store_ps(fys + i, _mm256_sub_ps(sy, _mm256_cvtepi32_ps(iy)));
@@ -211,14 +206,15 @@ __attribute__((target("avx2,fma"))) int interior_row_avx2_impl(const ImageU8View
 }
 
 // Samples pixels [0, n8) of an interior row, n8 = out_w rounded down to 8; returns n8. Requires
-// (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets). The 8-byte loads read 2 bytes past a pixel's right tap,
-// so the caller passes index clamps that keep them in the image: max_x <= W - 3 (the bytes stay in the row) or
-// max_y <= H - 3 (they fall in the next row). The output kind is chosen once per row, not per group.
+// (H - 1) * row_stride + 3 * W < 2^31 (int32 offsets) and, with no index clamp here, that the row's float
+// coordinates truncate to 0 <= ix <= W - 2, 0 <= iy <= H - 2 and, since the 8-byte loads read 2 bytes past a
+// pixel's right tap, ix <= W - 3 (the bytes stay in the row) or iy <= H - 3 (they fall in the next row): the
+// caller checks that on the row's endpoints. The output kind is chosen once per row, not per group.
 __attribute__((target("avx2,fma"))) int interior_row_avx2(const ImageU8View& src, float m0, float m3, float rx,
-                                                           float ry, int out_w, int max_x, int max_y,
-                                                           const RowOutput& out, std::ptrdiff_t ahead) {
-    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, max_x, max_y, out, ahead)
-                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, max_x, max_y, out, ahead);
+                                                           float ry, int out_w, const RowOutput& out,
+                                                           std::ptrdiff_t ahead) {
+    return out.hwc == nullptr ? interior_row_avx2_impl<false>(src, m0, m3, rx, ry, out_w, out, ahead)
+                              : interior_row_avx2_impl<true>(src, m0, m3, rx, ry, out_w, out, ahead);
 }
 #endif
 
@@ -328,13 +324,20 @@ void warp_bilinear(const ImageU8View& src, const Affine2x3& m, int out_h, int ou
         }
         int x = 0;
 #if defined(CRRES_WARP_AVX2)
-        // The row keeps off the last source row or off the last two columns (interior_row_avx2's 8-byte
-        // loads); one that touches both (a face in the frame's bottom-right corner) takes the scalar loop.
+        // interior_row_avx2 does not clamp its indices: the row's float coordinates (m0, m3, rx, ry rounded to
+        // float, one FMA) are within 2^-24 (|m0| x + |rx| + |sx|) of the exact ones, far less than `slack`, so
+        // exact endpoints that keep `slack` off the bounds keep every float coordinate inside them. The row also
+        // keeps off the last source row or off the last two columns (its 8-byte loads); one that does neither (a
+        // face in the frame's bottom-right corner) takes the scalar loop.
         const double end_x = m[0] * last + row_x, end_y = m[3] * last + row_y;
-        if (simd && std::max(row_y, end_y) <= src.height - 2 - kInteriorMargin)
-            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix, max_iy - 1, row_output(y), ahead);
-        else if (simd && std::max(row_x, end_x) <= src.width - 2 - kInteriorMargin)
-            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, max_ix - 1, max_iy, row_output(y), ahead);
+        const double slack = kInteriorMargin + 0x1p-22 * ((std::fabs(m[0]) + std::fabs(m[3])) * last +
+                                                          std::fabs(row_x) + std::fabs(row_y) + src.width + src.height);
+        const bool clear = simd && std::min(row_x, end_x) >= slack && std::min(row_y, end_y) >= slack &&
+                           std::max(row_x, end_x) <= src.width - 1 - slack &&
+                           std::max(row_y, end_y) <= src.height - 1 - slack;
+        if (clear && (std::max(row_y, end_y) <= src.height - 2 - slack ||
+                      std::max(row_x, end_x) <= src.width - 2 - slack))
+            x = interior_row_avx2(src, m0, m3, rx, ry, out_w, row_output(y), ahead);
 #elif defined(CRRES_WARP_NEON)
         if (simd) x = interior_row_neon(src, m0, m3, rx, ry, out_w, row_output(y));
 #endif

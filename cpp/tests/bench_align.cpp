@@ -211,9 +211,10 @@ int main(int argc, char** argv) {
             }
             double worst = 0.0;
             if (kind == 1)
-                for (std::size_t i = 0; i < u8.size(); ++i) worst = std::max(worst, std::fabs(double(u8[i]) - u8_base[i]));
+                for (std::size_t i = 0; i < u8.size(); ++i) worst = std::max(worst, std::abs(u8[i] - u8_base[i]) + 0.0);
             else
-                for (std::size_t i = 0; i < out.size(); ++i) worst = std::max(worst, 128.0 * std::fabs(double(out[i]) - out_base[i]));
+                for (std::size_t i = 0; i < out.size(); ++i)
+                    worst = std::max(worst, 128.0 * std::fabs(double(out[i]) - out_base[i]));
             std::printf("%-6s %s: base %6.1f us/face, this checkout %6.1f (median of per-repeat ratios %.2fx); "
                         "max difference %.4f grey levels\n", set.c_str(), kinds[kind], median(t_base), median(t_new),
                         median(ratio), worst);

@@ -53,7 +53,8 @@ compare)
     mkdir -p "$(dirname "$out")"
     # REV's warp, its namespace renamed: it links beside this checkout's (the two share every other kernel).
     git show "$2:cpp/warp.cpp" | sed '0,/^namespace crres {$/s//namespace crres::base {/' >"$out-base.cpp"
-    grep -q '^namespace crres::base {$' "$out-base.cpp" || { echo "no 'namespace crres {' in $2:cpp/warp.cpp" >&2; exit 1; }
+    grep -q '^namespace crres::base {$' "$out-base.cpp" ||
+        { echo "no 'namespace crres {' in $2:cpp/warp.cpp" >&2; exit 1; }
     ${CXX:-g++} "${flags[@]}" -DCRRES_BENCH_BASE cpp/tests/bench_align.cpp "$out-base.cpp" \
         "${kernels[@]}" -o "$out"
     "$out" "${3:-300}" vector
