@@ -6,7 +6,7 @@
 //   cpp/tests/run.sh bench [repeats] [vector|all] [landmarks.txt ...]
 // "vector" skips the scalar loops (e.g. under perf record); landmark files (16 lines of x0 y0 .. x4 y4, such as
 // bench_preprocess's faces written by numpy.savetxt) replace the harness's own random faces.
-//   cpp/tests/run.sh compare REV [repeats]
+//   cpp/tests/run.sh compare REV [repeats] [landmarks.txt ...]
 // builds this file with CRRES_BENCH_BASE and git revision REV's cpp/warp.cpp in namespace crres::base, and also
 // times that warp against this checkout's, alternating the two every repeat in one process: on a shared machine
 // the ratio of two runs minutes apart means little, the ratio within one process does.

@@ -5,7 +5,7 @@
 #                               optimised and again under ASan+UBSan
 #   cpp/tests/run.sh bench [repeats] [vector|all] [landmarks.txt ...]
 #                               cpp/tests/bench_align.cpp: the align kernels' CPU time per face, no Python
-#   cpp/tests/run.sh compare REV [repeats]
+#   cpp/tests/run.sh compare REV [repeats] [landmarks.txt ...]
 #                               the same harness timing git revision REV's cpp/warp.cpp against this checkout's,
 #                               alternating in one process (ratios, and the largest output difference)
 #   cpp/tests/run.sh aarch64 [--skip-if-unavailable]
@@ -48,7 +48,7 @@ bench)
     "$out" "${@:2}"
     ;;
 compare)
-    [[ -n "${2:-}" ]] || { echo "usage: $0 compare REV [repeats]" >&2; exit 2; }
+    [[ -n "${2:-}" ]] || { echo "usage: $0 compare REV [repeats] [landmarks.txt ...]" >&2; exit 2; }
     out=build/cpp-tests/bench_compare
     mkdir -p "$(dirname "$out")"
     # REV's warp, its namespace renamed: it links beside this checkout's (the two share every other kernel).
@@ -57,7 +57,7 @@ compare)
         { echo "no 'namespace crres {' in $2:cpp/warp.cpp" >&2; exit 1; }
     ${CXX:-g++} "${flags[@]}" -DCRRES_BENCH_BASE cpp/tests/bench_align.cpp "$out-base.cpp" \
         "${kernels[@]}" -o "$out"
-    "$out" "${3:-300}" vector
+    "$out" "${3:-300}" vector "${@:4}"
     ;;
 aarch64)
     cxx=${AARCH64_CXX:-aarch64-linux-gnu-g++}
@@ -96,7 +96,7 @@ aarch64)
     fi
     ;;
 *)
-    echo "usage: $0 native | bench [repeats] [vector|all] [landmarks.txt ...] | compare REV [repeats] | aarch64 [--skip-if-unavailable]" >&2
+    echo "usage: $0 native | bench [repeats] [vector|all] [landmarks.txt ...] | compare REV [repeats] [landmarks.txt ...] | aarch64 [--skip-if-unavailable]" >&2
     exit 2
     ;;
 esac
