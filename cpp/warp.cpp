@@ -66,7 +66,9 @@ struct RowOutput {
 // loop's (same float coordinates and lerps), so the two agree up to FMA rounding. AVX2 takes the same float
 // coordinates but lerps along x in Q15 fixed point (vpmaddwd: one instruction instead of two conversions, a
 // subtraction and an FMA per channel and row), the weight rounded to 1/32768: within 255 / 65536 = 0.004 grey
-// levels of the float lerp; the lerp along y and the normalisation stay in float.
+// levels of the float lerp, and equal to it wherever the source x is >= 256 (a float there has at most 15
+// fractional bits: the weight is exact, and so is the float lerp, which needs at most 8 + 15 bits); the lerp
+// along y and the normalisation stay in float.
 #ifdef CRRES_WARP_AVX2
 
 // The 8 bytes at p in every qword (vpbroadcastq from memory: a load, no shuffle).
