@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ident-align", action="store_true", help="detect+align manifest images (else aligned crops)")
     p.add_argument("--ident-resolutions", type=_ints, default=[8, 12, 16, 20, 28, 112])
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation (e(x) + e(flip x))")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"),
+                   help="for a bundle folder: which of its files (auto: INT8 where the backend has one, as the SDK)")
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"),
                    help="runtime for ONNX/IR files; for a checkpoint, auto = eager torch, else the network is "
                         "exported to FP32 ONNX and run there (faster on a CPU)")
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> dict:
     progress = not args.quiet
     embedder = open_embedder(args.model, backend=args.backend, threads=args.threads,
                              normalization=normalization_from_args(args.color, args.mean, args.std),
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, precision=args.precision)
     if args.lfw is not None:
         ds = datasets.load_lfw(args.lfw, args.pairs, cache_dir=args.cache_dir, min_face=args.min_face,
                                progress=progress)

@@ -223,19 +223,24 @@ def load_checkpoint_embedder(path: str | Path, *, normalization: Normalization |
 
 
 def load_bundle_embedder(root: str | Path, *, backend: str = "auto", threads: int | None = None,
-                         batch_size: int = 64) -> SessionEmbedder:
-    """The ONNX file of a face-embedding bundle, with the manifest's normalisation and input size."""
+                         batch_size: int = 64, precision: str = "auto") -> SessionEmbedder:
+    """The file of a face-embedding bundle the SDK's Recognizer would run on ``backend`` at ``precision``
+    (``crres_sdk.recognizer.choose_model_file``: INT8 when there is one), with the manifest's normalisation and
+    input size; its name says which file (e.g. ``crres_default-ckpt-...:onnx/int8``)."""
+    from crres_sdk.backends import resolve_backend
     from crres_sdk.bundle import load_bundle
+    from crres_sdk.recognizer import choose_model_file
 
     bundle = load_bundle(root, task="face-embedding")
-    files = bundle.manifest["files"]
-    target = "onnx" if "onnx" in files else next(iter(files))
-    roles = list(files[target])
-    role = next((r for r in ("embedding", "model", "embedder") if r in roles), roles[0])
+    backend = resolve_backend(backend)
+    choice = choose_model_file(bundle.manifest["files"], backend, precision)
+    if choice is None:
+        raise ValueError(f"bundle {root} has no {precision} file for {backend}")
+    _, runtime, role = choice
     size = bundle.manifest["input"].get("size") or [112, 112]
-    return SessionEmbedder(bundle.file(target, role), backend=backend, threads=threads,
+    return SessionEmbedder(bundle.file(runtime, role), backend=backend, threads=threads,
                            normalization=bundle.normalization, input_size=int(size[0]), batch_size=batch_size,
-                           name=f"{bundle.name}-{bundle.version}")
+                           name=f"{bundle.name}-{bundle.version}:{runtime}/{role}")
 
 
 def checkpoint_session_embedder(torch_embedder: TorchEmbedder, *, backend: str, threads: int | None = None,
@@ -257,13 +262,15 @@ def checkpoint_session_embedder(torch_embedder: TorchEmbedder, *, backend: str, 
 
 
 def open_embedder(path: str | Path, *, backend: str = "auto", threads: int | None = None,
-                  normalization: Normalization | None = None, batch_size: int = 64) -> Embedder:
-    """Checkpoint, bundle folder or ONNX/IR file -> :class:`Embedder`."""
+                  normalization: Normalization | None = None, batch_size: int = 64,
+                  precision: str = "auto") -> Embedder:
+    """Checkpoint, bundle folder (the file at ``precision``, as the SDK picks it) or ONNX/IR file -> Embedder."""
     path = Path(path)
     if path.is_dir():
         if normalization is not None:
             raise ValueError("a bundle's normalisation comes from its manifest; do not pass one")
-        return load_bundle_embedder(path, backend=backend, threads=threads, batch_size=batch_size)
+        return load_bundle_embedder(path, backend=backend, threads=threads, batch_size=batch_size,
+                                    precision=precision)
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist")
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:

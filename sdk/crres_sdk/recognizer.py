@@ -65,6 +65,17 @@ DECISIONS = ("match", "unknown", "too-small", "no-gallery", "ranked")
 MATCHING = ("plain", "mitm")
 
 
+def choose_model_file(files: dict, backend: str, precision: str = "auto") -> tuple[str, str, str] | None:
+    """(precision, runtime, role) of the bundle file ``backend`` runs at ``precision`` (``"auto"``: INT8 when the
+    bundle has an INT8 file for that backend, else FP32), or None when it has none; ``files`` is
+    ``manifest["files"]``. What :class:`Recognizer` opens, and what ``evaluation`` measures for a bundle."""
+    for prec in {"auto": ["int8", "fp32"], "fp32": ["fp32"], "int8": ["int8"]}[precision]:
+        for runtime, role in _FILE_CHOICES[(backend, prec)]:
+            if role in files.get(runtime, {}):
+                return prec, runtime, role
+    return None
+
+
 class NoFaceError(ValueError):
     """An enrolment or verification image in which no face was found."""
 
@@ -338,18 +349,18 @@ class Recognizer:
             candidates = auto_backends(device, files.get("tensorrt", {}).get("engine"))
         else:
             candidates = [resolve_backend(backend)]
-        precisions = {"auto": ["int8", "fp32"], "fp32": ["fp32"], "int8": ["int8"]}[precision]
         tried = []
         for name in candidates:
-            for prec in precisions:
-                for runtime, role in _FILE_CHOICES[(name, prec)]:
-                    if role in files.get(runtime, {}):
-                        path = self.bundle.file(runtime, role)
-                        if prec == "int8":
-                            _warn_if_accuracy_gate_not_run(self.bundle.manifest, f"{runtime}/{role}")
-                        dev = "cuda" if name == "tensorrt" else device
-                        return name, prec, f"{runtime}/{role}", open_model(path, name, self.threads, device=dev)
-                    tried.append(f"{name}/{prec}")
+            choice = choose_model_file(files, name, precision)
+            if choice is None:
+                tried.append(f"{name}/{precision}")
+                continue
+            prec, runtime, role = choice
+            if prec == "int8":
+                _warn_if_accuracy_gate_not_run(self.bundle.manifest, f"{runtime}/{role}")
+            dev = "cuda" if name == "tensorrt" else device
+            path = self.bundle.file(runtime, role)
+            return name, prec, f"{runtime}/{role}", open_model(path, name, self.threads, device=dev)
         raise BundleError(f"model {self.bundle.name!r} has no file for {', '.join(tried)} "
                           f"(bundle files: {', '.join(f'{t}/{r}' for t, rs in files.items() for r in rs)})")
 

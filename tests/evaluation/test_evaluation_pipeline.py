@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -207,3 +208,25 @@ def test_cli_reports_bad_input_as_errors(tmp_path, capsys):
     assert main(["--model", str(model), "--lfw", str(tmp_path / "nolfw"), "--out", str(tmp_path / "o")]) == 2
     with pytest.raises(SystemExit):
         main(["--model", str(model), "--bin", "x.bin", "--resolutions", "0,7", "--out", "o"])
+
+
+def test_a_bundle_folder_is_measured_through_the_file_the_sdk_runs():
+    """Evaluating a bundle measures the file Recognizer would open for that backend (INT8 where present), not the
+    manifest's first file; --precision fp32 picks the FP32 one."""
+    from crres_sdk.backends import available_backends
+    from crres_sdk.recognizer import Recognizer, choose_model_file
+
+    bundle = Path(__file__).resolve().parents[2] / "models" / "crres_default"
+    if not (bundle / "manifest.json").is_file():
+        pytest.skip("no default bundle")
+    files = {"onnx": {"fp32": {}, "int8": {}}, "openvino": {"int8_xml": {}}}
+    assert choose_model_file(files, "onnxruntime") == ("int8", "onnx", "int8")
+    assert choose_model_file(files, "onnxruntime", "fp32") == ("fp32", "onnx", "fp32")
+    assert choose_model_file(files, "openvino") == ("int8", "openvino", "int8_xml")
+    assert choose_model_file({"onnx": {"fp32": {}}}, "openvino", "int8") is None
+    for backend in available_backends():
+        rec = Recognizer(bundle, backend=backend)
+        emb = open_embedder(bundle, backend=backend, threads=1)
+        assert emb.name.endswith(f":{rec.model_file}") and emb.path == rec.bundle.file(*rec.model_file.split("/"))
+        rec.close()
+    assert open_embedder(bundle, backend="onnxruntime", precision="fp32").name.endswith(":onnx/fp32")
