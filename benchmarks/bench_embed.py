@@ -15,7 +15,14 @@ The networks have RANDOM-INIT weights (seeded): speed does not depend on the val
 here (parity is the exporter's report). The INT8 files are built by export/quantize.py from 64 random inputs.
 Times are per face (median call time / batch).
 
+``--bundles A B ...`` times the files shipped in model bundles instead (real weights, no torch needed): every
+ONNX/IR file each manifest lists, on ONNX Runtime and on OpenVINO (the IR on OpenVINO only), batch and thread as
+given; the baseline is the first bundle's FP32 ONNX on ONNX Runtime (e.g. the from-scratch MobileFaceNet against
+the default).
+
     python -m benchmarks.bench_embed --json bench-results/embed.json
+    python -m benchmarks.bench_embed --bundles models/crres_mobilefacenet_scratch models/crres_default \
+        --batches 1 --threads 1 --json bench-results/embed-bundles.json
     python -m benchmarks.bench_embed --quick --json /tmp/e.json      # smoke run (test suite)
 """
 
@@ -139,9 +146,61 @@ def bench(models: list[str], batches: list[int], threads_list: list[int], repeat
     return records
 
 
+def bundle_files(folder: Path) -> tuple[str, list[tuple[str, Path, str]]]:
+    """(bundle label, [(impl name, file, backend)] for every ONNX/IR model file its manifest lists); the label is
+    the folder's name (two exports of one model share their manifest name)."""
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = []
+    for runtime, roles in manifest["files"].items():
+        for role, entry in roles.items():
+            path = folder / entry["path"]
+            if path.suffix not in (".onnx", ".xml"):
+                continue
+            backends = ["openvino"] if path.suffix == ".xml" else ["onnxruntime", "openvino"]
+            for backend in backends:
+                if importlib.util.find_spec(backend):
+                    out.append((f"{folder.name}:{runtime}/{role}@{backend}", path, backend))
+    return folder.name, out
+
+
+def bench_bundles(folders: list[Path], batches: list[int], threads_list: list[int], repeats: int,
+                  warmup: int) -> list[Record]:
+    from crres_sdk.backends import open_model
+
+    listed = [bundle_files(folder) for folder in folders]
+    if len({label for label, _ in listed}) < len(listed):
+        raise SystemExit("--bundles: two bundle folders share a name")
+    files = [f for _, fs in listed for f in fs]
+    if not files:
+        raise SystemExit("no model files in the bundles' manifests")
+    baseline = f"{listed[0][0]}:onnx/fp32@onnxruntime"
+    if baseline not in {name for name, _, _ in files}:
+        baseline = files[0][0]
+    records: list[Record] = []
+    rng = np.random.default_rng(1)
+    for threads in threads_list:
+        sessions = {name: open_model(path, backend, threads=threads) for name, path, backend in files}
+        for batch in batches:
+            x = rng.uniform(-1, 1, (batch, 3, 112, 112)).astype(np.float32)
+            for name, session in sessions.items():
+                feed = {session.input_names[0]: x}
+                med, p90 = time_call(lambda: session.run(feed), repeats, warmup=warmup)
+                records.append(Record("embed", f"bundles_b{batch}", name, threads, med, p90,
+                                      baseline=None if name == baseline else baseline,
+                                      extra={"items": batch, "batch": batch, "weights": "shipped bundle",
+                                             "unit": "per call; per face = median_s / items"}))
+                LOG.info("b%d t%d %s: %.2f ms/face", batch, threads, name, med / batch * 1e3)
+    return records
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the records to this JSON file")
+    parser.add_argument("--bundles", nargs="+", type=Path,
+                        help="time these model bundles' shipped files instead (baseline: the first one's FP32 ONNX "
+                             "on ONNX Runtime)")
     parser.add_argument("--models", nargs="+", default=["mobilefacenet", "iresnet50"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -158,13 +217,19 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--repeats must be >= 5 for a meaningful median")
     if any(b < 1 for b in args.batches) or any(t < 1 for t in args.threads):
         parser.error("--batches and --threads must be >= 1")
-    from training.models import list_models
+    if args.bundles:
+        missing = [str(b) for b in args.bundles if not (b / "manifest.json").is_file()]
+        if missing:
+            parser.error(f"not a model bundle (no manifest.json): {', '.join(missing)}")
+        records = bench_bundles(args.bundles, args.batches, args.threads, args.repeats, warmup=3)
+    else:
+        from training.models import list_models
 
-    unknown = sorted(set(args.models) - set(list_models()))
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; available: {', '.join(list_models())}")
-    records = bench(args.models, args.batches, args.threads, args.repeats, warmup=2 if args.quick else 3,
-                    calib_n=16 if args.quick else 64)
+        unknown = sorted(set(args.models) - set(list_models()))
+        if unknown:
+            parser.error(f"unknown model(s) {unknown}; available: {', '.join(list_models())}")
+        records = bench(args.models, args.batches, args.threads, args.repeats, warmup=2 if args.quick else 3,
+                        calib_n=16 if args.quick else 64)
     fill_speedups(records)
     host = {**machine(), **cpu_info()}
     LOG.info("CPU: %s, %s", host["cpu"], " ".join(host["isa"]) or "no AVX2")

@@ -30,3 +30,28 @@ def test_embed_benchmark_quick_json(tmp_path):
             base = next(b for b in records if b["impl"] == "ort_fp32" and b["case"] == r["case"])
             assert r["baseline"] == "ort_fp32"
             assert abs(r["speedup_vs_baseline"] - base["median_s"] / r["median_s"]) < 1e-9
+
+
+def test_embed_benchmark_times_every_shipped_file_of_the_bundles(tmp_path):
+    bundles = [ROOT / "models" / "crres_mobilefacenet_scratch", ROOT / "models" / "crres_default"]
+    out = tmp_path / "bundles.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_embed", "--bundles", *map(str, bundles), "--batches", "1",
+                    "--threads", "1", "--repeats", "5", "--json", str(out)], check=True, capture_output=True, cwd=ROOT)
+    records = json.loads(out.read_text())
+    backends = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b)]
+    expected = set()
+    for folder in bundles:
+        for runtime, roles in json.loads((folder / "manifest.json").read_text())["files"].items():
+            for role, entry in roles.items():
+                suffix = Path(entry["path"]).suffix
+                for b in (["openvino"] if suffix == ".xml" else backends) if suffix in (".onnx", ".xml") else []:
+                    if b in backends:
+                        expected.add(f"{folder.name}:{runtime}/{role}@{b}")
+    assert {r["impl"] for r in records} == expected
+    baseline = "crres_mobilefacenet_scratch:onnx/fp32@onnxruntime"
+    for r in records:
+        assert r["case"] == "bundles_b1" and r["extra"]["weights"] == "shipped bundle" and r["median_s"] > 0
+        assert r["baseline"] == (None if r["impl"] == baseline else baseline)
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.bench_embed", "--bundles", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "not a model bundle" in bad.stderr
