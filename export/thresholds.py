@@ -23,7 +23,8 @@ above u (m = n * 1e-3, at least 50; p_u = m / n). Cosine impostor scores are bou
 than exponential (a generalised Pareto fit, ``model="gpd"``, finds shapes -0.2 to -0.4), yet on identities it was
 not fitted on the exponential tail is the better calibrated one: ``python -m export.tail_backtest`` measures
 observed / predicted false accepts of 1.2 at FAR 1e-4 and 0.4-0.45 at 1e-5 for it, 1.3 and 1.4-1.8 for the
-generalised Pareto tail (the shipped default, halves of its 205 held-out identities). ``tail.fitted`` says which
+generalised Pareto tail (default ckpt-1804fcdf21d7, halves of its 205 held-out identities; ckpt-77d431664977:
+1.1 and 0.4 against 1.25 and 2.0). ``tail.fitted`` says which
 values came from the fit. The SDK derives a threshold at any per-pair FAR from these (the 1:N policy needs
 FAR = fpir / (N k), often below 1e-6): log-linear between the listed rates, the tail beyond the strictest.
 
@@ -70,9 +71,9 @@ MIN_EXCEEDANCES = 10
 TAIL_SHARE = 1e-3
 TAIL_MIN = 50
 PAIRINGS = ("cross", "matched")
-#: Impostor tail models (:class:`Tail`); thresholds beyond the measured rates come from the default.
+#: Impostor tail models :func:`fit_tail` fits. Manifests carry the exponential one (the SDK reads only that);
+#: the generalised Pareto one is for comparison (``export/tail_backtest.py``).
 TAIL_MODELS = ("exponential", "gpd")
-DEFAULT_TAIL = "exponential"
 
 
 @dataclass
@@ -163,7 +164,8 @@ class Tail:
 
 
 def tail_threshold(u: float, p_u: float, scale: float, shape: float, far: float) -> float:
-    """Inverse of :class:`Tail`'s survival function (the SDK's ``crres_sdk.policy`` evaluates the same formula)."""
+    """Inverse of :class:`Tail`'s survival function (for shape 0, what the SDK's ``crres_sdk.policy`` extrapolates
+    with a manifest's ``tail.scale``)."""
     x = math.log(p_u / far)
     if x <= 0.0:
         return u
@@ -197,7 +199,7 @@ def fit_tail(impostor: np.ndarray, share: float = TAIL_SHARE, minimum: int = TAI
 
 
 def thresholds_from_scores(impostor: np.ndarray, fars: Sequence[str] = FARS,
-                           min_exceedances: int = MIN_EXCEEDANCES, tail: str = DEFAULT_TAIL) -> dict[str, Any]:
+                           min_exceedances: int = MIN_EXCEEDANCES) -> dict[str, Any]:
     """Threshold per rate (empirical where far * n >= min_exceedances, else from the fitted tail), made
     non-decreasing from the loosest to the strictest rate and capped at 1 (a cosine never exceeds 1).
 
@@ -205,8 +207,8 @@ def thresholds_from_scores(impostor: np.ndarray, fars: Sequence[str] = FARS,
     "tail": Tail}``.
     """
     s = np.asarray(impostor, np.float64).ravel()
-    fit = fit_tail(s, model=tail)
-    out: dict[str, Any] = {"far": {}, "measured_far": {}, "fitted": {}, "tail": fit}
+    tail = fit_tail(s)
+    out: dict[str, Any] = {"far": {}, "measured_far": {}, "fitted": {}, "tail": tail}
     prev = -math.inf
     for f in sorted(fars, key=float, reverse=True):  # loosest first
         rate = float(f)
@@ -214,7 +216,7 @@ def thresholds_from_scores(impostor: np.ndarray, fars: Sequence[str] = FARS,
             t = threshold_at_far(s, rate)["threshold"]
             fitted = False
         else:
-            t, fitted = fit.threshold(rate), True
+            t, fitted = tail.threshold(rate), True
         t = min(max(t, prev), 1.0)
         prev = t
         out["far"][f], out["fitted"][f] = t, fitted
@@ -222,23 +224,22 @@ def thresholds_from_scores(impostor: np.ndarray, fars: Sequence[str] = FARS,
     return out
 
 
-def _empty(fars: Sequence[str], tail: str) -> dict[str, Any]:
-    shape = {"shape": []} if tail == "gpd" else {}
+def _empty(fars: Sequence[str]) -> dict[str, Any]:
     return {"far": {f: [] for f in fars}, "tar": {f: [] for f in fars}, "measured_far": {f: [] for f in fars},
             "pairs": {"genuine": [], "impostor": []},
-            "tail": {"model": tail, "u": [], "p_u": [], "scale": [], **shape, "exceedances": [],
+            "tail": {"model": "exponential", "u": [], "p_u": [], "scale": [], "exceedances": [],
                      "fitted": {f: [] for f in fars}}}
 
 
 def compute(sources: Sequence[PairSource], embed: EmbedFn, resolutions: Sequence[int] = RESOLUTIONS,
             fars: Sequence[str] = FARS, pairings: Sequence[str] = PAIRINGS,
-            min_exceedances: int = MIN_EXCEEDANCES, tail: str = DEFAULT_TAIL) -> dict[str, Any]:
+            min_exceedances: int = MIN_EXCEEDANCES) -> dict[str, Any]:
     """``{"far": {f: [t per r]}, "tar": {f: [...]}, "measured_far": {...}, "pairs": {...}, "tail": {...}}`` of the
     1:1 ("cross") pairs over the sources, and the same for the 1:N ("matched") pairs under ``"identification"``
     when ``pairings`` includes it."""
     if not sources:
         raise ValueError("thresholds need at least one pair source")
-    results = {p: _empty(fars, tail) for p in pairings}
+    results = {p: _empty(fars) for p in pairings}
     few = []
     for r in resolutions:
         for pairing, out in results.items():
@@ -250,12 +251,11 @@ def compute(sources: Sequence[PairSource], embed: EmbedFn, resolutions: Sequence
             gen_all, imp_all = np.concatenate(gen), np.concatenate(imp)
             out["pairs"]["genuine"].append(int(gen_all.size))
             out["pairs"]["impostor"].append(int(imp_all.size))
-            fit = thresholds_from_scores(imp_all, fars, min_exceedances, tail)
-            fitted = fit["tail"]
-            for key, v in (("u", round(fitted.u, 6)), ("p_u", fitted.p_u), ("scale", round(fitted.scale, 6)),
-                           ("shape", fitted.shape), ("exceedances", fitted.exceedances)):
-                if key in out["tail"]:
-                    out["tail"][key].append(v)
+            fit = thresholds_from_scores(imp_all, fars, min_exceedances)
+            tail = fit["tail"]
+            for key, v in (("u", round(tail.u, 6)), ("p_u", tail.p_u), ("scale", round(tail.scale, 6)),
+                           ("exceedances", tail.exceedances)):
+                out["tail"][key].append(v)
             for f in fars:
                 t = fit["far"][f]
                 out["far"][f].append(round(t, 6))
