@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -61,7 +60,8 @@ def held_out(calib: str, seed: int, holdout_max: int) -> tuple[np.ndarray, np.nd
 
 def score_tables(bundle: Path, manifest: dict, crops: np.ndarray, labels: np.ndarray, backend: str,
                  cache: Path) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
-    """{file key: {pairing: [(genuine, impostor, impostor identity pairs) per resolution]}}, cached in ``cache``."""
+    """{file key: {pairing: [(genuine, impostor, impostor identity pairs) per resolution]}}, cached in ``cache`` per
+    file content (the manifest's sha256), so another bundle or export in the same folder is scored afresh."""
     from export.lfw_parity import make_cache
 
     out: dict[str, dict[str, list]] = {}
@@ -72,7 +72,7 @@ def score_tables(bundle: Path, manifest: dict, crops: np.ndarray, labels: np.nda
             continue
         for role, entry in roles.items():
             key = f"{runtime}/{role}"
-            path = cache / f"scores_{role}.npz"
+            path = cache / f"scores_{role}_{entry['sha256'][:16]}.npz"
             if path.exists():
                 z = np.load(path)
                 out[key] = {p: [(z[f"{p}_{r}_g"], z[f"{p}_{r}_i"], z[f"{p}_{r}_ids"]) for r in th.RESOLUTIONS]
