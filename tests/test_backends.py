@@ -125,22 +125,30 @@ _CONCURRENT = textwrap.dedent("""
     shapes = [(1, 3, 24 + 8 * i, 32 + 4 * i) for i in range(n)]
     feeds = [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
-    def check(session, label):
-        name = session.input_names[0]
-        got, errors = {}, []
-        barrier = threading.Barrier(n)
+    def at_once(work):
+        # work(i, barrier) on n threads, i = 0 .. n-1; fails with every exception they raised
+        barrier, errors = threading.Barrier(n), []
 
-        def first(i):
+        def run(i):
             try:
-                barrier.wait()
-                got[i] = session.run({name: feeds[i]})
+                work(i, barrier)
             except BaseException as exc:
                 errors.append(repr(exc))
 
-        threads = [threading.Thread(target=first, args=(i,)) for i in range(n)]
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
         [t.start() for t in threads]
         [t.join() for t in threads]
         assert not errors, errors
+
+    def check(session, label):
+        name = session.input_names[0]
+        got = {}
+
+        def first(i, barrier):
+            barrier.wait()
+            got[i] = session.run({name: feeds[i]})
+
+        at_once(first)
         for i in range(n):  # the same as one thread's results
             want = session.run({name: feeds[i]})
             assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(got[i], want)), (label, i)
@@ -154,21 +162,12 @@ _CONCURRENT = textwrap.dedent("""
     t.start(); t.join()
     check(box[0], "worker-compiled")
     # n threads each constructing its own session and calling it at once
-    barrier = threading.Barrier(n)
-    errors = []
+    def own(i, barrier):
+        s = open_model(path, "openvino", 1)
+        barrier.wait()
+        s.run({s.input_names[0]: feeds[i]})
 
-    def own(i):
-        try:
-            s = open_model(path, "openvino", 1)
-            barrier.wait()
-            s.run({s.input_names[0]: feeds[i]})
-        except BaseException as exc:
-            errors.append(repr(exc))
-
-    threads = [threading.Thread(target=own, args=(i,)) for i in range(n)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert not errors, errors
+    at_once(own)
     print("own-sessions ok", flush=True)
 """)
 
