@@ -344,6 +344,64 @@ void test_matched(std::mt19937& rng) {
     }
 }
 
+// Keys a = -0.5 at distance d (resize.hpp's kernel), in double.
+double reference_keys(double d) {
+    d = std::fabs(d);
+    return d < 1.0 ? (1.5 * d - 2.5) * d * d + 1.0 : d < 2.0 ? ((-0.5 * d + 2.5) * d - 4.0) * d + 2.0 : 0.0;
+}
+
+// The direct bicubic warp (the default for faces smaller than the crop) against a double-precision 4 x 4 Keys
+// warp with zeros outside the frame: within tests/core's 0.05 grey levels (the AVX2 rows' Q15 weights along x
+// allow 0.027), uint8 within 1 level of the rounded reference, and a flat face stays flat to 1e-3.
+void test_bicubic(std::mt19937& rng) {
+    PixelNormalization raw;
+    std::vector<float> f32(3 * 112 * 112);
+    std::vector<std::uint8_t> u8(3 * 112 * 112);
+    std::vector<float> scratch;
+    double worst = 0.0, worst_u8 = 0.0;
+    for (int trial = 0; trial < 40; ++trial) {
+        const Frame f = random_frame(rng, 40 + static_cast<int>(rng() % 80), 40 + static_cast<int>(rng() % 80),
+                                     trial % 4 == 0 ? 5 : 0);
+        const Affine2x3 m = random_map(rng, f.view, 0.1, 0.95, 0.7);  // upscaling, some faces past the edges
+        warp_bicubic_to_chw_f32(f.view, m, 112, 112, raw, f32.data(), scratch);
+        warp_bicubic_to_hwc_u8(f.view, m, 112, 112, false, u8.data(), scratch);
+        for (int y = 0; y < 112; ++y)
+            for (int x = 0; x < 112; ++x) {
+                const double sx = m[0] * x + m[1] * y + m[2], sy = m[3] * x + m[4] * y + m[5];
+                const int ix = static_cast<int>(std::floor(sx)), iy = static_cast<int>(std::floor(sy));
+                double ref[3] = {0.0, 0.0, 0.0};
+                for (int j = -1; j <= 2; ++j)
+                    for (int i = -1; i <= 2; ++i) {
+                        if (ix + i < 0 || iy + j < 0 || ix + i >= f.view.width || iy + j >= f.view.height) continue;
+                        const double w = reference_keys(sx - (ix + i)) * reference_keys(sy - (iy + j));
+                        for (int c = 0; c < 3; ++c) ref[c] += w * f.view.row(iy + j)[(ix + i) * 3 + c];
+                    }
+                const std::size_t k = static_cast<std::size_t>(y) * 112 + x;
+                for (int c = 0; c < 3; ++c) {
+                    worst = std::max(worst, std::fabs(f32[c * 112 * 112 + k] - ref[c]));
+                    worst_u8 = std::max(worst_u8, std::fabs(u8[k * 3 + c] - std::clamp(ref[c], 0.0, 255.0)) - 0.5);
+                }
+            }
+    }
+    check(worst <= 5e-2, "bicubic warp vs reference (grey levels)", worst, 5e-2);
+    check(worst_u8 <= 1.0, "bicubic uint8 warp vs reference", worst_u8, 1.0);
+    std::vector<std::uint8_t> flat(200 * 200 * 3);
+    for (std::size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<std::uint8_t>(i % 3 == 0 ? 10 : i % 3 == 1 ? 128 : 250);
+    const ImageU8View flat_view{flat.data(), 200, 200, 3, 600};
+    double worst_flat = 0.0;
+    for (double r : {5.45, 20.2, 80.1}) {
+        const double s = r / 112.0, a = 0.4;
+        const Affine2x3 m = {s * std::cos(a), -s * std::sin(a), 80.0, s * std::sin(a), s * std::cos(a), 60.0};
+        warp_bicubic_to_chw_f32(flat_view, m, 112, 112, raw, f32.data(), scratch);
+        for (int c = 0; c < 3; ++c)
+            for (int i = 0; i < 112 * 112; ++i)
+                worst_flat = std::max(worst_flat, std::fabs(f32[c * 112 * 112 + i] - (c == 0 ? 10.0 : c == 1 ? 128.0 : 250.0)));
+    }
+    check(worst_flat <= 1e-3, "flat face through the bicubic warp", worst_flat, 1e-3);
+    std::printf("bicubic warp (%s) vs double reference: %.4f grey levels at most, flat face %.2g\n",
+                simd_path_name(simd_active()), worst, worst_flat);
+}
+
 double time_warp(const ImageU8View& src, const Affine2x3& m, int repeats, bool matched) {
     PixelNormalization raw;
     std::vector<float> out(3 * 112 * 112);
@@ -370,6 +428,7 @@ int main() {
         test_warp_frame_corner(rng);
         test_warp_wide_frame_edges(rng);
         test_matched(rng);
+        test_bicubic(rng);
     }
     set_simd_enabled(true);
     test_simd_against_scalar(rng);
